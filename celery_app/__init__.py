@@ -1,0 +1,61 @@
+"""The Celery app, built from the same settings as the API by ``init_celery(app)``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, Task
+from flask import Flask
+
+from delineate.config import Settings
+
+RESULT_EXPIRES_SECONDS = 3600
+"""How long Celery's own task results stay in Redis, in seconds (our job hash lives longer)."""
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    transport = {
+        # Above the longest job (120 s delay + bundling) yet short enough that a killed
+        # worker's job is restored within minutes; see ARCHITECTURE.md, "Crash safety".
+        "visibility_timeout": settings.visibility_timeout_seconds,
+        "unacked_restore_interval": settings.unacked_restore_interval_seconds,
+        "unacked_restore_throttle": 0,
+    }
+    return {
+        "broker_url": settings.celery_broker_url,
+        "result_backend": settings.celery_result_backend,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": {"retry_policy": {"timeout": 5.0}},
+        "broker_connection_retry_on_startup": True,
+        "result_expires": RESULT_EXPIRES_SECONDS,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_pool": "threads",
+        "worker_concurrency": settings.worker_concurrency,
+        "worker_hijack_root_logger": False,
+        "task_track_started": True,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "imports": ["celery_app.tasks", "celery_app.signals"],
+    }
+
+
+def init_celery(app: Flask) -> Celery:
+    """Attach a Celery app to ``app`` whose tasks run inside its app context."""
+
+    class FlaskTask(Task):
+        def __call__(self, *args: object, **kwargs: object) -> object:
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    settings: Settings = app.extensions["delineate"].settings
+    celery = Celery(app.name, task_cls=FlaskTask)
+    celery.config_from_object(celery_config(settings))
+    celery.set_default()
+    celery.flask_app = app  # type: ignore[attr-defined]  # for signal handlers
+    app.extensions["celery"] = celery
+    return celery

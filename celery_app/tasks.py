@@ -1,0 +1,42 @@
+"""Task wrappers: take a job id, get the clients, call ``DownloadRun``, decide retries."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+
+from celery import Task, shared_task
+
+from delineate.errors import StorageError
+from delineate.jobs import TRANSIENT_ERRORS, DownloadRun, backoff_seconds
+from delineate.services import services
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(
+    bind=True,
+    name="delineate.prepare_download",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,  # the limit is MAX_RETRIES, enforced below with a clear message
+)
+def prepare_download(self: Task, job_id: str) -> None:
+    svc = services()
+    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+    run = DownloadRun(job_id, svc.store, svc.storage, svc.settings, holder=holder)
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    try:
+        run.run(redelivered=redelivered)
+    except TRANSIENT_ERRORS as exc:
+        retries = self.request.retries
+        if retries >= svc.settings.max_retries:
+            run.fail(f"Gave up after {retries + 1} attempts; last error: {exc}")
+            return
+        countdown = backoff_seconds(retries, svc.settings.retry_backoff_base_seconds)
+        logger.warning("job %s: transient error (%s); retry %d in %.1f s", job_id, exc, retries + 1, countdown)
+        raise self.retry(exc=exc, countdown=countdown) from None
+    except StorageError as exc:  # permanent: retrying cannot help
+        run.fail(f"Storage error: {exc.message}")

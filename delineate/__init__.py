@@ -1,0 +1,47 @@
+"""delineate: long-running downloads behind proxies that will not wait.
+
+``create_app()`` builds the Flask app (and its Celery app); nothing runs at import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from delineate.config import Settings, load_settings
+
+
+def create_app(test_config: Mapping[str, Any] | Settings | None = None) -> Flask:
+    """Build the API app.
+
+    ``test_config`` overrides settings (names as in the environment or as fields),
+    or is a complete :class:`Settings`.
+
+    :raise ConfigError: a setting is malformed.
+    """
+    from celery_app import init_celery
+    from delineate.blueprints import downloads, meta
+    from delineate.errors import register_error_handlers
+    from delineate.security import init_security
+    from delineate.services import build_services
+
+    settings = test_config if isinstance(test_config, Settings) else load_settings(overrides=test_config)
+
+    app = Flask(__name__)
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        JSON_SORT_KEYS=False,
+        REDIS_URL=settings.redis_url,  # read by flask-sse when it publishes
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.compact = True  # type: ignore[attr-defined]
+    app.extensions["delineate"] = build_services(settings)
+
+    init_security(app)
+    register_error_handlers(app)
+    app.register_blueprint(meta.bp)
+    app.register_blueprint(downloads.bp)
+    init_celery(app)
+    return app

@@ -1,0 +1,187 @@
+"""The download API: start jobs, read their status, fetch and cancel them."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+import uuid
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from kombu.exceptions import OperationalError
+from werkzeug.exceptions import MethodNotAllowed
+
+from delineate.errors import (
+    Conflict,
+    GatewayTimeout,
+    InvalidRequest,
+    JobNotFound,
+    JobNotReady,
+    ServiceUnavailable,
+)
+from delineate.models import Job, JobState, Phase
+from delineate.progress import JobGone
+from delineate.services import download_name, services
+from delineate.storage import source_key
+from delineate.validation import ROUTE_NAMES, FileIdBody, FileIdsBody, parse_body, parse_job_id
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("downloads", __name__, url_prefix="/v1/download")
+
+PREPARE_DOWNLOAD = "delineate.prepare_download"
+
+PER_FILE_OVERHEAD_SECONDS = 0.05
+"""Estimated seconds of S3 work per file, added to the mean simulated delay."""
+
+
+def _estimate_seconds(file_count: int) -> int:
+    s = services().settings
+    mean_delay = (s.download_delay_min_ms + s.download_delay_max_ms) / 2000 if s.download_delay_enabled else 0
+    return math.ceil(mean_delay + PER_FILE_OVERHEAD_SECONDS * file_count)
+
+
+def _job_id_or_405(value: str, allowed: list[str]) -> str:
+    if value in ROUTE_NAMES:  # e.g. GET /v1/download/check is a route, not job "check"
+        raise MethodNotAllowed(valid_methods=allowed)
+    return parse_job_id(value)
+
+
+def _load(job_id: str) -> Job:
+    job = services().store.get(job_id)
+    if job is None:
+        raise JobNotFound(f"No job {job_id} (unknown, or expired after {services().settings.job_ttl_seconds} s).")
+    return job
+
+
+@bp.post("/initiate")
+def initiate() -> tuple[Response, int, dict[str, str]]:
+    body = parse_body(FileIdsBody)
+    if body.callback_url is not None:
+        raise InvalidRequest(
+            "callback_url is not accepted: webhooks are not enabled on this server.",
+            details=[{"path": "$.callback_url", "message": "webhooks are not enabled"}],
+        )
+    svc = services()
+    ids = body.unique_ids()
+    job = Job(job_id=str(uuid.uuid4()), status=JobState.QUEUED, file_ids=ids)
+    svc.store.create(job)
+    try:
+        current_app.extensions["celery"].send_task(PREPARE_DOWNLOAD, args=[job.job_id], task_id=job.job_id)
+    except (OperationalError, ConnectionError, OSError) as exc:
+        # Never leave a job that no worker will ever see.
+        svc.store.delete(job.job_id)
+        logger.error("could not enqueue job %s: %s", job.job_id, exc)
+        raise ServiceUnavailable("The job queue is unavailable; try again shortly.", headers={"Retry-After": "5"}) from None
+    logger.info("job %s queued with %d files", job.job_id, len(ids))
+    body_out = {
+        "jobId": job.job_id,
+        "status": job.status.value,
+        "totalFileIds": len(ids),
+        "estimatedTimeSeconds": _estimate_seconds(len(ids)),
+    }
+    return jsonify(body_out), 202, {"Location": f"/v1/download/status/{job.job_id}"}
+
+
+@bp.get("/status/<job_id>")
+def status(job_id: str) -> Response:
+    job = _load(parse_job_id(job_id))
+    return jsonify(services().store.status(job))
+
+
+@bp.get("/<job_id>")
+def download(job_id: str) -> tuple[Response, int, dict[str, str]]:
+    job = _load(_job_id_or_405(job_id, ["DELETE", "GET"]))
+    svc = services()
+    if job.status is not JobState.COMPLETED:
+        raise JobNotReady(
+            f"Job {job.job_id} is {job.status.value}; the download is ready when it is completed.",
+            details=svc.store.status(job),
+        )
+    url = svc.storage.presign(job.result_key, download_name(job))
+    headers = {"Location": url, "Cache-Control": "no-store"}
+    return jsonify(downloadUrl=url, expiresInSeconds=svc.settings.presigned_url_expiry_seconds), 302, headers
+
+
+@bp.delete("/<job_id>")
+def cancel(job_id: str) -> tuple[Response, int]:
+    job = _load(_job_id_or_405(job_id, ["DELETE", "GET"]))
+    svc = services()
+    if job.status.terminal:
+        raise Conflict(f"Job {job.job_id} is already {job.status.value}.", details=svc.store.status(job))
+    try:
+        job = svc.store.update(job.job_id, status=JobState.CANCELLED, phase=Phase.DONE, error="Cancelled by the client")
+    except JobGone:
+        raise JobNotFound(f"No job {job_id}.") from None
+    if job.status is not JobState.CANCELLED:  # it finished in the meantime
+        raise Conflict(f"Job {job.job_id} is already {job.status.value}.", details=svc.store.status(job))
+    logger.info("job %s cancelled", job.job_id)
+    return jsonify(svc.store.status(job)), 202
+
+
+@bp.post("/estimate")
+def estimate() -> Response:
+    body = parse_body(FileIdsBody)
+    ids = body.unique_ids()
+    storage = services().storage
+    available: list[int] = []
+    missing: list[int] = []
+    total = 0
+    for file_id in ids:
+        info = storage.head(source_key(file_id))
+        if info is None:
+            missing.append(file_id)
+        else:
+            available.append(file_id)
+            total += info.size
+    return jsonify(
+        availableFileIds=available,
+        missingFileIds=missing,
+        totalBytes=total,
+        estimatedTimeSeconds=_estimate_seconds(len(ids)),
+    )
+
+
+@bp.post("/check")
+def check() -> Response:
+    if request.args.get("sentry_test") == "true":
+        # Deliberate: proves that errors reach Sentry (and still answer 500 JSON).
+        raise RuntimeError("Sentry test error from POST /v1/download/check?sentry_test=true")
+    body = parse_body(FileIdBody)
+    info = services().storage.head(source_key(body.file_id))
+    return jsonify(
+        file_id=body.file_id,
+        available=info is not None,
+        s3Key=info.key if info else None,
+        size=info.size if info else None,
+    )
+
+
+@bp.post("/start")
+def start() -> Response:
+    """The old synchronous endpoint, kept to show the problem: it holds the request."""
+    body = parse_body(FileIdBody)
+    svc = services()
+    s = svc.settings
+    began = time.monotonic()
+    delay_ms = random.randint(s.download_delay_min_ms, s.download_delay_max_ms) if s.download_delay_enabled else 0
+    timeout_ms = s.request_timeout_ms
+    time.sleep(min(delay_ms, timeout_ms) / 1000)
+    if delay_ms > timeout_ms:
+        raise GatewayTimeout(
+            f"Preparing file {body.file_id} took longer than {timeout_ms} ms; "
+            "use POST /v1/download/initiate for long downloads."
+        )
+    info = svc.storage.head(source_key(body.file_id))
+    elapsed_ms = int((time.monotonic() - began) * 1000)
+    result: dict[str, Any] = {
+        "file_id": body.file_id,
+        "status": "completed" if info else "failed",
+        "downloadUrl": svc.storage.presign(info.key, f"{body.file_id}.zip") if info else None,
+        "size": info.size if info else None,
+        "processingTimeMs": elapsed_ms,
+        "message": "Download ready" if info else f"File {body.file_id} is not available",
+    }
+    return jsonify(result)

@@ -1,0 +1,222 @@
+"""Settings: one object, built in one place, from three layers.
+
+1. safe defaults (the table below),
+2. the environment (and a ``.env`` file in the working directory, which never
+   overrides a variable already set),
+3. overrides passed by the caller (tests, ``create_app(test_config=...)``).
+
+Nothing else in the project reads ``os.environ``. A bad value raises
+:class:`ConfigError` with one line naming the variable; entry points print that
+line and exit instead of showing a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+
+class ConfigError(ValueError):
+    """A setting has a value the service cannot run with."""
+
+
+def _int(name: str, raw: str, minimum: int = 0, maximum: int | None = None) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = f" and at most {maximum}" if maximum is not None else ""
+        raise ConfigError(f"{name} must be at least {minimum}{upper}, got {value}")
+    return value
+
+
+def _bool(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
+    value = raw.strip()
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ConfigError(f"{name} is not a valid URL: {raw!r}") from None
+    if parts.scheme not in schemes or not parts.hostname:
+        expected = " or ".join(f"{s}://" for s in schemes)
+        raise ConfigError(f"{name} must be a {expected} URL with a host, got {raw!r}")
+    return value
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _api_keys(name: str, raw: str) -> dict[str, str]:
+    """``name:key,name:key`` → {key: name}."""
+    keys: dict[str, str] = {}
+    for item in _csv(raw):
+        owner, sep, key = item.partition(":")
+        if not sep or not owner.strip() or not key.strip():
+            raise ConfigError(f"{name} entries must look like name:key, got {item!r}")
+        keys[key.strip()] = owner.strip()
+    return keys
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the service. Units are in the names."""
+
+    port: int = 3000
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    celery_broker_url: str = ""
+    celery_result_backend: str = ""
+    s3_endpoint: str = "http://127.0.0.1:8333"
+    s3_public_endpoint: str = ""
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str = "delineate"
+    s3_secret_access_key: str = "delineate-secret"
+    s3_bucket_name: str = "downloads"
+    s3_force_path_style: bool = True
+    download_delay_enabled: bool = True
+    download_delay_min_ms: int = 10_000
+    download_delay_max_ms: int = 120_000
+    job_ttl_seconds: int = 86_400
+    presigned_url_expiry_seconds: int = 900
+    worker_concurrency: int = 100
+    request_timeout_ms: int = 30_000
+    rate_limit_window_ms: int = 60_000
+    rate_limit_max_requests: int = 100
+    cors_origins: tuple[str, ...] = ("*",)
+    api_keys: Mapping[str, str] = field(default_factory=dict)
+    trusted_proxy_hops: int = 0
+    callback_allowed_hosts: tuple[str, ...] = ()
+    callback_secret: str = ""
+    sse_heartbeat_seconds: int = 15
+    max_body_bytes: int = 65_536
+    sentry_dsn: str = ""
+    otel_exporter_otlp_endpoint: str = ""
+    flower_port: int = 5555
+    # Crash safety (see ARCHITECTURE.md, "Crash safety").
+    visibility_timeout_seconds: int = 180
+    unacked_restore_interval_seconds: int = 5
+    job_lease_seconds: int = 30
+    max_redeliveries: int = 3
+    max_retries: int = 5
+    retry_backoff_base_seconds: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.download_delay_min_ms > self.download_delay_max_ms:
+            raise ConfigError(
+                "DOWNLOAD_DELAY_MIN_MS must not exceed DOWNLOAD_DELAY_MAX_MS "
+                f"({self.download_delay_min_ms} > {self.download_delay_max_ms})"
+            )
+        # Derived defaults: the broker and result backend follow REDIS_URL.
+        if not self.celery_broker_url:
+            object.__setattr__(self, "celery_broker_url", self.redis_url)
+        if not self.celery_result_backend:
+            object.__setattr__(self, "celery_result_backend", self.redis_url)
+        if not self.s3_public_endpoint:
+            object.__setattr__(self, "s3_public_endpoint", self.s3_endpoint)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+_REDIS = ("redis", "rediss", "unix")
+_HTTP = ("http", "https")
+
+#: Environment variable → (field, parser). One readable column, like Warehouse's ``maybe_set``.
+ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
+    "PORT": ("port", lambda n, v: _int(n, v, 1, 65535)),
+    "REDIS_URL": ("redis_url", lambda n, v: _url(n, v, _REDIS)),
+    "CELERY_BROKER_URL": ("celery_broker_url", lambda n, v: _url(n, v, _REDIS)),
+    "CELERY_RESULT_BACKEND": ("celery_result_backend", lambda n, v: _url(n, v, _REDIS)),
+    "S3_ENDPOINT": ("s3_endpoint", lambda n, v: _url(n, v, _HTTP)),
+    "S3_PUBLIC_ENDPOINT": ("s3_public_endpoint", lambda n, v: _url(n, v, _HTTP)),
+    "S3_REGION": ("s3_region", lambda n, v: v.strip()),
+    "S3_ACCESS_KEY_ID": ("s3_access_key_id", lambda n, v: v.strip()),
+    "S3_SECRET_ACCESS_KEY": ("s3_secret_access_key", lambda n, v: v.strip()),
+    "S3_BUCKET_NAME": ("s3_bucket_name", lambda n, v: v.strip()),
+    "S3_FORCE_PATH_STYLE": ("s3_force_path_style", _bool),
+    "DOWNLOAD_DELAY_ENABLED": ("download_delay_enabled", _bool),
+    "DOWNLOAD_DELAY_MIN_MS": ("download_delay_min_ms", _int),
+    "DOWNLOAD_DELAY_MAX_MS": ("download_delay_max_ms", _int),
+    "JOB_TTL_SECONDS": ("job_ttl_seconds", lambda n, v: _int(n, v, 1)),
+    "PRESIGNED_URL_EXPIRY_SECONDS": (
+        "presigned_url_expiry_seconds",
+        lambda n, v: _int(n, v, 1, 604_800),
+    ),
+    "WORKER_CONCURRENCY": ("worker_concurrency", lambda n, v: _int(n, v, 1, 2000)),
+    "REQUEST_TIMEOUT_MS": ("request_timeout_ms", lambda n, v: _int(n, v, 1)),
+    "RATE_LIMIT_WINDOW_MS": ("rate_limit_window_ms", lambda n, v: _int(n, v, 1)),
+    "RATE_LIMIT_MAX_REQUESTS": ("rate_limit_max_requests", lambda n, v: _int(n, v, 1)),
+    "CORS_ORIGINS": ("cors_origins", lambda n, v: _csv(v)),
+    "API_KEYS": ("api_keys", _api_keys),
+    "TRUSTED_PROXY_HOPS": ("trusted_proxy_hops", lambda n, v: _int(n, v, 0, 10)),
+    "CALLBACK_ALLOWED_HOSTS": ("callback_allowed_hosts", lambda n, v: _csv(v)),
+    "CALLBACK_SECRET": ("callback_secret", lambda n, v: v),
+    "SSE_HEARTBEAT_SECONDS": ("sse_heartbeat_seconds", lambda n, v: _int(n, v, 1, 3600)),
+    "MAX_BODY_BYTES": ("max_body_bytes", lambda n, v: _int(n, v, 64)),
+    "SENTRY_DSN": ("sentry_dsn", lambda n, v: v.strip()),
+    "OTEL_EXPORTER_OTLP_ENDPOINT": ("otel_exporter_otlp_endpoint", lambda n, v: v.strip()),
+    "FLOWER_PORT": ("flower_port", lambda n, v: _int(n, v, 1, 65535)),
+    "CELERY_VISIBILITY_TIMEOUT_SECONDS": (
+        "visibility_timeout_seconds",
+        lambda n, v: _int(n, v, 1),
+    ),
+    "CELERY_UNACKED_RESTORE_INTERVAL_SECONDS": (
+        "unacked_restore_interval_seconds",
+        lambda n, v: _int(n, v, 1),
+    ),
+    "JOB_LEASE_SECONDS": ("job_lease_seconds", lambda n, v: _int(n, v, 2)),
+    "MAX_REDELIVERIES": ("max_redeliveries", lambda n, v: _int(n, v, 0, 100)),
+    "MAX_RETRIES": ("max_retries", lambda n, v: _int(n, v, 0, 20)),
+}
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    dotenv_path: str | None = ".env",
+) -> Settings:
+    """Build the settings: defaults, then ``.env`` and the environment, then overrides.
+
+    ``overrides`` may use field names (``redis_url``) or variable names (``REDIS_URL``);
+    values given as strings are parsed like the environment's.
+
+    :raise ConfigError: a value is malformed or out of range.
+    """
+    source: dict[str, str] = {}
+    if dotenv_path and os.path.isfile(dotenv_path):
+        source.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    source.update(os.environ if environ is None else environ)
+
+    values: dict[str, Any] = {}
+    for name, (attr, parse) in ENVIRONMENT.items():
+        if name in source:
+            values[attr] = parse(name, source[name])
+
+    by_attr = {attr: (name, parse) for name, (attr, parse) in ENVIRONMENT.items()}
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    for key, value in (overrides or {}).items():
+        if key in ENVIRONMENT:
+            name, (attr, parse) = key, ENVIRONMENT[key]
+        elif key.lower() in fields:
+            attr = key.lower()
+            name, parse = by_attr.get(attr, (key.upper(), None))  # type: ignore[assignment]
+        else:
+            raise ConfigError(f"unknown setting {key!r}")
+        values[attr] = parse(name, value) if isinstance(value, str) and parse else value
+    return Settings(**values)

@@ -1,0 +1,99 @@
+"""``make run``: the whole stack in the foreground, under honcho.
+
+Starts Redis and SeaweedFS only when nothing answers at REDIS_URL / S3_ENDPOINT and
+the host is local; then the worker, the API and Flower. A set-up thread creates the
+bucket and seeds the sample files once the store answers. Ctrl-C or SIGTERM stops
+every process honcho started.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import threading
+from pathlib import Path
+
+from honcho.manager import Manager
+
+from delineate.cli import settings_or_exit
+from delineate.config import Settings
+from delineate.localstack import answers, host_port, is_local, redis_command, seaweed_command, wait_until
+
+DEV_DEFAULTS = {"DOWNLOAD_DELAY_MIN_MS": "5000", "DOWNLOAD_DELAY_MAX_MS": "15000"}
+"""The development delay range (the settings' own defaults stay 10-120 s)."""
+
+RUN_DIR = Path(".run")
+
+
+def _command(args: list[str]) -> str:
+    return shlex.join(args)
+
+
+def _setup(settings: Settings, manager: Manager) -> None:
+    from delineate.seed import SAMPLE_IDS, seed
+    from delineate.storage import Storage
+
+    try:
+        s3_host, s3_port = host_port(settings.s3_endpoint, 80)
+        wait_until(lambda: answers(s3_host, s3_port), 60, f"S3 at {settings.s3_endpoint}")
+        storage = Storage(settings)
+        wait_until(_bucket_ready(storage), 60, "the bucket", interval=0.5)
+        written = seed(storage)
+        print(
+            f"\n  delineate is up: API http://127.0.0.1:{settings.port}/  "
+            f"(health /health)  Flower http://127.0.0.1:{settings.flower_port}/\n"
+            f"  {len(SAMPLE_IDS)} sample files in s3://{settings.s3_bucket_name}/downloads/ "
+            f"({written} newly seeded). Ctrl-C stops everything.\n",
+            flush=True,
+        )
+    except Exception as exc:  # noqa: BLE001 - report in one line, then stop the stack
+        print(f"delineate: set-up failed: {exc}", file=sys.stderr, flush=True)
+        manager.terminate()
+
+
+def _bucket_ready(storage: object) -> object:
+    def probe() -> bool:
+        try:
+            storage.ensure_bucket()  # type: ignore[attr-defined]
+            return True
+        except Exception:  # noqa: BLE001 - not yet
+            return False
+
+    return probe
+
+
+def main() -> int:
+    for name, value in DEV_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    settings = settings_or_exit()
+    env = dict(os.environ)
+    manager = Manager()
+    bin_dir = Path(sys.executable).parent
+
+    redis_host, redis_port = host_port(settings.redis_url, 6379)
+    if not answers(redis_host, redis_port):
+        if not is_local(settings.redis_url):
+            print(f"delineate: nothing answers at REDIS_URL={settings.redis_url}", file=sys.stderr)
+            return 2
+        manager.add_process("redis", _command(redis_command(redis_port, RUN_DIR / f"redis-{redis_port}")), env=env)
+
+    s3_host, s3_port = host_port(settings.s3_endpoint, 80)
+    if not answers(s3_host, s3_port):
+        if not is_local(settings.s3_endpoint):
+            print(f"delineate: nothing answers at S3_ENDPOINT={settings.s3_endpoint}", file=sys.stderr)
+            return 2
+        manager.add_process("s3", _command(seaweed_command(settings, s3_port, RUN_DIR / f"seaweedfs-{s3_port}")), env=env)
+
+    celery = str(bin_dir / "celery")
+    manager.add_process("worker", _command([celery, "-A", "celery_app.worker", "worker", "--loglevel=INFO", "-E", "-n", f"worker-{settings.port}@%h"]), env=env)
+    manager.add_process("api", _command([str(bin_dir / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "delineate.wsgi:app"]), env=env)
+    manager.add_process("flower", _command([celery, "-A", "celery_app.worker", "flower", "--address=127.0.0.1", f"--port={settings.flower_port}"]), env=env)
+
+    threading.Thread(target=_setup, args=(settings, manager), daemon=True).start()
+    manager.loop()
+    return manager.returncode or 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

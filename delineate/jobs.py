@@ -1,0 +1,265 @@
+"""What a download job does, independent of Celery.
+
+``run_download`` checks each file, waits out the simulated origin delay, builds the
+result and writes progress as it goes. The Celery task (``celery_app/tasks.py``) only
+decides about retries. Safe to run twice: the result key is derived from the job id,
+a finished job is left alone, and a lease keeps two deliveries of one job from
+running side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import redis
+
+from delineate.bundle import Source, stream_bundle
+from delineate.config import Settings
+from delineate.errors import SourceUnavailable, StorageError
+from delineate.models import Job, JobState, Phase
+from delineate.progress import JobGone, JobStore
+from delineate.storage import Storage, bundle_key, source_key
+
+logger = logging.getLogger(__name__)
+
+NO_FILES_ERROR = "No files available for download"
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    SourceUnavailable,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+)
+"""Errors that pass: the task retries these with backoff, and nothing else."""
+
+WAIT_SLICE_SECONDS = 1.0
+"""Longest sleep between lease renewals and cancellation checks, in seconds."""
+
+PROGRESS_WRITE_INTERVAL_SECONDS = 0.25
+"""Least time between two byte-progress writes while bundling, in seconds."""
+
+
+class Stopped(Exception):
+    """The job reached a terminal state elsewhere (cancelled) or the lease was lost."""
+
+
+@dataclass
+class DownloadRun:
+    job_id: str
+    store: JobStore
+    storage: Storage
+    settings: Settings
+    holder: str
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random = field(default_factory=random.Random)
+
+    # -- entry ----------------------------------------------------------------------
+
+    def run(self, redelivered: bool = False) -> None:
+        job = self.store.get(self.job_id)
+        if job is None:
+            logger.warning("job %s has no record (expired?); nothing to do", self.job_id)
+            return
+        if job.status.terminal:
+            logger.info("job %s is already %s; nothing to do", self.job_id, job.status)
+            return
+        job = self._take_lease(job)
+        if job is None:
+            return
+        try:
+            self._run_leased(job, redelivered)
+        except Stopped as exc:
+            logger.info("job %s stopped: %s", self.job_id, exc)
+        except JobGone:
+            logger.warning("job %s expired while running", self.job_id)
+        finally:
+            try:
+                self.store.release_lease(self.job_id, self.holder)
+            except redis.RedisError:
+                pass  # the lease expires on its own
+
+    def _take_lease(self, job: Job) -> Job | None:
+        """Become the only runner of the job; wait while another live worker runs it.
+
+        Returns the fresh record, or None when the job ended while we waited.
+        """
+        lease = self.settings.job_lease_seconds
+        while not self.store.acquire_lease(self.job_id, self.holder, lease):
+            logger.info("job %s is running elsewhere; waiting for its lease", self.job_id)
+            self.sleep(min(WAIT_SLICE_SECONDS * 2, lease))
+            fresh = self.store.get(self.job_id)
+            if fresh is None or fresh.status.terminal:
+                return None
+        fresh = self.store.get(self.job_id)
+        return fresh if fresh is not None and not fresh.status.terminal else None
+
+    # -- the work ---------------------------------------------------------------------
+
+    def _run_leased(self, job: Job, redelivered: bool) -> None:
+        fields: dict[str, object] = {}
+        if redelivered and job.status is JobState.PROCESSING:
+            # The previous runner died mid-job (its lease expired): count it.
+            job.redeliveries += 1
+            fields["redeliveries"] = job.redeliveries
+            if job.redeliveries > self.settings.max_redeliveries:
+                self.fail(
+                    f"Job abandoned: its worker died {job.redeliveries} times while running "
+                    f"it (limit {self.settings.max_redeliveries} redeliveries)"
+                )
+                return
+        delay_ms = job.delay_ms if job.delay_ms is not None else self._draw_delay_ms()
+        job = self._write(
+            status=JobState.PROCESSING,
+            phase=Phase.CHECKING,
+            attempts=job.attempts + 1,
+            delayMs=delay_ms,
+            error=None,
+            **fields,
+        )
+        logger.info(
+            "job %s started (attempt %d, %d files, delay %d ms)",
+            self.job_id,
+            job.attempts,
+            job.total_files,
+            delay_ms,
+        )
+        available, missing = self._check_files(job, delay_ms)
+        if not available:
+            self._write(status=JobState.FAILED, phase=Phase.DONE, error=NO_FILES_ERROR)
+        elif len(available) == 1:
+            only = available[0]
+            self._write(
+                status=JobState.COMPLETED,
+                phase=Phase.DONE,
+                progress=100,
+                resultKey=source_key(only.file_id),
+                size=only.size,
+                bytesDone=only.size,
+                bytesTotal=only.size,
+            )
+        else:
+            self._bundle(available, missing)
+        logger.info("job %s finished", self.job_id)
+
+    def _draw_delay_ms(self) -> int:
+        s = self.settings
+        if not s.download_delay_enabled:
+            return 0
+        return self.rng.randint(s.download_delay_min_ms, s.download_delay_max_ms)
+
+    def _check_files(self, job: Job, delay_ms: int) -> tuple[list[Source], list[int]]:
+        per_file = delay_ms / 1000 / max(job.total_files, 1)
+        resume_from = job.completed_files  # files a previous attempt already reported
+        available: list[Source] = []
+        missing: list[int] = []
+        for index, file_id in enumerate(job.file_ids):
+            if index >= resume_from:
+                self._wait(per_file)
+            info = self.storage.head(source_key(file_id))
+            if info is None:
+                missing.append(file_id)
+            else:
+                available.append(Source(file_id, info.size, self._opener(info.key)))
+            if index >= resume_from:
+                done = index + 1
+                self._write(
+                    completedFiles=done,
+                    availableFiles=len(available),
+                    missingFileIds=missing,
+                    progress=90 * done // job.total_files,
+                )
+        return available, missing
+
+    def _opener(self, key: str) -> Callable[[], Iterator[bytes]]:
+        return lambda: self.storage.iter_object(key)
+
+    def _bundle(self, sources: list[Source], missing: list[int]) -> None:
+        total = sum(s.size for s in sources)
+        self._write(phase=Phase.BUNDLING, bytesDone=0, bytesTotal=total)
+        done = 0
+        last_write = time.monotonic()
+
+        def on_bytes(n: int) -> None:
+            nonlocal done, last_write
+            done += n
+            now = time.monotonic()
+            if done >= total or now - last_write >= PROGRESS_WRITE_INTERVAL_SECONDS:
+                last_write = now
+                phase = Phase.UPLOADING if done >= total else Phase.BUNDLING
+                progress = 90 + 9 * done // max(total, 1)
+                self._write(phase=phase, bytesDone=done, progress=progress)
+                self._renew_lease()
+
+        key = bundle_key(self.job_id)
+        try:
+            size = self.storage.upload_stream(key, stream_bundle(self.job_id, sources, missing, on_bytes))
+        except (ValueError, FileNotFoundError) as exc:
+            # A source changed or vanished after its check: a retry checks again.
+            raise SourceUnavailable(f"a source changed while bundling: {exc}") from None
+        try:
+            self._write(
+                status=JobState.COMPLETED,
+                phase=Phase.DONE,
+                progress=100,
+                resultKey=key,
+                size=size,
+                bytesDone=total,
+            )
+        except Stopped:  # cancelled in the last instant: leave no orphan bundle
+            self._discard(key)
+            raise
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _write(self, **fields: object) -> Job:
+        """Write progress; stop when the job went terminal elsewhere (cancelled)."""
+        job = self.store.update(self.job_id, **fields)
+        wanted = fields.get("status")
+        if job.status.terminal and job.status != wanted:
+            raise Stopped(f"job is {job.status.value}")
+        return job
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep ``seconds`` in slices, renewing the lease and noticing a cancel."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.sleep(min(left, WAIT_SLICE_SECONDS))
+            self._renew_lease()
+
+    def _renew_lease(self) -> None:
+        if not self.store.acquire_lease(self.job_id, self.holder, self.settings.job_lease_seconds):
+            raise Stopped("lease lost to another worker")
+        job = self.store.get(self.job_id)
+        if job is None:
+            raise JobGone(self.job_id)
+        if job.status.terminal:
+            raise Stopped(f"job is {job.status.value}")
+
+    def _discard(self, key: str) -> None:
+        try:
+            self.storage.delete(key)
+        except StorageError as exc:
+            logger.warning("job %s: could not delete %s: %s", self.job_id, key, exc)
+
+    def fail(self, message: str) -> None:
+        """Mark the job failed (unless already terminal)."""
+        try:
+            self.store.update(self.job_id, status=JobState.FAILED, phase=Phase.DONE, error=message)
+        except JobGone:
+            pass
+        logger.error("job %s failed: %s", self.job_id, message)
+
+
+def backoff_seconds(retries: int, base: float, rng: random.Random | None = None) -> float:
+    """Exponential backoff with "equal jitter": half fixed, half random.
+
+    Retry ``n`` (0-based) waits between ``base * 2**n / 2`` and ``base * 2**n``, so
+    five retries span at least ~15 s at base 1 s (long enough to ride out a store
+    restart) while workers that failed together do not retry in lockstep.
+    """
+    ceiling = base * (2**retries)
+    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)

@@ -1,0 +1,177 @@
+"""The job store: the only module that knows Redis key and channel names.
+
+Progress is stored state first and an event second: every write goes to the job's
+hash (atomically, refusing to touch a terminal job), then a full status snapshot is
+published on the job's channel in flask-sse's message format.
+
+Keys (all prefixed ``delineate:``):
+
+- ``job:{id}``      hash, the job record; TTL JOB_TTL_SECONDS, refreshed on write
+- ``lease:{id}``    string, the worker currently running the job; short TTL, renewed
+- ``events:{id}``   pub/sub channel, one message per status write
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from delineate.models import Job, JobState, encode_fields, utcnow
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "delineate:"
+
+
+def job_key(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}"
+
+
+def lease_key(job_id: str) -> str:
+    return f"{PREFIX}lease:{job_id}"
+
+
+def events_channel(job_id: str) -> str:
+    return f"{PREFIX}events:{job_id}"
+
+
+# Write fields unless the job is terminal; bump version, refresh TTL, return the record.
+# Returns {0} when the job does not exist, {1, record} when written, {2, record} when
+# refused because the job already reached a terminal state.
+_UPDATE_SCRIPT = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {0} end
+if status == 'completed' or status == 'failed' or status == 'cancelled' then
+  return {2, redis.call('HGETALL', KEYS[1])}
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return {1, redis.call('HGETALL', KEYS[1])}
+"""
+
+# Take or renew the lease when free or already ours.
+_LEASE_SCRIPT = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
+_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class JobGone(LookupError):
+    """The job's hash is missing (never existed, or expired)."""
+
+
+def _pairs_to_dict(values: list[Any]) -> dict[str, str]:
+    return {values[i]: values[i + 1] for i in range(0, len(values), 2)}
+
+
+class JobStore:
+    def __init__(
+        self,
+        client: redis.Redis,
+        ttl_seconds: int,
+        presign: Callable[[Job], str] | None = None,
+    ) -> None:
+        self.redis = client
+        self.ttl_seconds = ttl_seconds
+        self.presign = presign
+        self._update = client.register_script(_UPDATE_SCRIPT)
+        self._lease = client.register_script(_LEASE_SCRIPT)
+        self._release = client.register_script(_RELEASE_SCRIPT)
+
+    # -- reads ------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        raw = self.redis.hgetall(job_key(job_id))
+        return Job.from_hash(raw) if raw else None
+
+    def status(self, job: Job) -> dict[str, Any]:
+        return job.to_status(self.presign)
+
+    # -- writes -----------------------------------------------------------------
+
+    def create(self, job: Job) -> None:
+        """Write a new job record in one transaction (never half-written)."""
+        now = utcnow()
+        job.created_at = job.updated_at = now
+        job.version = 1
+        fields = encode_fields(
+            jobId=job.job_id,
+            status=job.status,
+            phase=job.phase,
+            fileIds=job.file_ids,
+            owner=job.owner,
+            progress=0,
+            completedFiles=0,
+            availableFiles=0,
+            missingFileIds=[],
+            attempts=0,
+            createdAt=now,
+            updatedAt=now,
+            version=1,
+            bytesDone=0,
+            bytesTotal=0,
+            callbackUrl=job.callback_url,
+        )
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(job_key(job.job_id), mapping=fields)
+        pipe.expire(job_key(job.job_id), self.ttl_seconds)
+        pipe.execute()
+
+    def delete(self, job_id: str) -> None:
+        self.redis.delete(job_key(job_id))
+
+    def update(self, job_id: str, publish: bool = True, **fields: Any) -> Job:
+        """Write ``fields`` (camelCase names) unless the job is terminal.
+
+        Returns the record after the call. A terminal job is returned unchanged, so a
+        caller compares ``job.status`` to learn whether its write was refused.
+
+        :raise JobGone: the job does not exist (any more).
+        """
+        fields["updatedAt"] = utcnow()
+        status = fields.get("status")
+        if status is not None and JobState(status).terminal:
+            fields.setdefault("completedAt", fields["updatedAt"])
+        args: list[Any] = [self.ttl_seconds]
+        for name, value in encode_fields(**fields).items():
+            args += [name, value]
+        result = self._update(keys=[job_key(job_id)], args=args)
+        if result[0] == 0:
+            raise JobGone(job_id)
+        job = Job.from_hash(_pairs_to_dict(result[1]))
+        if result[0] == 1 and publish:
+            self.publish(job)
+        return job
+
+    def publish(self, job: Job) -> None:
+        """Publish the status in flask-sse's format: {"data", "type", "id"}."""
+        event = job.status.value if job.status.terminal else "progress"
+        message = {"data": self.status(job), "type": event, "id": job.version}
+        try:
+            self.redis.publish(events_channel(job.job_id), json.dumps(message))
+        except redis.RedisError as exc:  # the stored state is what counts
+            logger.warning("could not publish event for job %s: %s", job.job_id, exc)
+
+    # -- leases: which worker runs a job right now ----------------------------------
+
+    def acquire_lease(self, job_id: str, holder: str, ttl_seconds: int) -> bool:
+        return bool(self._lease(keys=[lease_key(job_id)], args=[holder, ttl_seconds]))
+
+    def release_lease(self, job_id: str, holder: str) -> None:
+        self._release(keys=[lease_key(job_id)], args=[holder])
+
+    def lease_holder(self, job_id: str) -> str | None:
+        value = self.redis.get(lease_key(job_id))
+        return value if value is None else str(value)

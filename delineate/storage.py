@@ -1,0 +1,286 @@
+"""Every boto3 call of the project lives here.
+
+Callers see plain values and the project's exceptions (:mod:`delineate.errors`),
+never botocore types: ``SourceUnavailable`` for what may pass (connection errors,
+timeouts, 5xx, throttling), ``StorageMisconfigured`` for what never will (no such
+bucket, access denied).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+
+from delineate.config import Settings
+from delineate.errors import SourceUnavailable, StorageError, StorageMisconfigured
+
+logger = logging.getLogger(__name__)
+
+PART_SIZE_BYTES = 8 * 1024 * 1024
+"""Multipart upload part size in bytes (S3's minimum is 5 MiB); bounds a bundle's buffer."""
+
+READ_CHUNK_BYTES = 256 * 1024
+"""Bytes read from a source object at a time while bundling."""
+
+_TRANSIENT_CODES = {
+    "500",
+    "502",
+    "503",
+    "504",
+    "InternalError",
+    "ServiceUnavailable",
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+}
+_PERMANENT_CODES = {
+    "NoSuchBucket": "the bucket {bucket!r} does not exist",
+    "AccessDenied": "access to the bucket {bucket!r} was denied (check S3 credentials)",
+    "403": "access to the bucket {bucket!r} was denied (check S3 credentials)",
+    "InvalidAccessKeyId": "the S3 access key is not known to the store",
+    "SignatureDoesNotMatch": "the S3 secret key does not match the access key",
+}
+_NETWORK_ERRORS = (
+    EndpointConnectionError,
+    ConnectTimeoutError,
+    ReadTimeoutError,
+    ConnectionClosedError,
+)
+
+
+def source_key(file_id: int) -> str:
+    return f"downloads/{file_id}.zip"
+
+
+def bundle_key(job_id: str) -> str:
+    return f"bundles/{job_id}.zip"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+
+
+class Storage:
+    """The object store, as the rest of the project needs it."""
+
+    def __init__(self, settings: Settings, *, timeout_seconds: float = 10.0, retries: int = 2):
+        self.bucket = settings.s3_bucket_name
+        self._settings = settings
+        config = Config(
+            region_name=settings.s3_region,
+            signature_version="s3v4",
+            s3={"addressing_style": "path" if settings.s3_force_path_style else "auto"},
+            connect_timeout=min(timeout_seconds, 3.0),
+            read_timeout=timeout_seconds,
+            retries={"max_attempts": retries, "mode": "standard"},
+            max_pool_connections=64,
+        )
+        credentials = {
+            "aws_access_key_id": settings.s3_access_key_id,
+            "aws_secret_access_key": settings.s3_secret_access_key,
+            "region_name": settings.s3_region,
+            "config": config,
+        }
+        session = boto3.session.Session()
+        self._client = session.client("s3", endpoint_url=settings.s3_endpoint, **credentials)
+        # Presigning is local arithmetic; a second client signs for the public endpoint.
+        if settings.s3_public_endpoint != settings.s3_endpoint:
+            self._public = session.client(
+                "s3", endpoint_url=settings.s3_public_endpoint, **credentials
+            )
+        else:
+            self._public = self._client
+
+    # -- errors ---------------------------------------------------------------
+
+    def _convert(self, exc: Exception, action: str) -> StorageError:
+        if isinstance(exc, _NETWORK_ERRORS):
+            return SourceUnavailable(f"object store unreachable during {action}: {exc}")
+        if isinstance(exc, ClientError):
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if code in _PERMANENT_CODES:
+                text = _PERMANENT_CODES[code].format(bucket=self.bucket)
+                return StorageMisconfigured(f"{action} failed: {text}")
+            if code in _TRANSIENT_CODES or (isinstance(status, int) and status >= 500):
+                return SourceUnavailable(f"object store error during {action}: {code}")
+            return StorageError(f"{action} failed: {code or exc}")
+        if isinstance(exc, BotoCoreError):
+            return SourceUnavailable(f"object store error during {action}: {exc}")
+        return StorageError(f"{action} failed: {exc}")
+
+    # -- reads ----------------------------------------------------------------
+
+    def head(self, key: str) -> ObjectInfo | None:
+        """Size of ``key``, or None when it does not exist.
+
+        :raise SourceUnavailable: the store did not answer.
+        :raise StorageMisconfigured: bucket missing or access denied.
+        """
+        try:
+            response = self._client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in {"404", "NoSuchKey", "NotFound"}:
+                # A HEAD cannot tell a missing bucket from a missing key; ask once.
+                self.check_bucket()
+                return None
+            raise self._convert(exc, f"HEAD {key}") from None
+        except (BotoCoreError, OSError) as exc:
+            raise self._convert(exc, f"HEAD {key}") from None
+        return ObjectInfo(key=key, size=int(response["ContentLength"]))
+
+    def iter_object(self, key: str, chunk_size: int = READ_CHUNK_BYTES) -> Iterator[bytes]:
+        """Stream an object's bytes without holding it in memory.
+
+        :raise FileNotFoundError: the object vanished since it was checked.
+        """
+        try:
+            body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            try:
+                yield from body.iter_chunks(chunk_size)
+            finally:
+                body.close()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchKey":
+                raise FileNotFoundError(key) from None
+            raise self._convert(exc, f"GET {key}") from None
+        except (BotoCoreError, OSError) as exc:
+            raise self._convert(exc, f"GET {key}") from None
+
+    def check_bucket(self) -> None:
+        """:raise StorageError: the bucket cannot be used."""
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in {"404", "NoSuchBucket", "NotFound"}:
+                raise StorageMisconfigured(
+                    f"the bucket {self.bucket!r} does not exist"
+                ) from None
+            raise self._convert(exc, "HEAD bucket") from None
+        except (BotoCoreError, OSError) as exc:
+            raise self._convert(exc, "HEAD bucket") from None
+
+    # -- writes ---------------------------------------------------------------
+
+    def ensure_bucket(self) -> bool:
+        """Create the bucket if missing. Returns True when it was created."""
+        try:
+            self.check_bucket()
+            return False
+        except StorageMisconfigured:
+            pass
+        try:
+            self._client.create_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {
+                "BucketAlreadyOwnedByYou",
+                "BucketAlreadyExists",
+            }:
+                return False
+            raise self._convert(exc, "create bucket") from None
+        except (BotoCoreError, OSError) as exc:
+            raise self._convert(exc, "create bucket") from None
+        return True
+
+    def put(self, key: str, data: bytes) -> None:
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=data)
+        except (BotoCoreError, ClientError, OSError) as exc:
+            raise self._convert(exc, f"PUT {key}") from None
+
+    def delete(self, key: str) -> None:
+        try:
+            self._client.delete_object(Bucket=self.bucket, Key=key)
+        except (BotoCoreError, ClientError, OSError) as exc:
+            raise self._convert(exc, f"DELETE {key}") from None
+
+    def upload_stream(self, key: str, chunks: Iterable[bytes]) -> int:
+        """Write ``chunks`` to ``key`` by multipart upload; returns the byte count.
+
+        Memory stays at one part (:data:`PART_SIZE_BYTES`) whatever the total size.
+        On any error the upload is aborted, so no half-written object is left.
+        """
+        action = f"upload {key}"
+        try:
+            upload_id = self._client.create_multipart_upload(
+                Bucket=self.bucket, Key=key, ContentType="application/zip"
+            )["UploadId"]
+        except (BotoCoreError, ClientError, OSError) as exc:
+            raise self._convert(exc, action) from None
+
+        parts: list[dict[str, Any]] = []
+        total = 0
+        buffer = bytearray()
+        try:
+            for chunk in chunks:
+                buffer += chunk
+                total += len(chunk)
+                while len(buffer) >= PART_SIZE_BYTES:
+                    self._upload_part(key, upload_id, parts, bytes(buffer[:PART_SIZE_BYTES]))
+                    del buffer[:PART_SIZE_BYTES]
+            if buffer or not parts:
+                self._upload_part(key, upload_id, parts, bytes(buffer))
+            buffer.clear()
+            self._client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+        except BaseException as exc:
+            self._abort(key, upload_id)
+            if isinstance(exc, (BotoCoreError, ClientError, OSError)):
+                raise self._convert(exc, action) from None
+            raise
+        return total
+
+    def _upload_part(
+        self, key: str, upload_id: str, parts: list[dict[str, Any]], body: bytes
+    ) -> None:
+        number = len(parts) + 1
+        response = self._client.upload_part(
+            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+        )
+        parts.append({"PartNumber": number, "ETag": response["ETag"]})
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        try:
+            self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except (BotoCoreError, ClientError, OSError) as exc:
+            # The bucket's lifecycle rule cleans up what an abort could not.
+            logger.warning("could not abort multipart upload of %s: %s", key, exc)
+
+    # -- links ----------------------------------------------------------------
+
+    def presign(self, key: str, download_name: str) -> str:
+        """A GET link on the public endpoint, valid for PRESIGNED_URL_EXPIRY_SECONDS."""
+        return str(
+            self._public.generate_presigned_url(
+                "get_object",
+                Params={
+                    "Bucket": self.bucket,
+                    "Key": key,
+                    "ResponseContentDisposition": f'attachment; filename="{download_name}"',
+                },
+                ExpiresIn=self._settings.presigned_url_expiry_seconds,
+            )
+        )

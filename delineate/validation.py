@@ -1,0 +1,113 @@
+"""Request bodies: parsed strictly, every problem reported with its JSON path.
+
+The pydantic models here are the single source of truth for what a body may hold.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any, TypeVar
+
+from flask import request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from werkzeug.exceptions import UnsupportedMediaType
+
+from delineate.errors import InvalidJobId, InvalidRequest
+
+FILE_ID_MIN = 10_000
+FILE_ID_MAX = 100_000_000
+MAX_FILE_IDS = 1000
+
+FileId = Annotated[int, Field(ge=FILE_ID_MIN, le=FILE_ID_MAX, strict=True)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class FileIdsBody(_Strict):
+    """Body of initiate and estimate."""
+
+    file_ids: list[FileId] = Field(min_length=1, max_length=MAX_FILE_IDS)
+    callback_url: str | None = Field(default=None, max_length=2048)
+
+    def unique_ids(self) -> list[int]:
+        """The ids without duplicates, in the order first given."""
+        return list(dict.fromkeys(self.file_ids))
+
+
+class FileIdBody(_Strict):
+    """Body of check and start."""
+
+    file_id: FileId
+
+
+# Paths under /v1/download/ that are routes, never job ids.
+ROUTE_NAMES = frozenset({"check", "initiate", "estimate", "start", "status", "stream"})
+
+Model = TypeVar("Model", bound=BaseModel)
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    path = "$"
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def _describe(error: dict[str, Any]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind in {"int_type", "int_parsing"}:
+        return "must be an integer (not a string, float or boolean)"
+    if kind in {"greater_than_equal", "less_than_equal"}:
+        return f"must be between {FILE_ID_MIN} and {FILE_ID_MAX}"
+    if kind == "too_short":
+        return "must contain at least 1 item"
+    if kind == "too_long":
+        return f"must contain at most {MAX_FILE_IDS} items"
+    if kind == "missing":
+        return "is required"
+    return str(error["msg"])
+
+
+def parse_body(model: type[Model]) -> Model:
+    """Parse the request's JSON body into ``model``.
+
+    :raise 415: the body is not declared as JSON.
+    :raise 400: malformed JSON, or fields that break the model (all listed in details).
+    :raise 413: the body is larger than MAX_BODY_BYTES (raised by werkzeug).
+    """
+    if not request.is_json:
+        raise UnsupportedMediaType("Send the body as JSON with Content-Type: application/json.")
+    raw = request.get_data(cache=False)
+    try:
+        data = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"The body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("The body must be a JSON object.", details=[{"path": "$", "message": "must be an object"}])
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        details = [{"path": _path(e["loc"]), "message": _describe(e)} for e in exc.errors()]
+        summary = "; ".join(f"{d['path']} {d['message']}" for d in details[:5])
+        raise InvalidRequest(f"Invalid request body: {summary}", details=details) from None
+
+
+def parse_job_id(value: str) -> str:
+    """The canonical (lower-case) job id from a path segment.
+
+    :raise InvalidJobId: the value is not a UUID in its usual 8-4-4-4-12 form.
+    """
+    if not _UUID.fullmatch(value):
+        raise InvalidJobId(f"{value[:64]!r} is not a job id (expected a UUID).")
+    return value.lower()

@@ -1,0 +1,173 @@
+"""Real services for the tests: processes started on free ports, stopped by their PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from delineate.config import ENVIRONMENT, Settings
+from delineate.localstack import SEAWEED_PORT_SPAN, answers, redis_command, seaweed_command, wait_until
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def free_port_block(span: int, attempts: int = 50) -> int:
+    """A base port whose next ``span`` ports are all free right now."""
+    for _ in range(attempts):
+        base = free_port()
+        if base + span >= 65535:
+            continue
+        if all(not answers("127.0.0.1", base + i, timeout=0.05) for i in range(span)):
+            return base
+    raise RuntimeError(f"no block of {span} free ports")
+
+
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that makes a child process load ``settings``."""
+    env = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT}
+    for name, (attr, _) in ENVIRONMENT.items():
+        value = getattr(settings, attr)
+        if isinstance(value, bool):
+            env[name] = "true" if value else "false"
+        elif isinstance(value, tuple):
+            env[name] = ",".join(value)
+        elif isinstance(value, Mapping):
+            env[name] = ",".join(f"{owner}:{key}" for key, owner in value.items())
+        else:
+            env[name] = str(value)
+    env.update(extra)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@dataclass
+class Service:
+    """One child process with its log file; stopped by its own PID only."""
+
+    name: str
+    command: list[str]
+    log_path: Path
+    env: dict[str, str] | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> Service:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.process = subprocess.Popen(
+            self.command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        log.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 20.0, sig: int = signal.SIGTERM) -> None:
+        if not self.running():
+            return
+        assert self.process is not None
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no clean-up, no acks."""
+        self.stop(sig=signal.SIGKILL)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def start_redis(workdir: Path) -> tuple[Service, int]:
+    port = free_port()
+    service = Service("redis", redis_command(port, workdir / f"redis-{port}"), workdir / "redis.log").start()
+    wait_until(lambda: answers("127.0.0.1", port), 15, "redis-server")
+    return service, port
+
+
+def start_seaweed(settings: Settings, workdir: Path, s3_port: int | None = None) -> tuple[Service, int]:
+    port = s3_port or free_port_block(SEAWEED_PORT_SPAN)
+    command = seaweed_command(settings, port, workdir / f"seaweedfs-{port}")
+    service = Service("seaweedfs", command, workdir / "seaweedfs.log").start()
+    wait_until(lambda: answers("127.0.0.1", port), 30, "SeaweedFS S3")
+    return service, port
+
+
+def start_worker(settings: Settings, workdir: Path, name: str, concurrency: int = 20, **env: str) -> Service:
+    command = [
+        str(BIN / "celery"), "-A", "celery_app.worker", "worker",
+        "--loglevel=INFO", "-c", str(concurrency), "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+    service = Service(name, command, workdir / f"{name}.log", settings_env(settings, **env)).start()
+    wait_until(lambda: "ready." in service.log() or not service.running(), 60, f"worker {name}")
+    if not service.running():
+        raise RuntimeError(f"worker {name} exited:\n{service.log()[-3000:]}")
+    return service
+
+
+def start_api(settings: Settings, workdir: Path, name: str = "api", workers: int = 1, **env: str) -> tuple[Service, str]:
+    port = free_port()
+    command = [
+        str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py",
+        "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "delineate.wsgi:app",
+    ]  # fmt: skip
+    service = Service(name, command, workdir / f"{name}.log", settings_env(settings, **env)).start()
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if not service.running():
+            return True
+        try:
+            return httpx.get(f"{base}/", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(up, 30, f"gunicorn {name}")
+    if not service.running():
+        raise RuntimeError(f"gunicorn {name} exited:\n{service.log()[-3000:]}")
+    return service, base
+
+
+def wait_for(predicate: object, timeout: float, what: str, interval: float = 0.05) -> None:
+    wait_until(predicate, timeout, what, interval)
+
+
+def poll_status(get: object, job_id: str, states: set[str], timeout: float = 30.0) -> dict[str, object]:
+    """Poll ``get(job_id)`` (returns the status dict) until its status is in ``states``."""
+    deadline = time.monotonic() + timeout
+    last: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        last = get(job_id)  # type: ignore[operator]
+        if last.get("status") in states:
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} never reached {states}; last status: {last}")

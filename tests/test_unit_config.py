@@ -1,0 +1,52 @@
+import pytest
+
+from delineate.config import ConfigError, load_settings
+
+
+def test_defaults_follow_design() -> None:
+    s = load_settings(environ={}, dotenv_path=None)
+    assert s.port == 3000
+    assert s.redis_url == "redis://127.0.0.1:6379/0"
+    assert s.celery_broker_url == s.redis_url == s.celery_result_backend
+    assert s.s3_public_endpoint == s.s3_endpoint == "http://127.0.0.1:8333"
+    assert (s.download_delay_min_ms, s.download_delay_max_ms) == (10_000, 120_000)
+    assert s.api_keys == {}
+    assert s.cors_origins == ("*",)
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"PORT": "abc"}, "PORT"),
+        ({"PORT": "70000"}, "PORT"),
+        ({"S3_ENDPOINT": "not a url"}, "S3_ENDPOINT"),
+        ({"S3_ENDPOINT": "http://host:port"}, "S3_ENDPOINT"),
+        ({"REDIS_URL": "http://localhost"}, "REDIS_URL"),
+        ({"DOWNLOAD_DELAY_ENABLED": "maybe"}, "DOWNLOAD_DELAY_ENABLED"),
+        ({"DOWNLOAD_DELAY_MIN_MS": "5", "DOWNLOAD_DELAY_MAX_MS": "1"}, "DOWNLOAD_DELAY_MIN_MS"),
+        ({"API_KEYS": "nokey"}, "API_KEYS"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], names: str) -> None:
+    with pytest.raises(ConfigError, match=names):
+        load_settings(environ=env, dotenv_path=None)
+
+
+def test_layers_environment_then_overrides(tmp_path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("PORT=4000\nS3_REGION=eu-west-1\n")
+    s = load_settings(environ={"PORT": "5000"}, overrides={"s3_region": "x"}, dotenv_path=str(dotenv))
+    assert s.port == 5000  # the environment beats .env
+    assert s.s3_region == "x"  # overrides beat both
+    s = load_settings(environ={}, dotenv_path=str(dotenv))
+    assert (s.port, s.s3_region) == (4000, "eu-west-1")
+
+
+def test_api_keys_parse_to_owner_by_key() -> None:
+    s = load_settings(environ={"API_KEYS": "alice:k1, bob:k2"}, dotenv_path=None)
+    assert s.api_keys == {"k1": "alice", "k2": "bob"}
+
+
+def test_unknown_override_is_refused() -> None:
+    with pytest.raises(ConfigError, match="unknown setting"):
+        load_settings(environ={}, overrides={"NOPE": 1}, dotenv_path=None)
