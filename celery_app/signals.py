@@ -17,7 +17,9 @@ _OURS = "delineate.prepare_download"
 
 
 @task_failure.connect
-def _on_failure(sender: Any = None, task_id: str | None = None, exception: BaseException | None = None, **_: Any) -> None:
+def _on_failure(
+    sender: Any = None, task_id: str | None = None, exception: BaseException | None = None, **_: Any
+) -> None:
     """A task raised something no one handled: the job must not stay 'processing'."""
     if getattr(sender, "name", None) != _OURS or not task_id:
         return
@@ -27,8 +29,12 @@ def _on_failure(sender: Any = None, task_id: str | None = None, exception: BaseE
         return
     try:
         with sender.app.flask_app.app_context():
-            _mark(task_id, JobState.FAILED, f"Internal error while preparing the download ({type(exception).__name__})")
-    except Exception:  # noqa: BLE001 - a signal handler must never raise
+            _mark(
+                task_id,
+                JobState.FAILED,
+                f"Internal error while preparing the download ({type(exception).__name__})",
+            )
+    except Exception:
         logger.exception("could not mirror failure of job %s", task_id)
 
 
@@ -40,7 +46,7 @@ def _on_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
     try:
         with sender.app.flask_app.app_context():
             _mark(task_id, JobState.CANCELLED, "Revoked")
-    except Exception:  # noqa: BLE001
+    except Exception:
         logger.exception("could not mirror revocation of job %s", task_id)
 
 

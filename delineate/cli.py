@@ -35,7 +35,9 @@ def _seed(args: argparse.Namespace) -> int:
 
     settings = settings_or_exit()
     written = seed(Storage(settings))
-    print(f"seeded {written} new objects; {len(SAMPLE_IDS)} sample files in s3://{settings.s3_bucket_name}/downloads/")
+    print(
+        f"seeded {written} new objects; {len(SAMPLE_IDS)} sample files in s3://{settings.s3_bucket_name}/downloads/"
+    )
     return 0
 
 

@@ -86,7 +86,7 @@ class Settings:
     s3_public_endpoint: str = ""
     s3_region: str = "us-east-1"
     s3_access_key_id: str = "delineate"
-    s3_secret_access_key: str = "delineate-secret"
+    s3_secret_access_key: str = "delineate-secret"  # noqa: S105 - the documented dev default
     s3_bucket_name: str = "downloads"
     s3_force_path_style: bool = True
     download_delay_enabled: bool = True
@@ -218,5 +218,5 @@ def load_settings(
             name, parse = by_attr.get(attr, (key.upper(), None))  # type: ignore[assignment]
         else:
             raise ConfigError(f"unknown setting {key!r}")
-        values[attr] = parse(name, value) if isinstance(value, str) and parse else value
+        values[attr] = parse(name, value) if isinstance(value, str) and parse is not None else value
     return Settings(**values)

@@ -76,23 +76,47 @@ def main() -> int:
         if not is_local(settings.redis_url):
             print(f"delineate: nothing answers at REDIS_URL={settings.redis_url}", file=sys.stderr)
             return 2
-        manager.add_process("redis", _command(redis_command(redis_port, RUN_DIR / f"redis-{redis_port}")), env=env)
+        manager.add_process(
+            "redis", _command(redis_command(redis_port, RUN_DIR / f"redis-{redis_port}")), env=env
+        )
 
     s3_host, s3_port = host_port(settings.s3_endpoint, 80)
     if not answers(s3_host, s3_port):
         if not is_local(settings.s3_endpoint):
             print(f"delineate: nothing answers at S3_ENDPOINT={settings.s3_endpoint}", file=sys.stderr)
             return 2
-        manager.add_process("s3", _command(seaweed_command(settings, s3_port, RUN_DIR / f"seaweedfs-{s3_port}")), env=env)
+        manager.add_process(
+            "s3", _command(seaweed_command(settings, s3_port, RUN_DIR / f"seaweedfs-{s3_port}")), env=env
+        )
 
     celery = str(bin_dir / "celery")
-    manager.add_process("worker", _command([celery, "-A", "celery_app.worker", "worker", "--loglevel=INFO", "-E", "-n", f"worker-{settings.port}@%h"]), env=env)
-    manager.add_process("api", _command([str(bin_dir / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "delineate.wsgi:app"]), env=env)
-    manager.add_process("flower", _command([celery, "-A", "celery_app.worker", "flower", "--address=127.0.0.1", f"--port={settings.flower_port}"]), env=env)
+    manager.add_process(
+        "worker",
+        _command(
+            [
+                celery,
+                "-A",
+                "celery_app.worker",
+                "worker",
+                "--loglevel=INFO",
+                "-E",
+                "-n",
+                f"worker-{settings.port}@%h",
+            ]
+        ),
+        env=env,
+    )
+    manager.add_process(
+        "api",
+        _command([str(bin_dir / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "delineate.wsgi:app"]),
+        env=env,
+    )
+    manager.add_process("flower", _command([sys.executable, "-m", "delineate.flower"]), env=env)
 
     threading.Thread(target=_setup, args=(settings, manager), daemon=True).start()
     manager.loop()
-    return manager.returncode or 0
+    # Stopped by Ctrl-C or SIGTERM: that is the normal way out, not a failure.
+    return 0 if manager.returncode in (None, 130, 143, -2, -15) else manager.returncode
 
 
 if __name__ == "__main__":

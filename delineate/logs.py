@@ -14,7 +14,11 @@ def configure_logging(level: str = "INFO") -> None:
                 "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"}
             },
             "handlers": {
-                "stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "plain"}
+                "stdout": {
+                    "class": "logging.StreamHandler",
+                    "stream": "ext://sys.stdout",
+                    "formatter": "plain",
+                }
             },
             "root": {"level": level, "handlers": ["stdout"]},
             "loggers": {"botocore": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},

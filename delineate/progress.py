@@ -93,7 +93,7 @@ class JobStore:
     # -- reads ------------------------------------------------------------------
 
     def get(self, job_id: str) -> Job | None:
-        raw = self.redis.hgetall(job_key(job_id))
+        raw: dict[str, str] = self.redis.hgetall(job_key(job_id))  # type: ignore[assignment]
         return Job.from_hash(raw) if raw else None
 
     def status(self, job: Job) -> dict[str, Any]:
@@ -125,7 +125,7 @@ class JobStore:
             callbackUrl=job.callback_url,
         )
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(job_key(job.job_id), mapping=fields)
+        pipe.hset(job_key(job.job_id), mapping=fields)  # type: ignore[arg-type]
         pipe.expire(job_key(job.job_id), self.ttl_seconds)
         pipe.execute()
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import redis
 from flask import current_app
+from redis import Redis
 
 from delineate.config import Settings
 from delineate.models import Job
@@ -19,11 +20,11 @@ REDIS_MAX_CONNECTIONS = 1000
 @dataclass
 class Services:
     settings: Settings
-    redis: redis.Redis
+    redis: Redis
     storage: Storage
     store: JobStore
     # Short-fused clients for /health, so a hung dependency answers "error" quickly.
-    health_redis: redis.Redis
+    health_redis: Redis
     health_storage: Storage
 
 

@@ -102,9 +102,7 @@ class Storage:
         self._client = session.client("s3", endpoint_url=settings.s3_endpoint, **credentials)
         # Presigning is local arithmetic; a second client signs for the public endpoint.
         if settings.s3_public_endpoint != settings.s3_endpoint:
-            self._public = session.client(
-                "s3", endpoint_url=settings.s3_public_endpoint, **credentials
-            )
+            self._public = session.client("s3", endpoint_url=settings.s3_public_endpoint, **credentials)
         else:
             self._public = self._client
 
@@ -172,9 +170,7 @@ class Storage:
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in {"404", "NoSuchBucket", "NotFound"}:
-                raise StorageMisconfigured(
-                    f"the bucket {self.bucket!r} does not exist"
-                ) from None
+                raise StorageMisconfigured(f"the bucket {self.bucket!r} does not exist") from None
             raise self._convert(exc, "HEAD bucket") from None
         except (BotoCoreError, OSError) as exc:
             raise self._convert(exc, "HEAD bucket") from None
@@ -253,9 +249,7 @@ class Storage:
             raise
         return total
 
-    def _upload_part(
-        self, key: str, upload_id: str, parts: list[dict[str, Any]], body: bytes
-    ) -> None:
+    def _upload_part(self, key: str, upload_id: str, parts: list[dict[str, Any]], body: bytes) -> None:
         number = len(parts) + 1
         response = self._client.upload_part(
             Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body

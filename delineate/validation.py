@@ -11,7 +11,7 @@ from typing import Annotated, Any, TypeVar
 
 from flask import request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from werkzeug.exceptions import UnsupportedMediaType
+from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from delineate.errors import InvalidJobId, InvalidRequest
 
@@ -62,7 +62,7 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return path
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: Any) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
         return "unknown field"
@@ -89,12 +89,19 @@ def parse_body(model: type[Model]) -> Model:
     if not request.is_json:
         raise UnsupportedMediaType("Send the body as JSON with Content-Type: application/json.")
     raw = request.get_data(cache=False)
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        # A chunked body is cut at the limit without an error; look one byte further.
+        if request.environ["wsgi.input"].read(1):
+            raise RequestEntityTooLarge()
     try:
         data = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"The body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise InvalidRequest("The body must be a JSON object.", details=[{"path": "$", "message": "must be an object"}])
+        raise InvalidRequest(
+            "The body must be a JSON object.", details=[{"path": "$", "message": "must be an object"}]
+        )
     try:
         return model.model_validate(data)
     except ValidationError as exc:

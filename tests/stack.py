@@ -68,7 +68,7 @@ class Service:
 
     def start(self) -> Service:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             self.command,
             stdout=log,
@@ -134,7 +134,9 @@ def start_worker(settings: Settings, workdir: Path, name: str, concurrency: int 
     return service
 
 
-def start_api(settings: Settings, workdir: Path, name: str = "api", workers: int = 1, **env: str) -> tuple[Service, str]:
+def start_api(
+    settings: Settings, workdir: Path, name: str = "api", workers: int = 1, **env: str
+) -> tuple[Service, str]:
     port = free_port()
     command = [
         str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py",

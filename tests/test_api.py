@@ -192,7 +192,9 @@ def test_malformed_json_is_400(client: FlaskClient) -> None:
 
 
 def test_non_json_body_is_415(client: FlaskClient) -> None:
-    assert_error(client.post(INITIATE, data="file_ids=1", content_type="text/plain"), 415, "unsupported_media_type")
+    assert_error(
+        client.post(INITIATE, data="file_ids=1", content_type="text/plain"), 415, "unsupported_media_type"
+    )
 
 
 def test_oversized_body_is_413(client: FlaskClient) -> None:
@@ -235,7 +237,12 @@ def test_request_id_is_echoed_or_made(client: FlaskClient) -> None:
     assert response.get_json()["requestId"] == "trace-me-123"
     response = client.get("/", headers={"X-Request-ID": "bad id\twith spaces"})
     uuid.UUID(response.headers["X-Request-ID"])
-    for header in ("X-Content-Type-Options", "X-Frame-Options", "Strict-Transport-Security", "Referrer-Policy"):
+    for header in (
+        "X-Content-Type-Options",
+        "X-Frame-Options",
+        "Strict-Transport-Security",
+        "Referrer-Policy",
+    ):
         assert header in response.headers
 
 

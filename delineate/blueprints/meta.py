@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
@@ -20,19 +21,24 @@ HEALTH_CHECK_TIMEOUT_SECONDS = 1.5
 
 @bp.get("/")
 def index() -> Response:
-    return jsonify(message="delineate: long-running downloads. Start at POST /v1/download/initiate.", docs="/docs")
+    return jsonify(
+        message="delineate: long-running downloads. Start at POST /v1/download/initiate.", docs="/docs"
+    )
 
 
 @bp.get("/health")
 def health() -> tuple[Response, int]:
     svc = services()
-    checks = {"storage": svc.health_storage.check_bucket, "redis": svc.health_redis.ping}
+    checks: dict[str, Callable[[], object]] = {
+        "storage": svc.health_storage.check_bucket,
+        "redis": svc.health_redis.ping,
+    }
     results: dict[str, Any] = {}
     # Both checks run at once and each is cut off, so a hung dependency cannot hold
     # the answer past ~HEALTH_CHECK_TIMEOUT_SECONDS.
     # (No ``with``: its exit would wait for a hung check.)
     pool = ThreadPoolExecutor(max_workers=len(checks))
-    futures = {name: pool.submit(check) for name, check in checks.items()}
+    futures: dict[str, Future[object]] = {name: pool.submit(check) for name, check in checks.items()}
     wait(futures.values(), timeout=HEALTH_CHECK_TIMEOUT_SECONDS)
     pool.shutdown(wait=False, cancel_futures=True)
     for name, future in futures.items():

