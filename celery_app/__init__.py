@@ -39,7 +39,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "task_track_started": True,
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
         "imports": ["celery_app.tasks", "celery_app.signals"],
     }
 

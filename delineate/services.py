@@ -1,8 +1,13 @@
-"""The per-process clients, built once by the app factory and kept in ``app.extensions``."""
+"""The per-process clients, built once per process and kept in ``app.extensions``.
+
+Each client is made on first use (``cached_property``): nothing connects at import or
+in the app factory, a process only pays for the clients it uses (the worker never
+builds the health-check clients), and a forked child builds its own.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from functools import cached_property
 
 import redis
 from flask import current_app
@@ -17,50 +22,53 @@ REDIS_MAX_CONNECTIONS = 1000
 """Connections per process in the Redis pool (redis-py's default of 100 is too few for SSE)."""
 
 
-@dataclass
-class Services:
-    settings: Settings
-    redis: Redis
-    storage: Storage
-    store: JobStore
-    # Short-fused clients for /health, so a hung dependency answers "error" quickly.
-    health_redis: Redis
-    health_storage: Storage
-
-
 def download_name(job: Job) -> str:
     return f"delineate-{job.job_id}.zip"
 
 
+class Services:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def redis(self) -> Redis:
+        pool = redis.BlockingConnectionPool.from_url(
+            self.settings.redis_url,
+            decode_responses=True,
+            max_connections=REDIS_MAX_CONNECTIONS,
+            timeout=2,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            health_check_interval=30,
+        )
+        return Redis(connection_pool=pool)
+
+    @cached_property
+    def storage(self) -> Storage:
+        return Storage(self.settings)
+
+    @cached_property
+    def store(self) -> JobStore:
+        return JobStore(
+            self.redis,
+            self.settings.job_ttl_seconds,
+            presign=lambda job: self.storage.presign(job.result_key, download_name(job)),
+        )
+
+    # Short-fused clients for /health, so a hung dependency answers "error" quickly.
+    @cached_property
+    def health_redis(self) -> Redis:
+        return Redis.from_url(
+            self.settings.redis_url, socket_connect_timeout=1, socket_timeout=1, max_connections=20
+        )
+
+    @cached_property
+    def health_storage(self) -> Storage:
+        return Storage(self.settings, timeout_seconds=1.0, retries=1)
+
+
 def build_services(settings: Settings) -> Services:
-    """Clients are lazy: nothing connects until first used (safe before a fork)."""
-    pool = redis.BlockingConnectionPool.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        max_connections=REDIS_MAX_CONNECTIONS,
-        timeout=2,
-        socket_connect_timeout=2,
-        socket_timeout=5,
-        health_check_interval=30,
-    )
-    client = redis.Redis(connection_pool=pool)
-    storage = Storage(settings)
-    store = JobStore(
-        client,
-        settings.job_ttl_seconds,
-        presign=lambda job: storage.presign(job.result_key, download_name(job)),
-    )
-    health_redis = redis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=1, socket_timeout=1, max_connections=20
-    )
-    return Services(
-        settings=settings,
-        redis=client,
-        storage=storage,
-        store=store,
-        health_redis=health_redis,
-        health_storage=Storage(settings, timeout_seconds=1.0, retries=1),
-    )
+    return Services(settings)
 
 
 def services() -> Services:

@@ -71,7 +71,11 @@ def initiate() -> tuple[Response, int, dict[str, str]]:
     job = Job(job_id=str(uuid.uuid4()), status=JobState.QUEUED, file_ids=ids)
     svc.store.create(job)
     try:
-        current_app.extensions["celery"].send_task(PREPARE_DOWNLOAD, args=[job.job_id], task_id=job.job_id)
+        # ignore_result: the API never waits on Celery's result (the job hash is the
+        # truth), and asking for it would subscribe to a result channel per job.
+        current_app.extensions["celery"].send_task(
+            PREPARE_DOWNLOAD, args=[job.job_id], task_id=job.job_id, ignore_result=True
+        )
     except (OperationalError, ConnectionError, OSError) as exc:
         # Never leave a job that no worker will ever see.
         svc.store.delete(job.job_id)
