@@ -86,15 +86,7 @@ def main() -> int:
             sampler.start()
             began = time.perf_counter()
             job_id = client.post("/v1/download/initiate", json={"file_ids": ids}).get_json()["jobId"]
-            wait_for(
-                lambda: (
-                    client.get(f"/v1/download/status/{job_id}").get_json()["status"]
-                    in {"completed", "failed"}
-                ),
-                900,
-                "bundle",
-                interval=0.2,
-            )
+            wait_for(lambda job_id=job_id: _finished(client, job_id), 900, "bundle", interval=0.2)
             elapsed = time.perf_counter() - began
             sampler.stop.set()
             sampler.join()
@@ -120,6 +112,11 @@ def main() -> int:
     peak = max(r["worker_peak_rss_mb"] for r in results)
     print(f"target: worker peak RSS < 150 MB -> {'met' if peak < 150 else 'MISSED'} ({peak} MB)")
     return 0
+
+
+def _finished(client: object, job_id: str) -> bool:
+    status = client.get(f"/v1/download/status/{job_id}").get_json()["status"]  # type: ignore[attr-defined]
+    return status in {"completed", "failed"}
 
 
 def _ready(storage: Storage) -> bool:
