@@ -36,9 +36,7 @@ def prepare_download(self: Task, job_id: str) -> None:
             run.fail(f"Gave up after {retries + 1} attempts; last error: {exc}")
             return
         countdown = backoff_seconds(retries, svc.settings.retry_backoff_base_seconds)
-        logger.warning(
-            "job %s: transient error (%s); retry %d in %.1f s", job_id, exc, retries + 1, countdown
-        )
+        logger.warning("job %s: transient error (%s); retry %d in %.1f s", job_id, exc, retries + 1, countdown)
         raise self.retry(exc=exc, countdown=countdown) from None
     except StorageError as exc:  # permanent: retrying cannot help
         run.fail(f"Storage error: {exc.message}")

@@ -50,9 +50,7 @@ def _hashed(
     if seen != source.size:
         # The object changed between the check and the read: a zip entry with a size
         # other than the one declared would be corrupt, so refuse it.
-        raise ValueError(
-            f"source {source.file_id} changed while bundling ({seen} bytes, expected {source.size})"
-        )
+        raise ValueError(f"source {source.file_id} changed while bundling ({seen} bytes, expected {source.size})")
     manifest.files.append({"file_id": source.file_id, "size": seen, "sha256": digest.hexdigest()})
 
 

@@ -220,3 +220,12 @@ def load_settings(
             raise ConfigError(f"unknown setting {key!r}")
         values[attr] = parse(name, value) if isinstance(value, str) and parse is not None else value
     return Settings(**values)
+
+
+DEFAULT_CLIENT_URL = "http://localhost:3000"
+
+
+def client_defaults(environ: Mapping[str, str] | None = None) -> tuple[str, str | None]:
+    """The CLI client's server URL and API key: DELINEATE_URL and DELINEATE_API_KEY."""
+    source = os.environ if environ is None else environ
+    return source.get("DELINEATE_URL") or DEFAULT_CLIENT_URL, source.get("DELINEATE_API_KEY") or None

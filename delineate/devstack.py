@@ -76,9 +76,7 @@ def main() -> int:
         if not is_local(settings.redis_url):
             print(f"delineate: nothing answers at REDIS_URL={settings.redis_url}", file=sys.stderr)
             return 2
-        manager.add_process(
-            "redis", _command(redis_command(redis_port, RUN_DIR / f"redis-{redis_port}")), env=env
-        )
+        manager.add_process("redis", _command(redis_command(redis_port, RUN_DIR / f"redis-{redis_port}")), env=env)
 
     s3_host, s3_port = host_port(settings.s3_endpoint, 80)
     if not answers(s3_host, s3_port):

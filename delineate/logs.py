@@ -10,9 +10,7 @@ def configure_logging(level: str = "INFO") -> None:
         {
             "version": 1,
             "disable_existing_loggers": False,
-            "formatters": {
-                "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"}
-            },
+            "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"}},
             "handlers": {
                 "stdout": {
                     "class": "logging.StreamHandler",

@@ -99,9 +99,7 @@ def parse_body(model: type[Model]) -> Model:
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"The body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise InvalidRequest(
-            "The body must be a JSON object.", details=[{"path": "$", "message": "must be an object"}]
-        )
+        raise InvalidRequest("The body must be a JSON object.", details=[{"path": "$", "message": "must be an object"}])
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -135,9 +135,14 @@ def start_worker(settings: Settings, workdir: Path, name: str, concurrency: int 
 
 
 def start_api(
-    settings: Settings, workdir: Path, name: str = "api", workers: int = 1, **env: str
+    settings: Settings,
+    workdir: Path,
+    name: str = "api",
+    workers: int = 1,
+    port: int | None = None,
+    **env: str,
 ) -> tuple[Service, str]:
-    port = free_port()
+    port = port or free_port()
     command = [
         str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py",
         "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "delineate.wsgi:app",

@@ -192,9 +192,7 @@ def test_malformed_json_is_400(client: FlaskClient) -> None:
 
 
 def test_non_json_body_is_415(client: FlaskClient) -> None:
-    assert_error(
-        client.post(INITIATE, data="file_ids=1", content_type="text/plain"), 415, "unsupported_media_type"
-    )
+    assert_error(client.post(INITIATE, data="file_ids=1", content_type="text/plain"), 415, "unsupported_media_type")
 
 
 def test_oversized_body_is_413(client: FlaskClient) -> None:

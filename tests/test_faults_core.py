@@ -47,9 +47,7 @@ def test_store_outage_mid_job_is_retried_with_backoff(make_settings, seaweed, wo
     worker = start_worker(settings, workdir, "worker-s3-outage", concurrency=4)
     try:
         client, get = _client_and_get(settings)
-        job_id = client.post("/v1/download/initiate", json={"file_ids": [70000, 70007, 70014]}).get_json()[
-            "jobId"
-        ]
+        job_id = client.post("/v1/download/initiate", json={"file_ids": [70000, 70007, 70014]}).get_json()["jobId"]
         wait_for(lambda: get(job_id)["completedFiles"] >= 1, 20, "first file checked")
         seaweed.stop()  # the store vanishes mid-job (SeaweedFS takes a few seconds to exit)
         time.sleep(2)
@@ -74,9 +72,7 @@ def test_worker_killed_mid_job_is_redelivered(make_settings, workdir: Path) -> N
     first = start_worker(settings, workdir, "worker-killed", concurrency=4)
     try:
         client, get = _client_and_get(settings)
-        job_id = client.post("/v1/download/initiate", json={"file_ids": [70000, 70007, 70014]}).get_json()[
-            "jobId"
-        ]
+        job_id = client.post("/v1/download/initiate", json={"file_ids": [70000, 70007, 70014]}).get_json()["jobId"]
         wait_for(lambda: get(job_id)["completedFiles"] >= 1, 20, "first file checked")
         first.kill()  # SIGKILL: no ack, no clean-up
         assert get(job_id)["status"] == "processing"

@@ -62,9 +62,7 @@ def test_chunked_oversized_body_is_413(http: httpx.Client) -> None:
             yield b"70000,"
         yield b"70000]}"
 
-    response = http.post(
-        "/v1/download/initiate", content=chunks(), headers={"content-type": "application/json"}
-    )
+    response = http.post("/v1/download/initiate", content=chunks(), headers={"content-type": "application/json"})
     assert response.status_code == 413
     assert response.json()["error"] == "payload_too_large"
 

@@ -16,10 +16,7 @@ from delineate.seed import SAMPLE_IDS, sample_content
 
 def test_bundle_is_a_valid_zip_with_manifest() -> None:
     blobs = {70000: b"a" * 5000, 70007: bytes(range(256)) * 40}
-    sources = [
-        Source(fid, len(data), lambda data=data: iter([data[:100], data[100:]]))
-        for fid, data in blobs.items()
-    ]
+    sources = [Source(fid, len(data), lambda data=data: iter([data[:100], data[100:]])) for fid, data in blobs.items()]
     seen: list[int] = []
     raw = b"".join(stream_bundle("job-1", sources, [70001], seen.append))
     assert sum(seen) == sum(len(b) for b in blobs.values())
@@ -33,8 +30,7 @@ def test_bundle_is_a_valid_zip_with_manifest() -> None:
     assert manifest["jobId"] == "job-1"
     assert manifest["missing"] == [70001]
     assert manifest["files"] == [
-        {"file_id": fid, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-        for fid, data in blobs.items()
+        {"file_id": fid, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()} for fid, data in blobs.items()
     ]
 
 

@@ -52,9 +52,7 @@ def _job_id_or_405(value: str, allowed: list[str]) -> str:
 def _load(job_id: str) -> Job:
     job = services().store.get(job_id)
     if job is None:
-        raise JobNotFound(
-            f"No job {job_id} (unknown, or expired after {services().settings.job_ttl_seconds} s)."
-        )
+        raise JobNotFound(f"No job {job_id} (unknown, or expired after {services().settings.job_ttl_seconds} s).")
     return job
 
 
@@ -120,9 +118,7 @@ def cancel(job_id: str) -> tuple[Response, int]:
     if job.status.terminal:
         raise Conflict(f"Job {job.job_id} is already {job.status.value}.", details=svc.store.status(job))
     try:
-        job = svc.store.update(
-            job.job_id, status=JobState.CANCELLED, phase=Phase.DONE, error="Cancelled by the client"
-        )
+        job = svc.store.update(job.job_id, status=JobState.CANCELLED, phase=Phase.DONE, error="Cancelled by the client")
     except JobGone:
         raise JobNotFound(f"No job {job_id}.") from None
     if job.status is not JobState.CANCELLED:  # it finished in the meantime
@@ -176,9 +172,7 @@ def start() -> Response:
     svc = services()
     s = svc.settings
     began = time.monotonic()
-    delay_ms = (
-        random.randint(s.download_delay_min_ms, s.download_delay_max_ms) if s.download_delay_enabled else 0
-    )
+    delay_ms = random.randint(s.download_delay_min_ms, s.download_delay_max_ms) if s.download_delay_enabled else 0
     timeout_ms = s.request_timeout_ms
     time.sleep(min(delay_ms, timeout_ms) / 1000)
     if delay_ms > timeout_ms:

@@ -21,9 +21,7 @@ HEALTH_CHECK_TIMEOUT_SECONDS = 1.5
 
 @bp.get("/")
 def index() -> Response:
-    return jsonify(
-        message="delineate: long-running downloads. Start at POST /v1/download/initiate.", docs="/docs"
-    )
+    return jsonify(message="delineate: long-running downloads. Start at POST /v1/download/initiate.", docs="/docs")
 
 
 @bp.get("/health")
