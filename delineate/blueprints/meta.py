@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 bp = Blueprint("meta", __name__)
 
-HEALTH_CHECK_TIMEOUT_SECONDS = 1.5
+HEALTH_CHECK_TIMEOUT_SECONDS = 1.0
 """How long /health waits for each dependency before calling it down, in seconds."""
 
 
