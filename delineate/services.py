@@ -58,11 +58,11 @@ class Services:
     # Short-fused clients for /health, so a hung dependency answers "error" quickly.
     @cached_property
     def health_redis(self) -> Redis:
-        return Redis.from_url(self.settings.redis_url, socket_connect_timeout=1, socket_timeout=1, max_connections=20)
+        return Redis.from_url(self.settings.redis_url, socket_connect_timeout=0.8, socket_timeout=0.8, max_connections=20)
 
     @cached_property
     def health_storage(self) -> Storage:
-        return Storage(self.settings, timeout_seconds=1.0, retries=1)
+        return Storage(self.settings, timeout_seconds=0.8, retries=1)
 
 
 def build_services(settings: Settings) -> Services:
