@@ -10,6 +10,7 @@ running side by side.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -158,6 +159,9 @@ class DownloadRun:
         available: list[Source] = []
         missing: list[int] = []
         for index, file_id in enumerate(job.file_ids):
+            if file_id == self.settings.fault_crash_file_id:
+                logger.critical("job %s: FAULT_CRASH_FILE_ID %d reached; exiting", self.job_id, file_id)
+                os._exit(70)  # a poison input, for the fault tests: die like a segfault would
             if index >= resume_from:
                 self._wait(per_file)
             info = self.storage.head(source_key(file_id))
@@ -259,8 +263,8 @@ def backoff_seconds(retries: int, base: float, rng: random.Random | None = None)
     """Exponential backoff with "equal jitter": half fixed, half random.
 
     Retry ``n`` (0-based) waits between ``base * 2**n / 2`` and ``base * 2**n``, so
-    five retries span at least ~15 s at base 1 s (long enough to ride out a store
-    restart) while workers that failed together do not retry in lockstep.
+    five retries at the default base of 2 s span 31-62 s (long enough to ride out a
+    store restart) while workers that failed together do not retry in lockstep.
     """
     ceiling = base * (2**retries)
     return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)

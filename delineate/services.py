@@ -58,7 +58,9 @@ class Services:
     # Short-fused clients for /health, so a hung dependency answers "error" quickly.
     @cached_property
     def health_redis(self) -> Redis:
-        return Redis.from_url(self.settings.redis_url, socket_connect_timeout=0.8, socket_timeout=0.8, max_connections=20)
+        return Redis.from_url(
+            self.settings.redis_url, socket_connect_timeout=0.8, socket_timeout=0.8, max_connections=20
+        )
 
     @cached_property
     def health_storage(self) -> Storage:

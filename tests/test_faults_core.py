@@ -86,29 +86,3 @@ def test_worker_killed_mid_job_is_redelivered(make_settings, workdir: Path) -> N
         _assert_whole_bundle(client, job_id, Storage(settings))
     finally:
         second.stop()
-
-
-def test_a_job_whose_worker_keeps_dying_fails_clearly(make_settings, workdir: Path) -> None:
-    """Past MAX_REDELIVERIES the job fails with a message instead of looping."""
-    settings = make_settings(
-        download_delay_min_ms=4000,
-        download_delay_max_ms=4000,
-        visibility_timeout_seconds=3,
-        job_lease_seconds=2,
-        max_redeliveries=1,
-    )
-    client, get = _client_and_get(settings)
-    job_id = client.post("/v1/download/initiate", json={"file_ids": [70000, 70007]}).get_json()["jobId"]
-    for n in range(2):
-        worker = start_worker(settings, workdir, f"worker-dying-{n}", concurrency=2)
-        try:
-            wait_for(lambda n=n: get(job_id)["attempts"] >= n + 1, 30, f"attempt {n + 1}")
-        finally:
-            worker.kill()
-    worker = start_worker(settings, workdir, "worker-dying-last", concurrency=2)
-    try:
-        done = poll_status(get, job_id, {"completed", "failed"}, timeout=60)
-        assert done["status"] == "failed"
-        assert "died" in done["error"] and "redeliveries" in done["error"]
-    finally:
-        worker.stop()

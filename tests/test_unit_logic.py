@@ -46,8 +46,11 @@ def test_backoff_doubles_with_equal_jitter() -> None:
         for _ in range(50):
             delay = backoff_seconds(retries, 1.0, rng)
             assert 2**retries / 2 <= delay <= 2**retries
-    # five retries at base 1 s wait at least 15.5 s in all: enough to ride out a store restart
-    assert sum(2**n / 2 for n in range(5)) == 15.5
+    # five retries at the default base (2 s) wait at least 31 s in all: enough to ride out a store restart
+    from delineate.config import Settings
+
+    base = Settings().retry_backoff_base_seconds
+    assert sum(base * 2**n / 2 for n in range(5)) == 31
 
 
 def test_status_json_has_every_design_field() -> None:
