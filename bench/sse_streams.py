@@ -12,6 +12,7 @@ few processes. Reports:
 - that every stream got ``connected`` and exactly one terminal event, then was closed.
 
     python bench/sse_streams.py [--streams 2000] [--jobs 200] [--rounds 5] [--clients 2]
+                                 [--terminal-spread 1.0]
 
 Aims (issue 3): < 50 KB per stream, p99 < 200 ms.
 """
@@ -147,6 +148,12 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5, help="progress events per job")
     parser.add_argument("--clients", type=int, default=2, help="client processes")
+    parser.add_argument(
+        "--terminal-spread",
+        type=float,
+        default=1.0,
+        help="seconds over which all jobs end (each ends 10 streams)",
+    )
     args = parser.parse_args()
     raise_fd_limit(args.streams + 4096)
 
@@ -210,7 +217,7 @@ def main() -> int:
                 time.sleep(1.0 / len(jobs))
         for job_id in jobs:
             store.update(job_id, status=JobState.FAILED, phase=Phase.DONE, error="bench done")
-            time.sleep(0.5 / len(jobs))
+            time.sleep(args.terminal_spread / len(jobs))
 
         stats = [results.get(timeout=120) for _ in processes]
         for process in processes:
