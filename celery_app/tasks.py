@@ -9,9 +9,11 @@ import uuid
 
 from celery import Task, shared_task
 
+from delineate import webhooks
 from delineate.errors import StorageError
 from delineate.jobs import TRANSIENT_ERRORS, DownloadRun, backoff_seconds
 from delineate.services import services
+from delineate.webhooks import DELIVER_WEBHOOK
 
 logger = logging.getLogger(__name__)
 
@@ -40,3 +42,16 @@ def prepare_download(self: Task, job_id: str) -> None:
         raise self.retry(exc=exc, countdown=countdown) from None
     except StorageError as exc:  # permanent: retrying cannot help
         run.fail(f"Storage error: {exc.message}")
+
+
+@shared_task(bind=True, name=DELIVER_WEBHOOK, acks_late=True, max_retries=webhooks.MAX_RETRIES)
+def deliver_webhook(self: Task, job_id: str) -> None:
+    """POST a terminal job's signed status to its callback URL; retry 5xx and network errors.
+
+    acks_late: a worker that dies mid-delivery leaves the message for another, so a
+    receiver may see a delivery twice (it should treat jobId + status as idempotent).
+    """
+    svc = services()
+    attempt = webhooks.deliver(svc.store, svc.settings, job_id, self.request.retries + 1)
+    if attempt is not None and attempt.retryable:
+        raise self.retry(countdown=webhooks.backoff_seconds(self.request.retries))

@@ -104,6 +104,7 @@ class Settings:
     callback_allowed_hosts: tuple[str, ...] = ()
     callback_secret: str = ""
     sse_heartbeat_seconds: int = 15
+    sse_max_streams: int = 5000
     max_body_bytes: int = 65_536
     sentry_dsn: str = ""
     otel_exporter_otlp_endpoint: str = ""
@@ -170,6 +171,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "CALLBACK_ALLOWED_HOSTS": ("callback_allowed_hosts", lambda n, v: _csv(v)),
     "CALLBACK_SECRET": ("callback_secret", lambda n, v: v),
     "SSE_HEARTBEAT_SECONDS": ("sse_heartbeat_seconds", lambda n, v: _int(n, v, 1, 3600)),
+    "SSE_MAX_STREAMS": ("sse_max_streams", lambda n, v: _int(n, v, 1, 1_000_000)),
     "MAX_BODY_BYTES": ("max_body_bytes", lambda n, v: _int(n, v, 64)),
     "SENTRY_DSN": ("sentry_dsn", lambda n, v: v.strip()),
     "OTEL_EXPORTER_OTLP_ENDPOINT": ("otel_exporter_otlp_endpoint", lambda n, v: v.strip()),

@@ -44,6 +44,32 @@ WAIT_SLICE_SECONDS = 1.0
 PROGRESS_WRITE_INTERVAL_SECONDS = 0.25
 """Least time between two byte-progress writes while bundling, in seconds."""
 
+PUBLISH_INTERVAL_SECONDS = 0.1
+"""Least time between two progress events of one job, in seconds (at most ~10 events/s).
+Phase changes and terminal states always publish; the stored hash is always written."""
+
+
+@dataclass
+class PublishThrottle:
+    """Decides which writes of one job are also published as events."""
+
+    interval_seconds: float = PUBLISH_INTERVAL_SECONDS
+    clock: Callable[[], float] = time.monotonic
+    _last_at: float | None = None
+    _last_phase: str | None = None
+
+    def should_publish(self, job: Job) -> bool:
+        now = self.clock()
+        due = (
+            job.status.terminal
+            or job.phase.value != self._last_phase
+            or self._last_at is None
+            or now - self._last_at >= self.interval_seconds
+        )
+        if due:
+            self._last_at, self._last_phase = now, job.phase.value
+        return due
+
 
 class Stopped(Exception):
     """The job reached a terminal state elsewhere (cancelled) or the lease was lost."""
@@ -58,6 +84,7 @@ class DownloadRun:
     holder: str
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
+    throttle: PublishThrottle = field(default_factory=PublishThrottle)
 
     # -- entry ----------------------------------------------------------------------
 
@@ -221,8 +248,11 @@ class DownloadRun:
     # -- helpers ------------------------------------------------------------------------
 
     def _write(self, **fields: Any) -> Job:
-        """Write progress; stop when the job went terminal elsewhere (cancelled)."""
-        job = self.store.update(self.job_id, **fields)
+        """Write progress (publishing at most every PUBLISH_INTERVAL_SECONDS); stop
+        when the job went terminal elsewhere (cancelled)."""
+        job, written = self.store.write(self.job_id, **fields)
+        if written and self.throttle.should_publish(job):
+            self.store.publish(job)
         wanted = fields.get("status")
         if job.status.terminal and job.status != wanted:
             raise Stopped(f"job is {job.status.value}")

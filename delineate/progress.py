@@ -62,6 +62,16 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 """
 
+# Record a webhook delivery outcome: allowed on a terminal job (the only write that is).
+# Bumps version and refreshes the TTL; returns 0 when the job no longer exists.
+_CALLBACK_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'callback', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
 _RELEASE_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -86,7 +96,10 @@ class JobStore:
         self.redis = client
         self.ttl_seconds = ttl_seconds
         self.presign = presign
+        #: Called with the record whenever a write makes a job terminal (webhooks).
+        self.on_terminal: Callable[[Job], None] | None = None
         self._update = client.register_script(_UPDATE_SCRIPT)
+        self._callback = client.register_script(_CALLBACK_SCRIPT)
         self._lease = client.register_script(_LEASE_SCRIPT)
         self._release = client.register_script(_RELEASE_SCRIPT)
 
@@ -123,6 +136,7 @@ class JobStore:
             bytesDone=0,
             bytesTotal=0,
             callbackUrl=job.callback_url,
+            callback=job.callback,
         )
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(job_key(job.job_id), mapping=fields)  # type: ignore[arg-type]
@@ -133,10 +147,23 @@ class JobStore:
         self.redis.delete(job_key(job_id))
 
     def update(self, job_id: str, publish: bool = True, **fields: Any) -> Job:
-        """Write ``fields`` (camelCase names) unless the job is terminal.
+        """Write ``fields`` (camelCase names) unless the job is terminal, then publish.
 
         Returns the record after the call. A terminal job is returned unchanged, so a
         caller compares ``job.status`` to learn whether its write was refused.
+
+        :raise JobGone: the job does not exist (any more).
+        """
+        job, written = self.write(job_id, **fields)
+        if written and publish:
+            self.publish(job)
+        return job
+
+    def write(self, job_id: str, **fields: Any) -> tuple[Job, bool]:
+        """Write ``fields`` unless the job is terminal; publish nothing.
+
+        Returns the record and whether the write happened. When the write made the job
+        terminal, ``on_terminal`` is called with the record.
 
         :raise JobGone: the job does not exist (any more).
         """
@@ -151,9 +178,18 @@ class JobStore:
         if result[0] == 0:
             raise JobGone(job_id)
         job = Job.from_hash(_pairs_to_dict(result[1]))
-        if result[0] == 1 and publish:
-            self.publish(job)
-        return job
+        written = result[0] == 1
+        if written and job.status.terminal and self.on_terminal is not None:
+            try:
+                self.on_terminal(job)
+            except Exception:  # the state is written; a lost hook must not undo that
+                logger.exception("job %s: terminal hook failed", job_id)
+        return job, written
+
+    def set_callback(self, job_id: str, outcome: dict[str, Any]) -> bool:
+        """Store a webhook delivery outcome (also on a terminal job). False: job gone."""
+        encoded = encode_fields(callback=outcome)["callback"]
+        return bool(self._callback(keys=[job_key(job_id)], args=[self.ttl_seconds, encoded]))
 
     def publish(self, job: Job) -> None:
         """Publish the status in flask-sse's format: {"data", "type", "id"}."""

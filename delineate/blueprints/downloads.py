@@ -16,7 +16,6 @@ from werkzeug.exceptions import MethodNotAllowed
 from delineate.errors import (
     Conflict,
     GatewayTimeout,
-    InvalidRequest,
     JobNotFound,
     JobNotReady,
     ServiceUnavailable,
@@ -26,6 +25,7 @@ from delineate.progress import JobGone
 from delineate.services import download_name, services
 from delineate.storage import source_key
 from delineate.validation import ROUTE_NAMES, FileIdBody, FileIdsBody, parse_body, parse_job_id
+from delineate.webhooks import check_callback_url, pending_callback
 
 logger = logging.getLogger(__name__)
 
@@ -59,14 +59,12 @@ def _load(job_id: str) -> Job:
 @bp.post("/initiate")
 def initiate() -> tuple[Response, int, dict[str, str]]:
     body = parse_body(FileIdsBody)
-    if body.callback_url is not None:
-        raise InvalidRequest(
-            "callback_url is not accepted: webhooks are not enabled on this server.",
-            details=[{"path": "$.callback_url", "message": "webhooks are not enabled"}],
-        )
     svc = services()
+    callback_url = "" if body.callback_url is None else check_callback_url(body.callback_url, svc.settings)
     ids = body.unique_ids()
-    job = Job(job_id=str(uuid.uuid4()), status=JobState.QUEUED, file_ids=ids)
+    job = Job(job_id=str(uuid.uuid4()), status=JobState.QUEUED, file_ids=ids, callback_url=callback_url)
+    if callback_url:
+        job.callback = pending_callback()
     svc.store.create(job)
     try:
         # ignore_result: the API never waits on Celery's result (the job hash is the
