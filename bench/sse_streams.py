@@ -211,9 +211,7 @@ def main() -> int:
         # Progress events: every job publishes once per second, spread over the second.
         for round_number in range(args.rounds):
             for job_id in jobs:
-                store.update(
-                    job_id, status=JobState.PROCESSING, phase=Phase.CHECKING, progress=round_number + 1
-                )
+                store.update(job_id, status=JobState.PROCESSING, phase=Phase.CHECKING, progress=round_number + 1)
                 time.sleep(1.0 / len(jobs))
         for job_id in jobs:
             store.update(job_id, status=JobState.FAILED, phase=Phase.DONE, error="bench done")

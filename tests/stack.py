@@ -100,8 +100,15 @@ class Service:
             self.process.wait(10)
 
     def kill(self) -> None:
-        """SIGKILL, as a crash: no clean-up, no acks."""
-        self.stop(sig=signal.SIGKILL)
+        """SIGKILL to the whole process group, as a crash: no clean-up, no acks."""
+        if not self.running():
+            return
+        assert self.process is not None
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # its own session: only what it started
+        except ProcessLookupError:
+            pass
+        self.process.wait(10)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -295,9 +295,7 @@ def test_cross_process_two_apis_two_workers(stack: Stack, http: httpx.Client) ->
     def add_stream(job_id: str) -> None:
         ready = threading.Event()
         opened.append(ready)
-        thread = threading.Thread(
-            target=follow, args=(job_id, f"{job_id}#{len(threads)}", ready), daemon=True
-        )
+        thread = threading.Thread(target=follow, args=(job_id, f"{job_id}#{len(threads)}", ready), daemon=True)
         thread.start()
         threads.append(thread)
         assert ready.wait(30)
@@ -471,9 +469,7 @@ def test_webhook_retried_after_two_500s(http: httpx.Client, receiver_factory: An
     assert bodies[1]["callback"]["lastError"] == "HTTP 500"
 
 
-def test_cancel_from_the_api_sends_the_webhook(
-    stack: Stack, http: httpx.Client, receiver_factory: Any
-) -> None:
+def test_cancel_from_the_api_sends_the_webhook(stack: Stack, http: httpx.Client, receiver_factory: Any) -> None:
     receiver = receiver_factory([])
     job = park(stack, callback_url=receiver.url)
     assert http.delete(f"/v1/download/{job.job_id}").status_code == 202

@@ -67,9 +67,7 @@ def test_throttle_publishes_at_most_every_interval_but_always_phase_and_terminal
 
 
 def _settings(hosts: str = "127.0.0.1,hooks.example.com", secret: str = "s3cret"):
-    return load_settings(
-        environ={"CALLBACK_ALLOWED_HOSTS": hosts, "CALLBACK_SECRET": secret}, dotenv_path=None
-    )
+    return load_settings(environ={"CALLBACK_ALLOWED_HOSTS": hosts, "CALLBACK_SECRET": secret}, dotenv_path=None)
 
 
 @pytest.mark.parametrize(

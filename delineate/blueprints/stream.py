@@ -69,9 +69,7 @@ def stream_state() -> StreamState:
             if state is None:
                 settings = services().settings
                 holder.clear()  # a parent's hub is not ours after a fork
-                state = StreamState(
-                    EventHub.from_url(settings.redis_url), StreamSlots(settings.sse_max_streams)
-                )
+                state = StreamState(EventHub.from_url(settings.redis_url), StreamSlots(settings.sse_max_streams))
                 holder[pid] = state
     return state
 
@@ -176,9 +174,7 @@ def stream(job_id: str) -> Response:
         sub.ready = True  # from here on, a resubscription means: re-read the snapshot
         job = svc.store.get(job_id)  # read AFTER subscribing: the terminal event cannot slip by
         if job is None:
-            raise JobNotFound(
-                f"No job {job_id} (unknown, or expired after {svc.settings.job_ttl_seconds} s)."
-            )
+            raise JobNotFound(f"No job {job_id} (unknown, or expired after {svc.settings.job_ttl_seconds} s).")
     except BaseException:
         release()
         raise
