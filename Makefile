@@ -51,9 +51,9 @@ lint-deploy: install ## actionlint, hadolint, and the compose/k8s/README wiring 
 	$(VENV)/bin/hadolint deploy/Dockerfile
 	$(PY) -m pytest -q -p no:cacheprovider tests/test_unit_deploy.py
 
-bench: install ## the benchmark scripts (see bench/README.md)
-	$(PY) bench/initiate_latency.py
-	$(PY) bench/bundle_memory.py
+bench: install ## every benchmark scenario; writes bench/results/latest.md (see bench/README.md)
+	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(PY) bench/run_all.py
 
 flower: install ## Flower, the Celery dashboard, on FLOWER_PORT
 	$(PY) -m delineate.flower

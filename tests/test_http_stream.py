@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -182,7 +183,10 @@ def numsub(stack: Stack, channel: str) -> int:
 
 
 def hub_connections(stack: Stack) -> list[dict[str, Any]]:
-    return [c for c in stack.redis.client_list() if c.get("name", "").startswith(CLIENT_NAME_PREFIX)]
+    """This stack's hub connections (other tests' API processes share the redis-server)."""
+    children = subprocess.run(["pgrep", "-P", str(stack.api.pid)], capture_output=True, text=True).stdout.split()
+    names = {f"{CLIENT_NAME_PREFIX}{pid}" for pid in children}
+    return [c for c in stack.redis.client_list() if c.get("name", "") in names]
 
 
 # -- streams --------------------------------------------------------------------------------
