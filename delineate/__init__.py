@@ -22,7 +22,7 @@ def create_app(test_config: Mapping[str, Any] | Settings | None = None) -> Flask
     :raise ConfigError: a setting is malformed.
     """
     from celery_app import init_celery
-    from delineate.blueprints import downloads, meta
+    from delineate.blueprints import docs, downloads, meta
     from delineate.errors import register_error_handlers
     from delineate.security import init_security
     from delineate.services import build_services
@@ -43,5 +43,6 @@ def create_app(test_config: Mapping[str, Any] | Settings | None = None) -> Flask
     register_error_handlers(app)
     app.register_blueprint(meta.bp)
     app.register_blueprint(downloads.bp)
+    app.register_blueprint(docs.bp)
     init_celery(app)
     return app

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import random
+import re
 import time
 import uuid
 from typing import Any
@@ -13,6 +15,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import MethodNotAllowed
 
+from delineate.auth import current_owner, keys_enabled, load_owned_job
 from delineate.errors import (
     Conflict,
     GatewayTimeout,
@@ -20,9 +23,10 @@ from delineate.errors import (
     JobNotFound,
     JobNotReady,
     ServiceUnavailable,
+    TooManyActiveJobs,
 )
 from delineate.models import Job, JobState, Phase
-from delineate.progress import JobGone
+from delineate.progress import JobGone, TooManyActive
 from delineate.services import download_name, services
 from delineate.storage import source_key
 from delineate.validation import ROUTE_NAMES, FileIdBody, FileIdsBody, parse_body, parse_job_id
@@ -49,13 +53,67 @@ def _job_id_or_405(value: str, allowed: list[str]) -> str:
     return parse_job_id(value)
 
 
-def _load(job_id: str) -> Job:
-    job = services().store.get(job_id)
-    if job is None:
-        raise JobNotFound(
-            f"No job {job_id} (unknown, or expired after {services().settings.job_ttl_seconds} s)."
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+"""What an Idempotency-Key header may be: 1-255 printable ASCII characters."""
+
+
+def _idempotency_key() -> str | None:
+    """The request's Idempotency-Key, if any. :raise InvalidRequest: it is malformed."""
+    value = request.headers.get("Idempotency-Key")
+    if value is None:
+        return None
+    if not IDEMPOTENCY_KEY.fullmatch(value):
+        raise InvalidRequest(
+            "Idempotency-Key must be 1-255 printable ASCII characters without spaces.",
+            details=[{"path": "header Idempotency-Key", "message": "1-255 printable characters"}],
         )
-    return job
+    return value
+
+
+def _fingerprint(ids: list[int]) -> str:
+    """The same for the same set of ids, whatever their order or repeats."""
+    return hashlib.sha256(",".join(map(str, sorted(set(ids)))).encode()).hexdigest()
+
+
+def _create_or_replay(job: Job, idem_key: str | None) -> Job | None:
+    """Store ``job`` under the caller's caps; or return the earlier job of ``idem_key``.
+
+    :raise Conflict: ``idem_key`` was used before with other ids.
+    :raise TooManyActiveJobs: the caller's key has MAX_ACTIVE_JOBS_PER_KEY jobs running.
+    """
+    svc = services()
+    cap = svc.settings.max_active_jobs_per_key if keys_enabled() else None
+    fingerprint = _fingerprint(job.file_ids)
+    try:
+        replay = svc.store.create(
+            job, max_active=cap, idempotency=(idem_key, fingerprint) if idem_key else None
+        )
+    except TooManyActive as exc:
+        raise TooManyActiveJobs(
+            f"This API key already has {exc.count} queued or processing jobs "
+            f"(limit {cap}); wait for one to finish or cancel one.",
+            retry_after_seconds=5,
+        ) from None
+    if replay is None:
+        return None
+    if replay.fingerprint != fingerprint:
+        raise Conflict(
+            "This Idempotency-Key was already used with other file_ids; use a new key for a new request.",
+            details={"jobId": replay.job_id},
+        )
+    earlier = svc.store.get(replay.job_id)
+    if earlier is None:  # expired between the two reads
+        raise JobNotFound(f"No job {replay.job_id}.")
+    return earlier
+
+
+def _accepted_body(job: Job) -> dict[str, Any]:
+    return {
+        "jobId": job.job_id,
+        "status": job.status.value,
+        "totalFileIds": job.total_files,
+        "estimatedTimeSeconds": _estimate_seconds(job.total_files),
+    }
 
 
 @bp.post("/initiate")
@@ -68,36 +126,34 @@ def initiate() -> tuple[Response, int, dict[str, str]]:
         )
     svc = services()
     ids = body.unique_ids()
-    job = Job(job_id=str(uuid.uuid4()), status=JobState.QUEUED, file_ids=ids)
-    svc.store.create(job)
+    idem_key = _idempotency_key()
+    job = Job(job_id=str(uuid.uuid4()), status=JobState.QUEUED, file_ids=ids, owner=current_owner())
+    earlier = _create_or_replay(job, idem_key)
+    if earlier is not None:
+        headers = {"Location": f"/v1/download/status/{earlier.job_id}", "Idempotent-Replayed": "true"}
+        return jsonify(_accepted_body(earlier)), 200, headers
     try:
         current_app.extensions["celery"].send_task(PREPARE_DOWNLOAD, args=[job.job_id], task_id=job.job_id)
     except (OperationalError, ConnectionError, OSError) as exc:
         # Never leave a job that no worker will ever see.
-        svc.store.delete(job.job_id)
+        svc.store.delete(job.job_id, job.owner, idem_key)
         logger.error("could not enqueue job %s: %s", job.job_id, exc)
         raise ServiceUnavailable(
             "The job queue is unavailable; try again shortly.", headers={"Retry-After": "5"}
         ) from None
-    logger.info("job %s queued with %d files", job.job_id, len(ids))
-    body_out = {
-        "jobId": job.job_id,
-        "status": job.status.value,
-        "totalFileIds": len(ids),
-        "estimatedTimeSeconds": _estimate_seconds(len(ids)),
-    }
-    return jsonify(body_out), 202, {"Location": f"/v1/download/status/{job.job_id}"}
+    logger.info("job %s queued with %d files (owner %r)", job.job_id, len(ids), job.owner)
+    return jsonify(_accepted_body(job)), 202, {"Location": f"/v1/download/status/{job.job_id}"}
 
 
 @bp.get("/status/<job_id>")
 def status(job_id: str) -> Response:
-    job = _load(parse_job_id(job_id))
+    job = load_owned_job(parse_job_id(job_id))
     return jsonify(services().store.status(job))
 
 
 @bp.get("/<job_id>")
 def download(job_id: str) -> tuple[Response, int, dict[str, str]]:
-    job = _load(_job_id_or_405(job_id, ["DELETE", "GET"]))
+    job = load_owned_job(_job_id_or_405(job_id, ["DELETE", "GET"]))
     svc = services()
     if job.status is not JobState.COMPLETED:
         raise JobNotReady(
@@ -111,7 +167,7 @@ def download(job_id: str) -> tuple[Response, int, dict[str, str]]:
 
 @bp.delete("/<job_id>")
 def cancel(job_id: str) -> tuple[Response, int]:
-    job = _load(_job_id_or_405(job_id, ["DELETE", "GET"]))
+    job = load_owned_job(_job_id_or_405(job_id, ["DELETE", "GET"]))
     svc = services()
     if job.status.terminal:
         raise Conflict(f"Job {job.job_id} is already {job.status.value}.", details=svc.store.status(job))
