@@ -120,7 +120,7 @@ OPERATIONS: tuple[Op, ...] = (
         job_id=True,
     ),
     Op(
-        "get", "/v1/download/{jobId}", "/v1/download/<job_id>", "download",
+        "get", "/v1/download/{jobId}", "/v1/download/<job:job_id>", "download",
         "Follow to the result",
         {
             302: Resp(
@@ -135,7 +135,7 @@ OPERATIONS: tuple[Op, ...] = (
         job_id=True,
     ),
     Op(
-        "delete", "/v1/download/{jobId}", "/v1/download/<job_id>", "cancelDownload",
+        "delete", "/v1/download/{jobId}", "/v1/download/<job:job_id>", "cancelDownload",
         "Cancel a job",
         {
             202: Resp(
@@ -222,6 +222,10 @@ def _components() -> dict[str, Any]:
     return defs.get("$defs", {})
 
 
+LINKS = (("status", "getStatus"), ("download", "download"), ("cancel", "cancelDownload"))
+"""Operations that take the jobId an initiate answer gives (link name, operationId)."""
+
+
 def _response(op: Op, status: int, resp: Resp) -> dict[str, Any]:
     headers: dict[str, Any] = {
         "X-Request-ID": {"$ref": "#/components/headers/X-Request-ID", "required": True}
@@ -232,6 +236,12 @@ def _response(op: Op, status: int, resp: Resp) -> dict[str, Any]:
     for name in resp.headers:
         headers[name] = {"$ref": f"#/components/headers/{name}"}
     out: dict[str, Any] = {"description": resp.description, "headers": headers}
+    if resp.model is schemas.Accepted:
+        # Where the new job's id goes next (schemathesis' stateful phase follows these too).
+        out["links"] = {
+            name: {"operationId": target, "parameters": {"jobId": "$response.body#/jobId"}}
+            for name, target in LINKS
+        }
     if resp.model is not None:
         out["content"] = {resp.media: {"schema": {"$ref": REF.format(model=resp.model.__name__)}}}
     elif resp.media != "application/json":
@@ -249,7 +259,7 @@ def _operation(op: Op, keyed_mode: bool) -> dict[str, Any]:
         )
         responses.setdefault(503, REDIS_DOWN)
     params: list[dict[str, Any]] = []
-    if op.job_id and op.rule == "/v1/download/<job_id>":
+    if op.job_id and op.rule == "/v1/download/<job:job_id>":
         responses.setdefault(405, _err("the id is a route name, such as check or status"))
     if op.job_id:
         params.append({

@@ -149,7 +149,8 @@ def start_api(
         if not service.running():
             return True
         try:
-            return httpx.get(f"{base}/", timeout=1).status_code == 200
+            # /health: never rate limited, so slow first answers cannot use up the limit
+            return httpx.get(f"{base}/health", timeout=5).status_code in (200, 503)
         except httpx.HTTPError:
             return False
 

@@ -320,7 +320,7 @@ def test_spec_covers_every_route_and_docs_work_offline(client: FlaskClient, app:
     for rule in app.url_map.iter_rules():
         if rule.rule in internal:
             continue
-        path = rule.rule.replace("<job_id>", "{jobId}")
+        path = rule.rule.replace("<job_id>", "{jobId}").replace("<job:job_id>", "{jobId}")
         for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}:
             assert (path, method.lower()) in documented, (path, method)
     initiate_op = spec["paths"]["/v1/download/initiate"]["post"]

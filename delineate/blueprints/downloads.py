@@ -12,8 +12,10 @@ import uuid
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from flask.blueprints import BlueprintSetupState
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import MethodNotAllowed
+from werkzeug.routing import BaseConverter
 
 from delineate.auth import current_owner, keys_enabled, load_owned_job
 from delineate.errors import (
@@ -34,6 +36,19 @@ from delineate.validation import ROUTE_NAMES, FileIdBody, FileIdsBody, parse_bod
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("downloads", __name__, url_prefix="/v1/download")
+
+
+class JobIdConverter(BaseConverter):
+    """A path segment that is not a route name: so ``/v1/download/check`` never matches
+    ``/<job:job_id>``, GET on it is a plain 405, and OPTIONS' Allow lists only real methods."""
+
+    regex = "(?!(?:" + "|".join(sorted(ROUTE_NAMES)) + ")$)[^/]+"
+
+
+@bp.record_once  # before the routes below, which need the converter
+def _register_converter(state: BlueprintSetupState) -> None:
+    state.app.url_map.converters["job"] = JobIdConverter
+
 
 PREPARE_DOWNLOAD = "delineate.prepare_download"
 
@@ -151,7 +166,7 @@ def status(job_id: str) -> Response:
     return jsonify(services().store.status(job))
 
 
-@bp.get("/<job_id>")
+@bp.get("/<job:job_id>")
 def download(job_id: str) -> tuple[Response, int, dict[str, str]]:
     job = load_owned_job(_job_id_or_405(job_id, ["DELETE", "GET"]))
     svc = services()
@@ -165,7 +180,7 @@ def download(job_id: str) -> tuple[Response, int, dict[str, str]]:
     return jsonify(downloadUrl=url, expiresInSeconds=svc.settings.presigned_url_expiry_seconds), 302, headers
 
 
-@bp.delete("/<job_id>")
+@bp.delete("/<job:job_id>")
 def cancel(job_id: str) -> tuple[Response, int]:
     job = load_owned_job(_job_id_or_405(job_id, ["DELETE", "GET"]))
     svc = services()
