@@ -117,6 +117,9 @@ def init_rate_limits(app: Flask) -> Limiter:
         swallow_errors=False,
         in_memory_fallback_enabled=False,
         on_breach=_on_breach,  # type: ignore[arg-type]
+        # Count unrouted requests too (404, 405): else a 401-or-not answer there would let
+        # anyone test API keys without limit.
+        request_identifier=lambda: request.endpoint or "unrouted",
     )
     limiter.request_filter(_exempt)
     limiter.init_app(app)
