@@ -219,13 +219,20 @@ def scenario_e2e(args: argparse.Namespace, figures: dict[str, Figure]) -> None:
             for n in range(20):
                 began = time.perf_counter()
                 job_id = client.post("/v1/download/initiate", json={"file_ids": [70000 + 7 * n]}).get_json()["jobId"]
-                wait_for(lambda j=job_id: client.get(f"/v1/download/status/{j}").get_json()["status"] == "completed", 30, "single", interval=0.002)
+                wait_for(
+                    lambda j=job_id: client.get(f"/v1/download/status/{j}").get_json()["status"] == "completed",
+                    30,
+                    "single",
+                    interval=0.002,
+                )
                 singles.append((time.perf_counter() - began) * 1000)
             figures["single_job_ms"].values.append(statistics.median(singles))
             jobs = args.e2e_jobs
             began = time.perf_counter()
             ids = [
-                client.post("/v1/download/initiate", json={"file_ids": [70000 + 7 * (n % 140), 70007, 70014]}).get_json()["jobId"]
+                client.post(
+                    "/v1/download/initiate", json={"file_ids": [70000 + 7 * (n % 140), 70007, 70014]}
+                ).get_json()["jobId"]
                 for n in range(jobs)
             ]
             counts = _finish_all(client, ids, timeout=600)
@@ -242,7 +249,10 @@ def scenario_waiting(args: argparse.Namespace, figures: dict[str, Figure]) -> No
     try:
         client = create_app(stack.settings).test_client()
         began = time.perf_counter()
-        ids = [client.post("/v1/download/initiate", json={"file_ids": [70000 + 7 * (n % 140)]}).get_json()["jobId"] for n in range(args.waiting_jobs)]
+        ids = [
+            client.post("/v1/download/initiate", json={"file_ids": [70000 + 7 * (n % 140)]}).get_json()["jobId"]
+            for n in range(args.waiting_jobs)
+        ]
         counts = _finish_all(client, ids, timeout=900)
         figures["waiting_seconds"].values.append(time.perf_counter() - began)
         figures["waiting_seconds"].note = f"{args.waiting_jobs} jobs, {counts}; target = 2 x 10 s + 30 s"
@@ -260,7 +270,12 @@ def scenario_fairness(args: argparse.Namespace, figures: dict[str, Figure]) -> N
             client.post("/v1/download/initiate", json={"file_ids": ids})
         began = time.perf_counter()
         small = client.post("/v1/download/initiate", json={"file_ids": [70000]}).get_json()["jobId"]
-        wait_for(lambda: client.get(f"/v1/download/status/{small}").get_json()["status"] == "completed", 300, "small job", interval=0.01)
+        wait_for(
+            lambda: client.get(f"/v1/download/status/{small}").get_json()["status"] == "completed",
+            300,
+            "small job",
+            interval=0.01,
+        )
         figures["fairness_seconds"].values.append(time.perf_counter() - began)
     finally:
         stack.stop()
@@ -271,7 +286,9 @@ def scenario_idle(args: argparse.Namespace, figures: dict[str, Figure]) -> None:
     stack = start_stack(workdir, workers=1, api_workers=1)
     try:
         time.sleep(3)
-        api_children = subprocess.run(["pgrep", "-P", str(stack.api.pid)], capture_output=True, text=True).stdout.split()
+        api_children = subprocess.run(
+            ["pgrep", "-P", str(stack.api.pid)], capture_output=True, text=True
+        ).stdout.split()
         figures["idle_api_rss_mb"].values.append(max(_rss_mb(int(p)) for p in api_children))
         figures["idle_worker_rss_mb"].values.append(_rss_mb(stack.workers[0].pid))
     finally:
@@ -280,7 +297,9 @@ def scenario_idle(args: argparse.Namespace, figures: dict[str, Figure]) -> None:
 
 def scenario_script(args: argparse.Namespace, figures: dict[str, Figure], script: str, keys: dict[str, str]) -> None:
     out = subprocess.run([sys.executable, f"bench/{script}"], capture_output=True, text=True, timeout=1800, cwd=ROOT)
-    figures[next(iter(keys.values()))].note = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr[-200:]
+    figures[next(iter(keys.values()))].note = (
+        out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr[-200:]
+    )
 
 
 def _rss_mb(pid: int) -> float:
@@ -347,7 +366,9 @@ def main() -> int:
     ]
     (RESULTS / "latest.md").write_text("\n".join(lines) + "\n")
     (RESULTS / "latest.json").write_text(
-        json.dumps({k: {"values": f.values, "ceiling": f.ceiling, "note": f.note} for k, f in figures.items()}, indent=2)
+        json.dumps(
+            {k: {"values": f.values, "ceiling": f.ceiling, "note": f.note} for k, f in figures.items()}, indent=2
+        )
     )
     print("\n".join(lines))
     return 0

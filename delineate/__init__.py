@@ -23,7 +23,7 @@ def create_app(test_config: Mapping[str, Any] | Settings | None = None) -> Flask
     """
     from celery_app import init_celery
     from delineate import webhooks
-    from delineate.blueprints import downloads, meta, stream
+    from delineate.blueprints import docs, downloads, meta, stream
     from delineate.errors import register_error_handlers
     from delineate.security import init_security
     from delineate.services import build_services
@@ -45,6 +45,7 @@ def create_app(test_config: Mapping[str, Any] | Settings | None = None) -> Flask
     app.register_blueprint(meta.bp)
     app.register_blueprint(downloads.bp)
     app.register_blueprint(stream.bp)
+    app.register_blueprint(docs.bp)
     init_celery(app)
     webhooks.init_app(app)
     return app

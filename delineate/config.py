@@ -98,6 +98,7 @@ class Settings:
     request_timeout_ms: int = 30_000
     rate_limit_window_ms: int = 60_000
     rate_limit_max_requests: int = 100
+    max_active_jobs_per_key: int = 20
     cors_origins: tuple[str, ...] = ("*",)
     api_keys: Mapping[str, str] = field(default_factory=dict)
     trusted_proxy_hops: int = 0
@@ -165,6 +166,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "REQUEST_TIMEOUT_MS": ("request_timeout_ms", lambda n, v: _int(n, v, 1)),
     "RATE_LIMIT_WINDOW_MS": ("rate_limit_window_ms", lambda n, v: _int(n, v, 1)),
     "RATE_LIMIT_MAX_REQUESTS": ("rate_limit_max_requests", lambda n, v: _int(n, v, 1)),
+    "MAX_ACTIVE_JOBS_PER_KEY": ("max_active_jobs_per_key", lambda n, v: _int(n, v, 1)),
     "CORS_ORIGINS": ("cors_origins", lambda n, v: _csv(v)),
     "API_KEYS": ("api_keys", _api_keys),
     "TRUSTED_PROXY_HOPS": ("trusted_proxy_hops", lambda n, v: _int(n, v, 0, 10)),

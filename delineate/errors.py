@@ -3,9 +3,12 @@
     DelineateError (500)
     ├── InvalidRequest (400)
     │   └── InvalidJobId (400)
+    ├── Unauthorized (401)
     ├── JobNotFound (404)
     ├── JobNotReady (409)
     ├── Conflict (409)
+    ├── RateLimited (429)             always with Retry-After
+    │   └── TooManyActiveJobs (429)
     ├── GatewayTimeout (504)
     ├── ServiceUnavailable (503)
     └── StorageError (500)            raised by storage.py, never a botocore type
@@ -48,6 +51,11 @@ class InvalidJobId(InvalidRequest):
     error = "invalid_job_id"
 
 
+class Unauthorized(DelineateError):
+    status_code = 401
+    error = "unauthorized"
+
+
 class JobNotFound(DelineateError):
     status_code = 404
     error = "not_found"
@@ -61,6 +69,18 @@ class JobNotReady(DelineateError):
 class Conflict(DelineateError):
     status_code = 409
     error = "conflict"
+
+
+class RateLimited(DelineateError):
+    status_code = 429
+    error = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_seconds: int, details: Any = None):
+        super().__init__(message, details=details, headers={"Retry-After": str(max(1, retry_after_seconds))})
+
+
+class TooManyActiveJobs(RateLimited):
+    error = "too_many_active_jobs"
 
 
 class GatewayTimeout(DelineateError):

@@ -9,13 +9,20 @@ Keys (all prefixed ``delineate:``):
 - ``job:{id}``      hash, the job record; TTL JOB_TTL_SECONDS, refreshed on write
 - ``lease:{id}``    string, the worker currently running the job; short TTL, renewed
 - ``events:{id}``   pub/sub channel, one message per status write
+- ``active:{owner}`` sorted set, the owner's queued and processing job ids, each scored
+  with the time (epoch seconds) its hash expires; kept by the create and update scripts
+- ``idem:{owner}:{sha256(Idempotency-Key)}`` string ``"{jobId} {fingerprint}"``; TTL JOB_TTL_SECONDS
+- ``ratelimit:...``  Flask-Limiter's counters (the prefix is :data:`RATE_LIMIT_PREFIX`)
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -39,6 +46,19 @@ def events_channel(job_id: str) -> str:
     return f"{PREFIX}events:{job_id}"
 
 
+def active_key(owner: str) -> str:
+    return f"{PREFIX}active:{owner}"
+
+
+def idempotency_key(owner: str, key: str) -> str:
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return f"{PREFIX}idem:{owner or '-'}:{digest}"
+
+
+RATE_LIMIT_PREFIX = f"{PREFIX}ratelimit"
+"""Prefix of Flask-Limiter's keys (it builds the rest of each name itself)."""
+
+
 # Write fields unless the job is terminal; bump version, refresh TTL, return the record.
 # Returns {0} when the job does not exist, {1, record} when written, {2, record} when
 # refused because the job already reached a terminal state.
@@ -51,8 +71,50 @@ end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[1])
+-- The owner's active set follows: out when terminal, else its expiry moves with the hash's.
+-- (Key built here from the stored owner: fine on one Redis, not on a cluster.)
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner and owner ~= '' then
+  local active = '$PREFIX:active:' .. owner
+  local now = redis.call('HGET', KEYS[1], 'status')
+  local id = redis.call('HGET', KEYS[1], 'jobId')
+  if now == 'completed' or now == 'failed' or now == 'cancelled' then
+    redis.call('ZREM', active, id)
+  else
+    redis.call('ZADD', active, 'XX', tonumber(redis.call('TIME')[1]) + tonumber(ARGV[1]), id)
+  end
+end
 return {1, redis.call('HGETALL', KEYS[1])}
-"""
+""".replace("$PREFIX:", PREFIX)
+
+# Create a job in one step: answer an earlier request with the same idempotency key,
+# or refuse past the owner's cap on active jobs, or write the hash and note it.
+# KEYS: job hash, active set, idempotency key. ARGV: ttl, cap (0 = no cap and no
+# active set), job id, idempotency value ('' = none), then field/value pairs.
+# Returns {1} created, {2, earlier "jobId fingerprint"}, {3, active count} over the cap.
+_CREATE_SCRIPT = """
+local ttl = tonumber(ARGV[1])
+local cap = tonumber(ARGV[2])
+if ARGV[4] ~= '' then
+  local earlier = redis.call('GET', KEYS[3])
+  if earlier then
+    local earlier_id = string.match(earlier, '^(%S+)')
+    if redis.call('EXISTS', '$PREFIX:job:' .. earlier_id) == 1 then return {2, earlier} end
+  end
+end
+if cap > 0 then
+  local now = tonumber(redis.call('TIME')[1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  local count = redis.call('ZCARD', KEYS[2])
+  if count >= cap then return {3, count} end
+  redis.call('ZADD', KEYS[2], now + ttl, ARGV[3])
+  redis.call('EXPIRE', KEYS[2], ttl)
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('EXPIRE', KEYS[1], ttl)
+if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[3] .. ' ' .. ARGV[4], 'EX', ttl) end
+return {1}
+""".replace("$PREFIX:", PREFIX)
 
 # Take or renew the lease when free or already ours.
 _LEASE_SCRIPT = """
@@ -82,6 +144,22 @@ class JobGone(LookupError):
     """The job's hash is missing (never existed, or expired)."""
 
 
+class TooManyActive(Exception):
+    """The owner already has as many queued and processing jobs as allowed."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"{count} active jobs")
+        self.count = count
+
+
+@dataclass(frozen=True)
+class Replay:
+    """An earlier request with the same idempotency key created ``job_id`` for ``fingerprint``."""
+
+    job_id: str
+    fingerprint: str
+
+
 def _pairs_to_dict(values: list[Any]) -> dict[str, str]:
     return {values[i]: values[i + 1] for i in range(0, len(values), 2)}
 
@@ -100,6 +178,7 @@ class JobStore:
         self.on_terminal: Callable[[Job], None] | None = None
         self._update = client.register_script(_UPDATE_SCRIPT)
         self._callback = client.register_script(_CALLBACK_SCRIPT)
+        self._create = client.register_script(_CREATE_SCRIPT)
         self._lease = client.register_script(_LEASE_SCRIPT)
         self._release = client.register_script(_RELEASE_SCRIPT)
 
@@ -114,8 +193,22 @@ class JobStore:
 
     # -- writes -----------------------------------------------------------------
 
-    def create(self, job: Job) -> None:
-        """Write a new job record in one transaction (never half-written)."""
+    def create(
+        self,
+        job: Job,
+        *,
+        max_active: int | None = None,
+        idempotency: tuple[str, str] | None = None,
+    ) -> Replay | None:
+        """Write a new job record in one atomic step (never half-written).
+
+        ``max_active`` caps the owner's queued and processing jobs (None: no cap, and
+        the job is not tracked). ``idempotency`` is ``(client key, fingerprint)``: when
+        an earlier job of the same owner was made with that key, nothing is written and
+        the earlier job is returned as a :class:`Replay`.
+
+        :raise TooManyActive: the owner is at ``max_active``.
+        """
         now = utcnow()
         job.created_at = job.updated_at = now
         job.version = 1
@@ -138,13 +231,38 @@ class JobStore:
             callbackUrl=job.callback_url,
             callback=job.callback,
         )
+        if max_active is None and idempotency is None:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hset(job_key(job.job_id), mapping=fields)  # type: ignore[arg-type]
+            pipe.expire(job_key(job.job_id), self.ttl_seconds)
+            pipe.execute()
+            return None
+        client_key, fingerprint = idempotency or ("", "")
+        keys = [job_key(job.job_id), active_key(job.owner), idempotency_key(job.owner, client_key)]
+        args: list[Any] = [self.ttl_seconds, max_active or 0, job.job_id, fingerprint]
+        for name, value in fields.items():
+            args += [name, value]
+        result = self._create(keys=keys, args=args)
+        if result[0] == 2:
+            earlier_id, _, earlier_fingerprint = str(result[1]).partition(" ")
+            return Replay(earlier_id, earlier_fingerprint)
+        if result[0] == 3:
+            raise TooManyActive(int(result[1]))
+        return None
+
+    def delete(self, job_id: str, owner: str = "", idempotency_key_: str | None = None) -> None:
+        """Remove a job that never started (and its active-set entry and idempotency key)."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(job_key(job.job_id), mapping=fields)  # type: ignore[arg-type]
-        pipe.expire(job_key(job.job_id), self.ttl_seconds)
+        pipe.delete(job_key(job_id))
+        if owner:
+            pipe.zrem(active_key(owner), job_id)
+        if idempotency_key_:
+            pipe.delete(idempotency_key(owner, idempotency_key_))
         pipe.execute()
 
-    def delete(self, job_id: str) -> None:
-        self.redis.delete(job_key(job_id))
+    def active_count(self, owner: str) -> int:
+        """How many queued or processing jobs ``owner`` has (expired entries not counted)."""
+        return int(self.redis.zcount(active_key(owner), f"({int(time.time())}", "+inf"))
 
     def update(self, job_id: str, publish: bool = True, **fields: Any) -> Job:
         """Write ``fields`` (camelCase names) unless the job is terminal, then publish.

@@ -100,6 +100,8 @@ def _base_settings(redis_port: int, s3_port: int, db: int = 0, **overrides: obje
         "job_lease_seconds": 5,
         "visibility_timeout_seconds": 60,
         "unacked_restore_interval_seconds": 1,
+        # Tests poll fast from one address; the rate-limit tests set their own limit.
+        "rate_limit_max_requests": 1_000_000,
     }
     values.update(overrides)
     return load_settings(environ={}, overrides=values, dotenv_path=None)

@@ -182,9 +182,7 @@ def _env_files(service: Doc) -> list[str]:
     return [e["path"] if isinstance(e, dict) else e for e in entries]
 
 
-def _target_problems(
-    label: str, url: str, services: Mapping[str, Doc], default_port: int | None = None
-) -> list[str]:
+def _target_problems(label: str, url: str, services: Mapping[str, Doc], default_port: int | None = None) -> list[str]:
     """``url`` must name a compose service and a port that service listens on."""
     parts = urlsplit(url)
     host, port = parts.hostname or "", parts.port or default_port
@@ -192,15 +190,12 @@ def _target_problems(
         return [f"compose: {label} = {url}: no service named {host!r}"]
     if port not in listening_ports(services[host]):
         return [
-            f"compose: {label} = {url}: {host} does not listen on {port} "
-            f"({sorted(listening_ports(services[host]))})"
+            f"compose: {label} = {url}: {host} does not listen on {port} ({sorted(listening_ports(services[host]))})"
         ]
     return []
 
 
-def _url_problems(
-    services: Mapping[str, Doc], app_env: Mapping[str, Mapping[str, str]], root: Path
-) -> list[str]:
+def _url_problems(services: Mapping[str, Doc], app_env: Mapping[str, Mapping[str, str]], root: Path) -> list[str]:
     problems: list[str] = []
     for name, env in app_env.items():
         s = settings_from(env)
@@ -208,17 +203,13 @@ def _url_problems(
         problems += _target_problems(f"{name} CELERY_BROKER_URL", s.celery_broker_url, services, 6379)
         problems += _target_problems(f"{name} S3_ENDPOINT", s.s3_endpoint, services, 80)
         if s.otel_exporter_otlp_endpoint:
-            problems += _target_problems(
-                f"{name} OTEL_EXPORTER_OTLP_ENDPOINT", s.otel_exporter_otlp_endpoint, services
-            )
+            problems += _target_problems(f"{name} OTEL_EXPORTER_OTLP_ENDPOINT", s.otel_exporter_otlp_endpoint, services)
         # The public endpoint is what a browser on the host opens: a published port of the
         # same service and container port the app itself talks to.
         public, internal = urlsplit(s.s3_public_endpoint), urlsplit(s.s3_endpoint)
         store = services.get(internal.hostname or "", {})
         if public.hostname not in {"localhost", "127.0.0.1"}:
-            problems.append(
-                f"compose: {name} S3_PUBLIC_ENDPOINT = {s.s3_public_endpoint}: not reachable from the host"
-            )
+            problems.append(f"compose: {name} S3_PUBLIC_ENDPOINT = {s.s3_public_endpoint}: not reachable from the host")
         elif published_ports(store).get(public.port or 80) != (internal.port or 80):
             problems.append(
                 f"compose: {name} S3_PUBLIC_ENDPOINT = {s.s3_public_endpoint} is not published to "
@@ -239,9 +230,7 @@ def _port_problems(
     for name, svc in services.items():
         wrong = _healthcheck_ports(svc) - listening_ports(svc)
         if wrong:
-            problems.append(
-                f"compose: {name}'s healthcheck probes port {sorted(wrong)}, which it does not listen on"
-            )
+            problems.append(f"compose: {name}'s healthcheck probes port {sorted(wrong)}, which it does not listen on")
     api_port = settings_from(app_env["api"]).port
     if api_port not in listening_ports(services["api"]):
         problems.append(
@@ -262,13 +251,9 @@ def _storage_problems(services: Mapping[str, Doc], settings: Settings, root: Pat
     redis_words = _words(services["redis"].get("command"))
     joined = " ".join(redis_words)
     if "--appendonly yes" not in joined:
-        problems.append(
-            "compose: redis must run with --appendonly yes (the broker's queue must survive a restart)"
-        )
+        problems.append("compose: redis must run with --appendonly yes (the broker's queue must survive a restart)")
     if "--maxmemory-policy noeviction" not in joined:
-        problems.append(
-            "compose: redis must run with --maxmemory-policy noeviction (never evict queued jobs)"
-        )
+        problems.append("compose: redis must run with --maxmemory-policy noeviction (never evict queued jobs)")
     store_host = urlsplit(settings.s3_endpoint).hostname or ""
     store_env = service_env(services.get(store_host, {}), root)
     # MinIO starts with the app's key pair as its root user (see compose.yml).
@@ -346,19 +331,13 @@ def nginx_problems(text: str, services: Mapping[str, Doc], settings: Settings) -
                     for p in _target_problems(f"upstream {name}", f"http://{args[0]}", services)
                 ]
         timeout = _first(dirs, "keepalive_timeout")
-        if _first(dirs, "keepalive") and (
-            timeout is None or _seconds(timeout[0]) >= gunicorn_setting("keepalive")
-        ):
+        if _first(dirs, "keepalive") and (timeout is None or _seconds(timeout[0]) >= gunicorn_setting("keepalive")):
             problems.append(
                 f"nginx: upstream {name} keeps idle connections at least as long as gunicorn's keepalive "
                 f"({gunicorn_setting('keepalive')} s): set keepalive_timeout below it"
             )
     stream = next(
-        (
-            dirs
-            for name, dirs in blocks.items()
-            if name.startswith("location") and "/v1/download/stream/" in name
-        ),
+        (dirs for name, dirs in blocks.items() if name.startswith("location") and "/v1/download/stream/" in name),
         None,
     )
     if stream is None:
@@ -375,9 +354,7 @@ def nginx_problems(text: str, services: Mapping[str, Doc], settings: Settings) -
     if (_first(stream, "proxy_http_version") or _first(server_level, "proxy_http_version")) != ["1.1"]:
         problems.append("nginx: proxy_http_version 1.1 is needed for streaming to the upstream")
     proxied = [args[0] for key, args in merged if key == "proxy_pass"]
-    if not proxied or not any(
-        urlsplit(p).hostname in upstreams or urlsplit(p).hostname in services for p in proxied
-    ):
+    if not proxied or not any(urlsplit(p).hostname in upstreams or urlsplit(p).hostname in services for p in proxied):
         problems.append("nginx: the stream location does not proxy to the API")
     return problems
 
@@ -434,18 +411,14 @@ def k8s_problems(docs: list[Doc], kustomization: Doc, files: Iterable[str]) -> l
         return [*problems, "k8s: Deployments api and worker are both needed"]
     api_c, worker_c = _container(api), _container(worker)
     if api_c["image"] != worker_c["image"]:
-        problems.append(
-            f"k8s: api runs {api_c['image']!r}, worker {worker_c['image']!r}: they must run the same image"
-        )
+        problems.append(f"k8s: api runs {api_c['image']!r}, worker {worker_c['image']!r}: they must run the same image")
 
     # Environment: every key a known setting, and the settings load from it.
     env: dict[str, str] = {}
     for container, name in ((api_c, "api"), (worker_c, "worker")):
         for source in container.get("envFrom", []):
             kind, ref = (
-                ("ConfigMap", source["configMapRef"])
-                if "configMapRef" in source
-                else ("Secret", source["secretRef"])
+                ("ConfigMap", source["configMapRef"]) if "configMapRef" in source else ("Secret", source["secretRef"])
             )
             obj = objects.get((kind, ref["name"]))
             if obj is None:
@@ -469,9 +442,7 @@ def k8s_problems(docs: list[Doc], kustomization: Doc, files: Iterable[str]) -> l
     # The API: its port, readiness on /health, a liveness that does not touch Redis.
     ports = {p.get("name"): p["containerPort"] for p in api_c.get("ports", [])}
     if settings.port not in ports.values():
-        problems.append(
-            f"k8s: api listens on PORT={settings.port} but declares ports {sorted(ports.values())}"
-        )
+        problems.append(f"k8s: api listens on PORT={settings.port} but declares ports {sorted(ports.values())}")
 
     def probe_port(probe: Doc) -> int | None:
         action = probe.get("httpGet") or probe.get("tcpSocket") or {}
@@ -486,9 +457,7 @@ def k8s_problems(docs: list[Doc], kustomization: Doc, files: Iterable[str]) -> l
     if not liveness:
         problems.append("k8s: api has no livenessProbe")
     elif "/health" in _probe_text(liveness):
-        problems.append(
-            "k8s: api livenessProbe must not use /health (it fails with Redis; every pod would restart)"
-        )
+        problems.append("k8s: api livenessProbe must not use /health (it fails with Redis; every pod would restart)")
     elif probe_port(liveness) != settings.port:
         problems.append("k8s: api livenessProbe probes another port than PORT")
     worker_live = worker_c.get("livenessProbe")
@@ -510,9 +479,7 @@ def k8s_problems(docs: list[Doc], kustomization: Doc, files: Iterable[str]) -> l
         problems.append("k8s: api terminationGracePeriodSeconds must exceed gunicorn's graceful_timeout")
     worker_grace = worker["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
     if worker_grace * 1000 <= load_settings(environ={}, dotenv_path=None).download_delay_max_ms:
-        problems.append(
-            "k8s: worker terminationGracePeriodSeconds must exceed the longest job (DOWNLOAD_DELAY_MAX_MS)"
-        )
+        problems.append("k8s: worker terminationGracePeriodSeconds must exceed the longest job (DOWNLOAD_DELAY_MAX_MS)")
 
     problems += _k8s_routing_problems(objects, api, ports, settings)
     problems += _k8s_scaling_problems(objects, settings)
@@ -535,9 +502,7 @@ def _k8s_routing_problems(
         if (ports.get(target) if isinstance(target, str) else target) is None or (
             isinstance(target, int) and target not in ports.values()
         ):
-            problems.append(
-                f"k8s: Service api targets port {target!r}, which the api container does not declare"
-            )
+            problems.append(f"k8s: Service api targets port {target!r}, which the api container does not declare")
     ingresses = [d for (kind, _), d in objects.items() if kind == "Ingress"]
     stream_ok = False
     for ingress in ingresses:
@@ -547,15 +512,13 @@ def _k8s_routing_problems(
                 backend = path["backend"]["service"]
                 if ("Service", backend["name"]) not in objects:
                     problems.append(
-                        f"k8s: Ingress {ingress['metadata']['name']} routes to "
-                        f"unknown Service {backend['name']!r}"
+                        f"k8s: Ingress {ingress['metadata']['name']} routes to unknown Service {backend['name']!r}"
                     )
-                elif backend["port"].get("name") not in service_ports and backend["port"].get(
-                    "number"
-                ) not in {p["port"] for p in service_ports.values()}:
+                elif backend["port"].get("name") not in service_ports and backend["port"].get("number") not in {
+                    p["port"] for p in service_ports.values()
+                }:
                     problems.append(
-                        f"k8s: Ingress {ingress['metadata']['name']} routes to "
-                        f"a port Service {backend['name']} lacks"
+                        f"k8s: Ingress {ingress['metadata']['name']} routes to a port Service {backend['name']} lacks"
                     )
                 if path["path"].startswith("/v1/download/stream"):
                     buffering = notes.get("nginx.ingress.kubernetes.io/proxy-buffering")
@@ -565,9 +528,7 @@ def _k8s_routing_problems(
                             "k8s: the stream Ingress needs nginx.ingress.kubernetes.io/proxy-buffering: off"
                         )
                     elif read <= settings.sse_heartbeat_seconds:
-                        problems.append(
-                            "k8s: the stream Ingress read timeout must exceed SSE_HEARTBEAT_SECONDS"
-                        )
+                        problems.append("k8s: the stream Ingress read timeout must exceed SSE_HEARTBEAT_SECONDS")
                     else:
                         stream_ok = True
     if not stream_ok and not any("proxy-buffering" in p for p in problems):
@@ -579,8 +540,7 @@ def _k8s_scaling_problems(objects: Mapping[tuple[str, str], Doc], settings: Sett
     problems: list[str] = []
     hpas = [d for (kind, _), d in objects.items() if kind == "HorizontalPodAutoscaler"]
     if not any(
-        h["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api"}
-        for h in hpas
+        h["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api"} for h in hpas
     ):
         problems.append("k8s: no HorizontalPodAutoscaler targets Deployment api")
     if any(h["spec"]["scaleTargetRef"]["name"] == "worker" for h in hpas):
@@ -605,8 +565,7 @@ def _k8s_scaling_problems(objects: Mapping[tuple[str, str], Doc], settings: Sett
             host, _, port = meta.get("address", "").partition(":")
             if host.split(".")[0] != redis_url.hostname or int(port or 0) != (redis_url.port or 6379):
                 problems.append(
-                    f"k8s: the ScaledObject watches {meta.get('address')!r}, "
-                    f"the app uses {redis_url.netloc!r}"
+                    f"k8s: the ScaledObject watches {meta.get('address')!r}, the app uses {redis_url.netloc!r}"
                 )
             if meta.get("databaseIndex", "0") != (redis_url.path.strip("/") or "0"):
                 problems.append("k8s: the ScaledObject watches another Redis database than the broker's")
@@ -638,7 +597,5 @@ def readme_env_problems(text: str) -> list[str]:
             "(known from delineate/config.py ENVIRONMENT and tests/deploy_checks.py EXTRA_ENV)"
         )
     if unknown := sorted(documented - KNOWN_ENV):
-        problems.append(
-            f"README: the configuration table lists {', '.join(unknown)}, which the settings do not know"
-        )
+        problems.append(f"README: the configuration table lists {', '.join(unknown)}, which the settings do not know")
     return problems

@@ -116,7 +116,9 @@ class Service:
 
 def start_redis(workdir: Path) -> tuple[Service, int]:
     port = free_port()
-    service = Service("redis", redis_command(port, workdir / f"redis-{port}"), workdir / "redis.log").start()
+    # More databases than the default 16: every make_settings() takes a fresh one.
+    command = [*redis_command(port, workdir / f"redis-{port}"), "--databases", "256"]
+    service = Service("redis", command, workdir / "redis.log").start()
     wait_until(lambda: answers("127.0.0.1", port), 15, "redis-server")
     return service, port
 
@@ -161,7 +163,8 @@ def start_api(
         if not service.running():
             return True
         try:
-            return httpx.get(f"{base}/", timeout=1).status_code == 200
+            # /health: never rate limited, so slow first answers cannot use up the limit
+            return httpx.get(f"{base}/health", timeout=5).status_code in (200, 503)
         except httpx.HTTPError:
             return False
 

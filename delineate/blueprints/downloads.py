@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import random
+import re
 import time
 import uuid
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from flask.blueprints import BlueprintSetupState
 from kombu.exceptions import OperationalError
-from werkzeug.exceptions import MethodNotAllowed
+from werkzeug.routing import BaseConverter
 
+from delineate.auth import current_owner, keys_enabled, load_owned_job
 from delineate.errors import (
     Conflict,
     GatewayTimeout,
+    InvalidRequest,
     JobNotFound,
     JobNotReady,
     ServiceUnavailable,
+    TooManyActiveJobs,
 )
 from delineate.models import Job, JobState, Phase
-from delineate.progress import JobGone
+from delineate.progress import JobGone, TooManyActive
 from delineate.services import download_name, services
 from delineate.storage import source_key
 from delineate.validation import ROUTE_NAMES, FileIdBody, FileIdsBody, parse_body, parse_job_id
@@ -30,6 +36,19 @@ from delineate.webhooks import check_callback_url, pending_callback
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("downloads", __name__, url_prefix="/v1/download")
+
+
+class JobIdConverter(BaseConverter):
+    """A path segment that is not a route name: so ``/v1/download/check`` never matches
+    ``/<job:job_id>``, GET on it is a plain 405, and OPTIONS' Allow lists only real methods."""
+
+    regex = "(?!(?:" + "|".join(sorted(ROUTE_NAMES)) + ")$)[^/]+"
+
+
+@bp.record_once  # before the routes below, which need the converter
+def _register_converter(state: BlueprintSetupState) -> None:
+    state.app.url_map.converters["job"] = JobIdConverter
+
 
 PREPARE_DOWNLOAD = "delineate.prepare_download"
 
@@ -43,17 +62,65 @@ def _estimate_seconds(file_count: int) -> int:
     return math.ceil(mean_delay + PER_FILE_OVERHEAD_SECONDS * file_count)
 
 
-def _job_id_or_405(value: str, allowed: list[str]) -> str:
-    if value in ROUTE_NAMES:  # e.g. GET /v1/download/check is a route, not job "check"
-        raise MethodNotAllowed(valid_methods=allowed)
-    return parse_job_id(value)
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+"""What an Idempotency-Key header may be: 1-255 printable ASCII characters."""
 
 
-def _load(job_id: str) -> Job:
-    job = services().store.get(job_id)
-    if job is None:
-        raise JobNotFound(f"No job {job_id} (unknown, or expired after {services().settings.job_ttl_seconds} s).")
-    return job
+def _idempotency_key() -> str | None:
+    """The request's Idempotency-Key, if any. :raise InvalidRequest: it is malformed."""
+    value = request.headers.get("Idempotency-Key")
+    if value is None:
+        return None
+    if not IDEMPOTENCY_KEY.fullmatch(value):
+        raise InvalidRequest(
+            "Idempotency-Key must be 1-255 printable ASCII characters without spaces.",
+            details=[{"path": "header Idempotency-Key", "message": "1-255 printable characters"}],
+        )
+    return value
+
+
+def _fingerprint(ids: list[int]) -> str:
+    """The same for the same set of ids, whatever their order or repeats."""
+    return hashlib.sha256(",".join(map(str, sorted(set(ids)))).encode()).hexdigest()
+
+
+def _create_or_replay(job: Job, idem_key: str | None) -> Job | None:
+    """Store ``job`` under the caller's caps; or return the earlier job of ``idem_key``.
+
+    :raise Conflict: ``idem_key`` was used before with other ids.
+    :raise TooManyActiveJobs: the caller's key has MAX_ACTIVE_JOBS_PER_KEY jobs running.
+    """
+    svc = services()
+    cap = svc.settings.max_active_jobs_per_key if keys_enabled() else None
+    fingerprint = _fingerprint(job.file_ids)
+    try:
+        replay = svc.store.create(job, max_active=cap, idempotency=(idem_key, fingerprint) if idem_key else None)
+    except TooManyActive as exc:
+        raise TooManyActiveJobs(
+            f"This API key already has {exc.count} queued or processing jobs "
+            f"(limit {cap}); wait for one to finish or cancel one.",
+            retry_after_seconds=5,
+        ) from None
+    if replay is None:
+        return None
+    if replay.fingerprint != fingerprint:
+        raise Conflict(
+            "This Idempotency-Key was already used with other file_ids; use a new key for a new request.",
+            details={"jobId": replay.job_id},
+        )
+    earlier = svc.store.get(replay.job_id)
+    if earlier is None:  # expired between the two reads
+        raise JobNotFound(f"No job {replay.job_id}.")
+    return earlier
+
+
+def _accepted_body(job: Job) -> dict[str, Any]:
+    return {
+        "jobId": job.job_id,
+        "status": job.status.value,
+        "totalFileIds": job.total_files,
+        "estimatedTimeSeconds": _estimate_seconds(job.total_files),
+    }
 
 
 @bp.post("/initiate")
@@ -62,10 +129,20 @@ def initiate() -> tuple[Response, int, dict[str, str]]:
     svc = services()
     callback_url = "" if body.callback_url is None else check_callback_url(body.callback_url, svc.settings)
     ids = body.unique_ids()
-    job = Job(job_id=str(uuid.uuid4()), status=JobState.QUEUED, file_ids=ids, callback_url=callback_url)
+    idem_key = _idempotency_key()
+    job = Job(
+        job_id=str(uuid.uuid4()),
+        status=JobState.QUEUED,
+        file_ids=ids,
+        owner=current_owner(),
+        callback_url=callback_url,
+    )
     if callback_url:
         job.callback = pending_callback()
-    svc.store.create(job)
+    earlier = _create_or_replay(job, idem_key)
+    if earlier is not None:
+        headers = {"Location": f"/v1/download/status/{earlier.job_id}", "Idempotent-Replayed": "true"}
+        return jsonify(_accepted_body(earlier)), 200, headers
     try:
         # ignore_result: the API never waits on Celery's result (the job hash is the
         # truth), and asking for it would subscribe to a result channel per job.
@@ -74,30 +151,24 @@ def initiate() -> tuple[Response, int, dict[str, str]]:
         )
     except (OperationalError, ConnectionError, OSError) as exc:
         # Never leave a job that no worker will ever see.
-        svc.store.delete(job.job_id)
+        svc.store.delete(job.job_id, job.owner, idem_key)
         logger.error("could not enqueue job %s: %s", job.job_id, exc)
         raise ServiceUnavailable(
             "The job queue is unavailable; try again shortly.", headers={"Retry-After": "5"}
         ) from None
-    logger.info("job %s queued with %d files", job.job_id, len(ids))
-    body_out = {
-        "jobId": job.job_id,
-        "status": job.status.value,
-        "totalFileIds": len(ids),
-        "estimatedTimeSeconds": _estimate_seconds(len(ids)),
-    }
-    return jsonify(body_out), 202, {"Location": f"/v1/download/status/{job.job_id}"}
+    logger.info("job %s queued with %d files (owner %r)", job.job_id, len(ids), job.owner)
+    return jsonify(_accepted_body(job)), 202, {"Location": f"/v1/download/status/{job.job_id}"}
 
 
 @bp.get("/status/<job_id>")
 def status(job_id: str) -> Response:
-    job = _load(parse_job_id(job_id))
+    job = load_owned_job(parse_job_id(job_id))
     return jsonify(services().store.status(job))
 
 
-@bp.get("/<job_id>")
+@bp.get("/<job:job_id>")
 def download(job_id: str) -> tuple[Response, int, dict[str, str]]:
-    job = _load(_job_id_or_405(job_id, ["DELETE", "GET"]))
+    job = load_owned_job(parse_job_id(job_id))
     svc = services()
     if job.status is not JobState.COMPLETED:
         raise JobNotReady(
@@ -109,9 +180,9 @@ def download(job_id: str) -> tuple[Response, int, dict[str, str]]:
     return jsonify(downloadUrl=url, expiresInSeconds=svc.settings.presigned_url_expiry_seconds), 302, headers
 
 
-@bp.delete("/<job_id>")
+@bp.delete("/<job:job_id>")
 def cancel(job_id: str) -> tuple[Response, int]:
-    job = _load(_job_id_or_405(job_id, ["DELETE", "GET"]))
+    job = load_owned_job(parse_job_id(job_id))
     svc = services()
     if job.status.terminal:
         raise Conflict(f"Job {job.job_id} is already {job.status.value}.", details=svc.store.status(job))

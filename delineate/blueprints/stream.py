@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 from flask import Blueprint, Response, current_app, request, stream_with_context
 
-from delineate.errors import JobNotFound, ServiceUnavailable
+from delineate.auth import load_owned_job
+from delineate.errors import ServiceUnavailable
 from delineate.models import Job
 from delineate.progress import JobStore, events_channel
 from delineate.services import services
@@ -172,9 +173,7 @@ def stream(job_id: str) -> Response:
                 headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
             )
         sub.ready = True  # from here on, a resubscription means: re-read the snapshot
-        job = svc.store.get(job_id)  # read AFTER subscribing: the terminal event cannot slip by
-        if job is None:
-            raise JobNotFound(f"No job {job_id} (unknown, or expired after {svc.settings.job_ttl_seconds} s).")
+        job = load_owned_job(job_id)  # read AFTER subscribing: the terminal event cannot slip by
     except BaseException:
         release()
         raise

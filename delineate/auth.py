@@ -1,0 +1,94 @@
+"""API keys and job ownership.
+
+When API_KEYS is set, every ``/v1`` route needs ``Authorization: Bearer KEY`` or
+``X-API-Key: KEY``; the key's name owns the jobs it creates, and another key's jobs
+look like unknown ones (404), so a job id alone reveals nothing. With no keys the
+service is open and every job has the owner ``""``.
+
+Keys are compared with :func:`hmac.compare_digest` against every configured key, and
+are never logged (only the owner's name is).
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import Flask, g, request
+
+from delineate.errors import JobNotFound, Unauthorized
+from delineate.models import Job
+from delineate.services import services
+
+PROTECTED_PREFIX = "/v1/"
+"""Paths under this prefix need a key when keys are configured; the rest stay open."""
+
+
+def _presented_key() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.headers.get("X-API-Key") or None
+
+
+def owner_for(presented: str | None, keys: dict[str, str]) -> str | None:
+    """The name owning ``presented``, or None; constant time in the key's content."""
+    if not presented:
+        return None
+    found: str | None = None
+    candidate = presented.encode()
+    for key, name in keys.items():
+        # No early exit: every configured key is compared, whatever matches.
+        if hmac.compare_digest(candidate, key.encode()):
+            found = name
+    return found
+
+
+def _identify() -> None:
+    """Before each request: note who is calling (``g.owner``); refusing is for later."""
+    keys = services().settings.api_keys
+    g.owner = owner_for(_presented_key(), dict(keys)) if keys else ""
+
+
+def _require_key() -> None:
+    """Before each request: 401 on a protected path without a valid key."""
+    if g.get("owner") is not None or request.method == "OPTIONS":  # preflights carry no key
+        return
+    if request.path.startswith(PROTECTED_PREFIX):
+        sent = _presented_key() is not None
+        raise Unauthorized(
+            "The API key is not valid."
+            if sent
+            else "An API key is required: send Authorization: Bearer KEY or X-API-Key: KEY.",
+            headers={"WWW-Authenticate": 'Bearer realm="delineate"'},
+        )
+
+
+def current_owner() -> str:
+    """The caller's owner name: the key's name, or ``""`` in open mode (or without a key)."""
+    return g.get("owner") or ""
+
+
+def keys_enabled() -> bool:
+    return bool(services().settings.api_keys)
+
+
+def load_owned_job(job_id: str) -> Job:
+    """The job ``job_id`` (a canonical id) if the caller may see it.
+
+    :raise JobNotFound: unknown, expired, or owned by another API key (the same 404,
+        so a job id reveals nothing about other keys' jobs).
+    """
+    svc = services()
+    job = svc.store.get(job_id)
+    if job is None or (keys_enabled() and job.owner != current_owner()):
+        raise JobNotFound(f"No job {job_id} (unknown, or expired after {svc.settings.job_ttl_seconds} s).")
+    return job
+
+
+def init_identify(app: Flask) -> None:
+    app.before_request(_identify)
+
+
+def init_require_key(app: Flask) -> None:
+    app.before_request(_require_key)
