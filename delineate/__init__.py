@@ -22,7 +22,8 @@ def create_app(test_config: Mapping[str, Any] | Settings | None = None) -> Flask
     :raise ConfigError: a setting is malformed.
     """
     from celery_app import init_celery
-    from delineate.blueprints import downloads, meta
+    from delineate import metrics, telemetry
+    from delineate.blueprints import dashboard, downloads, meta
     from delineate.errors import register_error_handlers
     from delineate.security import init_security
     from delineate.services import build_services
@@ -40,8 +41,11 @@ def create_app(test_config: Mapping[str, Any] | Settings | None = None) -> Flask
     app.extensions["delineate"] = build_services(settings)
 
     init_security(app)
+    metrics.init_app(app)
     register_error_handlers(app)
     app.register_blueprint(meta.bp)
     app.register_blueprint(downloads.bp)
+    app.register_blueprint(dashboard.bp)
     init_celery(app)
+    telemetry.init_app(app)
     return app

@@ -31,12 +31,18 @@ def settings_or_exit() -> Settings:
         raise SystemExit(2) from None
 
 
-def app_or_exit() -> Flask:
+def app_or_exit(service: str | None = None) -> Flask:
+    """The app of an entry point: JSON logs; with ``service``, tracing and Sentry for this process."""
     from delineate import create_app
     from delineate.logs import configure_logging
 
     configure_logging()
-    return create_app(settings_or_exit())
+    settings = settings_or_exit()
+    if service:
+        from delineate.observability import setup_process
+
+        setup_process(settings, service)
+    return create_app(settings)
 
 
 # -- output -------------------------------------------------------------------------------
