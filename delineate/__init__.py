@@ -22,8 +22,8 @@ def create_app(test_config: Mapping[str, Any] | Settings | None = None) -> Flask
     :raise ConfigError: a setting is malformed.
     """
     from celery_app import init_celery
-    from delineate import webhooks
-    from delineate.blueprints import docs, downloads, meta, stream
+    from delineate import metrics, telemetry, webhooks
+    from delineate.blueprints import dashboard, docs, downloads, history, meta, stream
     from delineate.errors import register_error_handlers
     from delineate.security import init_security
     from delineate.services import build_services
@@ -41,11 +41,15 @@ def create_app(test_config: Mapping[str, Any] | Settings | None = None) -> Flask
     app.extensions["delineate"] = build_services(settings)
 
     init_security(app)
+    metrics.init_app(app)
     register_error_handlers(app)
     app.register_blueprint(meta.bp)
     app.register_blueprint(downloads.bp)
     app.register_blueprint(stream.bp)
     app.register_blueprint(docs.bp)
+    app.register_blueprint(history.bp)
+    app.register_blueprint(dashboard.bp)
     init_celery(app)
     webhooks.init_app(app)
+    telemetry.init_app(app)
     return app

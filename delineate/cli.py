@@ -31,12 +31,18 @@ def settings_or_exit() -> Settings:
         raise SystemExit(2) from None
 
 
-def app_or_exit() -> Flask:
+def app_or_exit(service: str | None = None) -> Flask:
+    """The app of an entry point: JSON logs; with ``service``, tracing and Sentry for this process."""
     from delineate import create_app
     from delineate.logs import configure_logging
 
     configure_logging()
-    return create_app(settings_or_exit())
+    settings = settings_or_exit()
+    if service:
+        from delineate.observability import setup_process
+
+        setup_process(settings, service)
+    return create_app(settings)
 
 
 # -- output -------------------------------------------------------------------------------
@@ -201,6 +207,20 @@ def _cancel(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        page = client.jobs(status=args.status, limit=args.limit)
+    if args.json:
+        print(json.dumps(page))
+        return EXIT_OK
+    for job in page["jobs"]:
+        line = f"{job['jobId']}  {job['status']:<10} {job['progress']:>3}%  {job['totalFiles']:>4} files"
+        print(f"{line}  {job['createdAt']}")
+    if page["nextCursor"]:
+        print(f"(more: use --limit, or GET /v1/downloads?cursor={page['nextCursor']})")
+    return EXIT_OK
+
+
 def _estimate(args: argparse.Namespace) -> int:
     with _client(args) as client:
         body = client.estimate(args.ids)
@@ -259,6 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, parents=[common], help=text)
         sub.add_argument("job", metavar="JOB")
         sub.set_defaults(handler=handler)
+
+    listing = commands.add_parser("list", parents=[common], help="your jobs, newest first")
+    listing.add_argument("--status", help="only these states, comma-separated (e.g. processing,queued)")
+    listing.add_argument("--limit", type=int, default=20, help="how many (1-100, default 20)")
+    listing.set_defaults(handler=_list)
 
     estimate = commands.add_parser("estimate", parents=[common], help="what a job would get, without starting it")
     estimate.add_argument("ids", nargs="+", type=_file_id, metavar="ID")

@@ -161,6 +161,15 @@ class Client:
     def estimate(self, file_ids: Iterable[int]) -> dict[str, Any]:
         return dict(self._request("POST", "/v1/download/estimate", json={"file_ids": list(file_ids)}).json())
 
+    def jobs(self, status: str | None = None, limit: int = 20, cursor: str | None = None) -> dict[str, Any]:
+        """One page of the caller's jobs, newest first: ``{"jobs": [...], "nextCursor"}``."""
+        params: dict[str, Any] = {"limit": limit}
+        if status:
+            params["status"] = status
+        if cursor:
+            params["cursor"] = cursor
+        return dict(self._request("GET", "/v1/downloads", params=params).json())
+
     def download_url(self, job_id: str) -> str:
         """A fresh presigned link to the result (the 302's Location)."""
         response = self._request("GET", f"/v1/download/{job_id}", follow_redirects=False)

@@ -63,6 +63,15 @@ def _csv(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+def _basic_auth(name: str, raw: str) -> str:
+    """``user:password`` (or empty: no authentication)."""
+    value = raw.strip()
+    user, sep, password = value.partition(":")
+    if value and (not sep or not user or not password):
+        raise ConfigError(f"{name} must look like user:password")
+    return value
+
+
 def _api_keys(name: str, raw: str) -> dict[str, str]:
     """``name:key,name:key`` → {key: name}."""
     keys: dict[str, str] = {}
@@ -110,6 +119,7 @@ class Settings:
     sentry_dsn: str = ""
     otel_exporter_otlp_endpoint: str = ""
     flower_port: int = 5555
+    flower_basic_auth: str = ""
     # Crash safety (see ARCHITECTURE.md, "Crash safety").
     visibility_timeout_seconds: int = 180
     unacked_restore_interval_seconds: int = 5
@@ -178,6 +188,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "SENTRY_DSN": ("sentry_dsn", lambda n, v: v.strip()),
     "OTEL_EXPORTER_OTLP_ENDPOINT": ("otel_exporter_otlp_endpoint", lambda n, v: v.strip()),
     "FLOWER_PORT": ("flower_port", lambda n, v: _int(n, v, 1, 65535)),
+    "FLOWER_BASIC_AUTH": ("flower_basic_auth", _basic_auth),
     "CELERY_VISIBILITY_TIMEOUT_SECONDS": (
         "visibility_timeout_seconds",
         lambda n, v: _int(n, v, 1),

@@ -95,6 +95,7 @@ def main() -> int:
                 celery,
                 "-A",
                 "celery_app.worker",
+                "--quiet",  # no banner: the log is JSON lines
                 "worker",
                 "--loglevel=INFO",
                 "-E",

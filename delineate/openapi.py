@@ -21,6 +21,7 @@ from delineate import schemas, validation
 from delineate.validation import FILE_ID_MAX, FILE_ID_MIN, MAX_FILE_IDS
 
 REF = "#/components/schemas/{model}"
+_STATES = "queued|processing|completed|failed|cancelled"
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,40 @@ OPERATIONS: tuple[Op, ...] = (
         body=validation.FileIdBody,
     ),
     Op(
+        "get", "/v1/downloads", "/v1/downloads", "listDownloads", "The caller's jobs, newest first",
+        {
+            200: Resp("a page of jobs and the cursor of the next", schemas.JobPage),
+            400: _err("a bad query parameter (named)"),
+        },
+        tags=("history",),
+        description="With API keys, only the caller's jobs; in open mode, every job. Expired jobs are not listed.",
+        extra_params=(
+            {"name": "status", "in": "query", "required": False, "description": "one or more states, comma-separated",
+             "schema": {"type": "string", "pattern": f"^({_STATES})(,({_STATES}))*$"}},
+            {"name": "limit", "in": "query", "required": False, "description": "jobs per page (default 20)",
+             "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+            {"name": "cursor", "in": "query", "required": False, "description": "nextCursor of the previous page",
+             "schema": {"type": "string"}},
+        ),
+    ),
+    Op(
+        "get", "/v1/downloads/summary", "/v1/downloads/summary", "summarizeDownloads",
+        "How many of the caller's jobs are in each state",
+        {200: Resp("counts by state", schemas.JobSummary)},
+        tags=("history",),
+    ),
+    Op(
+        "get", "/v1/stats", "/v1/stats", "stats", "Live numbers: queue depth, jobs in progress, finished jobs",
+        {200: Resp("read from Redis", schemas.Stats)},
+        tags=("meta",),
+    ),
+    Op(
+        "get", "/dashboard", "/dashboard", "dashboard", "A page to start, watch, download and cancel jobs",
+        {200: Resp("the dashboard (static HTML; its scripts are served under /dashboard/static/)", None,
+                   media="text/html")},
+        tags=("meta",), keyed=False,
+    ),
+    Op(
         "get", "/metrics", "/metrics", "metrics", "Prometheus metrics",
         {200: Resp("Prometheus text format", None, media="text/plain")},
         tags=("meta",), limited=False, keyed=False,
@@ -213,6 +248,7 @@ def _components() -> dict[str, Any]:
     models += [
         schemas.ErrorBody, schemas.Problem, schemas.JobStatus, schemas.Accepted, schemas.Estimate,
         schemas.CheckResult, schemas.StartResult, schemas.DownloadRedirect, schemas.Health, schemas.Index,
+        schemas.JobPage, schemas.JobSummary, schemas.Stats,
     ]  # fmt: skip
     mode = {validation.FileIdsBody: "validation", validation.FileIdBody: "validation"}
     _, defs = models_json_schema(
@@ -221,6 +257,18 @@ def _components() -> dict[str, Any]:
     )
     return defs.get("$defs", {})
 
+
+SSE_EVENT: dict[str, Any] = {
+    "description": "one event of the stream; its data is the job status as JSON",
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["connected", "progress", "completed", "failed", "cancelled"]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "id": {"type": "string", "description": "the status version"},
+        "retry": {"type": "integer"},
+    },
+}
+"""The shape of one Server-Sent Event (OpenAPI 3.1 has no schema for a whole stream)."""
 
 LINKS = (("status", "getStatus"), ("download", "download"), ("cancel", "cancelDownload"))
 """Operations that take the jobId an initiate answer gives (link name, operationId)."""
@@ -241,6 +289,8 @@ def _response(op: Op, status: int, resp: Resp) -> dict[str, Any]:
         }
     if resp.model is not None:
         out["content"] = {resp.media: {"schema": {"$ref": REF.format(model=resp.model.__name__)}}}
+    elif resp.media == "text/event-stream":
+        out["content"] = {resp.media: {"schema": SSE_EVENT}}
     elif resp.media != "application/json":
         out["content"] = {resp.media: {"schema": {"type": "string"}}}
     return out

@@ -13,6 +13,10 @@ Keys (all prefixed ``delineate:``):
   with the time (epoch seconds) its hash expires; kept by the create and update scripts
 - ``idem:{owner}:{sha256(Idempotency-Key)}`` string ``"{jobId} {fingerprint}"``; TTL JOB_TTL_SECONDS
 - ``ratelimit:...``  Flask-Limiter's counters (the prefix is :data:`RATE_LIMIT_PREFIX`)
+- ``history:{owner}:{state}`` sorted set, the owner's job ids in that state, scored by
+  creation time (epoch ms); ``owner`` is ``-`` in open mode. Moved between states by the
+  update script; entries whose hash expired are dropped when a page or summary meets them,
+  and everything older than JOB_TTL + a day is trimmed as new jobs arrive.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,6 +60,20 @@ def idempotency_key(owner: str, key: str) -> str:
     return f"{PREFIX}idem:{owner or '-'}:{digest}"
 
 
+def history_key(owner: str, state: str) -> str:
+    return f"{PREFIX}history:{owner or '-'}:{state}"
+
+
+HISTORY_MARGIN_SECONDS = 86_400
+"""History entries live this much longer than JOB_TTL_SECONDS (a job's hash outlives its
+creation by its run time); past that they are trimmed."""
+
+HISTORY_TRIM_CHANCE = 0.01
+"""Share of job creations that also trim the owner's history of entries past their life."""
+
+HISTORY_SCAN_SLACK = 32
+"""Extra entries read per page, to step over expired ones and ties in creation time."""
+
 RATE_LIMIT_PREFIX = f"{PREFIX}ratelimit"
 """Prefix of Flask-Limiter's keys (it builds the rest of each name itself)."""
 
@@ -71,6 +90,18 @@ end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[1])
+-- The owner's history follows the status from one state's set to the next.
+local new_status = redis.call('HGET', KEYS[1], 'status')
+if new_status ~= status then
+  local who = redis.call('HGET', KEYS[1], 'owner')
+  if not who or who == '' then who = '-' end
+  local id = redis.call('HGET', KEYS[1], 'jobId')
+  local created = redis.call('HGET', KEYS[1], 'createdMs')
+  redis.call('ZREM', '$PREFIX:history:' .. who .. ':' .. status, id)
+  if created then
+    redis.call('ZADD', '$PREFIX:history:' .. who .. ':' .. new_status, tonumber(created), id)
+  end
+end
 -- The owner's active set follows: out when terminal, else its expiry moves with the hash's.
 -- (Key built here from the stored owner: fine on one Redis, not on a cluster.)
 local owner = redis.call('HGET', KEYS[1], 'owner')
@@ -89,8 +120,8 @@ return {1, redis.call('HGETALL', KEYS[1])}
 
 # Create a job in one step: answer an earlier request with the same idempotency key,
 # or refuse past the owner's cap on active jobs, or write the hash and note it.
-# KEYS: job hash, active set, idempotency key. ARGV: ttl, cap (0 = no cap and no
-# active set), job id, idempotency value ('' = none), then field/value pairs.
+# KEYS: job hash, active set, idempotency key, history set. ARGV: ttl, cap (0 = no cap
+# and no active set), job id, idempotency value ('' = none), created ms, then field/value pairs.
 # Returns {1} created, {2, earlier "jobId fingerprint"}, {3, active count} over the cap.
 _CREATE_SCRIPT = """
 local ttl = tonumber(ARGV[1])
@@ -110,11 +141,13 @@ if cap > 0 then
   redis.call('ZADD', KEYS[2], now + ttl, ARGV[3])
   redis.call('EXPIRE', KEYS[2], ttl)
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('ZADD', KEYS[4], tonumber(ARGV[5]), ARGV[3])
+redis.call('EXPIRE', KEYS[4], ttl + $MARGIN)
 if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[3] .. ' ' .. ARGV[4], 'EX', ttl) end
 return {1}
-""".replace("$PREFIX:", PREFIX)
+""".replace("$PREFIX:", PREFIX).replace("$MARGIN", str(HISTORY_MARGIN_SECONDS))
 
 # Take or renew the lease when free or already ours.
 _LEASE_SCRIPT = """
@@ -133,6 +166,21 @@ redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 1
 """
+
+# Count an owner's jobs by state, dropping entries whose job hash has expired.
+# KEYS: the history sets, one per state. Returns the counts in the same order.
+_HISTORY_COUNT_SCRIPT = """
+local counts = {}
+for i, key in ipairs(KEYS) do
+  local ids = redis.call('ZRANGE', key, 0, -1)
+  local n = 0
+  for _, id in ipairs(ids) do
+    if redis.call('EXISTS', '$PREFIX:job:' .. id) == 1 then n = n + 1 else redis.call('ZREM', key, id) end
+  end
+  counts[i] = n
+end
+return counts
+""".replace("$PREFIX:", PREFIX)
 
 _RELEASE_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -179,6 +227,7 @@ class JobStore:
         self._update = client.register_script(_UPDATE_SCRIPT)
         self._callback = client.register_script(_CALLBACK_SCRIPT)
         self._create = client.register_script(_CREATE_SCRIPT)
+        self._history_count = client.register_script(_HISTORY_COUNT_SCRIPT)
         self._lease = client.register_script(_LEASE_SCRIPT)
         self._release = client.register_script(_RELEASE_SCRIPT)
 
@@ -210,8 +259,10 @@ class JobStore:
         :raise TooManyActive: the owner is at ``max_active``.
         """
         now = utcnow()
+        created_ms = int(time.time() * 1000)
         job.created_at = job.updated_at = now
         job.version = 1
+        history = history_key(job.owner, JobState.QUEUED.value)
         fields = encode_fields(
             jobId=job.job_id,
             status=job.status,
@@ -230,16 +281,21 @@ class JobStore:
             bytesTotal=0,
             callbackUrl=job.callback_url,
             callback=job.callback,
+            createdMs=created_ms,
         )
+        if random.random() < HISTORY_TRIM_CHANCE:
+            self._trim_history(job.owner, created_ms)
         if max_active is None and idempotency is None:
             pipe = self.redis.pipeline(transaction=True)
             pipe.hset(job_key(job.job_id), mapping=fields)  # type: ignore[arg-type]
             pipe.expire(job_key(job.job_id), self.ttl_seconds)
+            pipe.zadd(history, {job.job_id: created_ms})
+            pipe.expire(history, self.ttl_seconds + HISTORY_MARGIN_SECONDS)
             pipe.execute()
             return None
         client_key, fingerprint = idempotency or ("", "")
-        keys = [job_key(job.job_id), active_key(job.owner), idempotency_key(job.owner, client_key)]
-        args: list[Any] = [self.ttl_seconds, max_active or 0, job.job_id, fingerprint]
+        keys = [job_key(job.job_id), active_key(job.owner), idempotency_key(job.owner, client_key), history]
+        args: list[Any] = [self.ttl_seconds, max_active or 0, job.job_id, fingerprint, created_ms]
         for name, value in fields.items():
             args += [name, value]
         result = self._create(keys=keys, args=args)
@@ -254,11 +310,82 @@ class JobStore:
         """Remove a job that never started (and its active-set entry and idempotency key)."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(job_key(job_id))
+        pipe.zrem(history_key(owner, JobState.QUEUED.value), job_id)
         if owner:
             pipe.zrem(active_key(owner), job_id)
         if idempotency_key_:
             pipe.delete(idempotency_key(owner, idempotency_key_))
         pipe.execute()
+
+    # -- history: an owner's jobs, newest first -------------------------------------------
+
+    def _trim_history(self, owner: str, now_ms: int) -> None:
+        oldest = now_ms - (self.ttl_seconds + HISTORY_MARGIN_SECONDS) * 1000
+        pipe = self.redis.pipeline(transaction=False)
+        for state in JobState:
+            pipe.zremrangebyscore(history_key(owner, state.value), "-inf", f"({oldest}")
+        pipe.execute()
+
+    def _history_candidates(
+        self, owner: str, states: list[JobState], before: tuple[int, str] | None, count: int
+    ) -> list[tuple[int, str, JobState]]:
+        """Up to ``count`` (score, id, state) entries strictly after ``before``, newest first."""
+        pipe = self.redis.pipeline(transaction=False)
+        top = str(before[0]) if before else "+inf"
+        for state in states:
+            pipe.zrange(history_key(owner, state.value), top, "-inf", byscore=True, desc=True,
+                        offset=0, num=count, withscores=True)  # fmt: skip
+        merged: list[tuple[int, str, JobState]] = []
+        for state, rows in zip(states, pipe.execute(), strict=True):
+            merged += [(int(score), str(job_id), state) for job_id, score in rows]
+        merged.sort(key=lambda row: (row[0], row[1]), reverse=True)
+        if before:  # same creation ms: order by id, as Redis does in reverse
+            merged = [row for row in merged if (row[0], row[1]) < before]
+        return merged[:count]
+
+    def history(
+        self, owner: str, states: list[JobState], limit: int, before: tuple[int, str] | None = None
+    ) -> tuple[list[Job], tuple[int, str] | None]:
+        """A page of ``owner``'s jobs in ``states``, newest first, after position ``before``.
+
+        Returns the jobs and the position to continue from (None on the last page). The
+        order (creation ms, then id) never changes, so pages neither repeat nor skip a job
+        while new ones arrive or jobs change state. Costs O(limit) reads, plus any expired
+        entries met on the way, which are removed.
+        """
+        found: list[tuple[int, Job]] = []
+        position = before
+        batch = limit + 1 + HISTORY_SCAN_SLACK
+        while len(found) <= limit:
+            rows = self._history_candidates(owner, states, position, batch)
+            if not rows:
+                break
+            pipe = self.redis.pipeline(transaction=False)
+            for _, job_id, _ in rows:
+                pipe.hgetall(job_key(job_id))
+            stale = self.redis.pipeline(transaction=False)
+            for (score, job_id, state), raw in zip(rows, pipe.execute(), strict=True):
+                position = (score, job_id)
+                if not raw:
+                    stale.zrem(history_key(owner, state.value), job_id)
+                    continue
+                job = Job.from_hash(raw)
+                if job.status in states:  # it may have moved since the sets were read
+                    found.append((score, job))
+                    if len(found) > limit:
+                        break
+            stale.execute()
+            if len(rows) < batch:
+                break
+        page = found[:limit]
+        more = len(found) > limit
+        return [job for _, job in page], ((page[-1][0], page[-1][1].job_id) if more and page else None)
+
+    def history_counts(self, owner: str) -> dict[str, int]:
+        """Jobs of ``owner`` by state (expired entries removed on the way)."""
+        keys = [history_key(owner, state.value) for state in JobState]
+        counts = self._history_count(keys=keys)
+        return {state.value: int(n) for state, n in zip(JobState, counts, strict=True)}
 
     def active_count(self, owner: str) -> int:
         """How many queued or processing jobs ``owner`` has (expired entries not counted)."""

@@ -116,3 +116,25 @@ class Health(_Body):
 class Index(_Body):
     message: str
     docs: str
+
+
+class Stats(_Body):
+    """GET /v1/stats: live numbers for the dashboard."""
+
+    queueDepth: int = Field(ge=0, description="messages waiting in the Celery queue")
+    jobsInProgress: int = Field(ge=0)
+    jobsFinished: dict[str, int] = Field(description="finished jobs by terminal state, since the counters began")
+
+
+class JobPage(_Body):
+    """GET /v1/downloads: one page of the caller's jobs, newest first."""
+
+    jobs: list[JobStatus]
+    nextCursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last")
+
+
+class JobSummary(_Body):
+    """GET /v1/downloads/summary: the caller's jobs by state."""
+
+    counts: dict[JobStatusName, int]
+    total: int = Field(ge=0)

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 from flask import Flask
 
+from delineate import metrics
 from delineate.config import Settings
 from delineate.errors import InvalidRequest
 from delineate.models import Job
@@ -151,6 +152,7 @@ def deliver(store: JobStore, settings: Settings, job_id: str, attempt_number: in
     will_retry = not outcome.delivered and outcome.retryable and attempt_number <= MAX_RETRIES
     state = "delivered" if outcome.delivered else "retrying" if will_retry else "failed"
     store.set_callback(job_id, {"status": state, "attempts": attempt_number, "lastError": outcome.error})
+    metrics.record_webhook_delivery(state, store.redis)
     log = logger.info if outcome.delivered else logger.warning
     log("job %s: webhook attempt %d %s (%s)", job_id, attempt_number, state, outcome.error or "ok")
     return Attempt(outcome.delivered, outcome.error, will_retry)

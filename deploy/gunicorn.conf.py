@@ -4,7 +4,21 @@ Run: ``gunicorn -c deploy/gunicorn.conf.py delineate.wsgi:app``. Command-line fl
 (``--bind``, ``--workers``) override these.
 """
 
-from delineate.cli import settings_or_exit
+import glob
+import os
+import tempfile
+
+# Prometheus multiprocess mode: each worker writes its metrics to files here and
+# /metrics sums them. Set before any worker imports prometheus-client; a fresh folder
+# per start unless one is given (then its old files go: they would count twice).
+_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="delineate-metrics-")
+os.makedirs(_metrics_dir, exist_ok=True)
+for _stale in glob.glob(os.path.join(_metrics_dir, "*.db")):
+    os.remove(_stale)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+
+from delineate.cli import settings_or_exit  # noqa: E402
+from delineate.logs import logging_config  # noqa: E402
 
 # A bad setting stops start-up here, in one line, before any worker boots.
 _settings = settings_or_exit()
@@ -17,6 +31,15 @@ timeout = 30  # a worker that stops answering its heartbeat for this long is rep
 graceful_timeout = 30  # in-flight requests get this long on SIGTERM
 keepalive = 5  # seconds; a proxy's idle upstream connections must close before this (nginx: 4 s)
 control_socket_disable = True  # gunicorn 27's shared ~/.gunicorn socket would clash between stacks
-accesslog = "-"
+# JSON lines on stdout; the app writes one access line per request (delineate.access),
+# so gunicorn's own access log stays off.
+accesslog = None
 errorlog = "-"
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
+logconfig_dict = logging_config()
+
+
+def child_exit(server: object, worker: object) -> None:
+    """A dead worker's live gauges (open SSE streams) stop counting."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]

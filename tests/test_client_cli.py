@@ -239,13 +239,45 @@ def test_watch_survives_an_api_restart(make_settings: Any, workdir: Path) -> Non
                 api.kill()  # a crash cuts the open stream mid-job
                 restarted.append(start_api(settings, workdir, "api-restarted-2", port=port)[0])
 
-            threading.Thread(target=restart_when_running, daemon=True).start()
+            restarter = threading.Thread(target=restart_when_running, daemon=True)
+            restarter.start()
             for status in client.watch(job_id, poll_interval=0.2):
                 seen.append(status)
             assert seen[-1]["status"] == "completed"
+            restarter.join(60)
             assert restarted, "the API was not restarted mid-job"
     finally:
         api.stop()
         for service in restarted:
             service.stop()
         job_worker.stop()
+
+
+def test_cli_list_shows_recent_jobs(api_server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(["download", "70000", "--no-wait", "--url", api_server]) == 0
+    job_id = capsys.readouterr().out.strip()
+    assert cli(["list", "--url", api_server, "--limit", "5"]) == 0
+    assert job_id in capsys.readouterr().out
+    assert cli(["list", "--url", api_server, "--status", "nope"]) == 2
+
+
+def test_wrong_key_is_exit_3_and_rate_limit_waits_then_gives_up(
+    make_settings: Any, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from delineate.client import AuthError, RateLimited
+
+    settings = make_settings(api_keys={"k-right": "alice"}, rate_limit_max_requests=2, rate_limit_window_ms=2000)
+    service, base = start_api(settings, workdir, "api-keyed")
+    try:
+        assert cli(["status", "00000000-0000-0000-0000-000000000000", "--url", base, "--api-key", "k-wrong"]) == 3
+        assert "401" in capsys.readouterr().err
+        with Client(base, api_key="k-wrong") as client, pytest.raises(AuthError):
+            client.estimate([70000])
+        waits: list[float] = []
+        with Client(base, api_key="k-right", sleep=waits.append) as client:
+            with pytest.raises(RateLimited):
+                for _ in range(10):
+                    client.estimate([70000])
+        assert waits and all(0 < w <= 60 for w in waits)  # it waited out Retry-After before giving up
+    finally:
+        service.stop()

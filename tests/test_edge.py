@@ -314,7 +314,10 @@ def test_spec_covers_every_route_and_docs_work_offline(client: FlaskClient, app:
     spec = client.get("/openapi.json").get_json()
     assert spec["openapi"].startswith("3.")
     documented = {(path, method) for path, ops in spec["paths"].items() for method in ops}
-    internal = {"/openapi.json", "/docs", "/docs/init.js", "/docs/assets/<name>", "/static/<path:filename>"}
+    internal = {
+        "/openapi.json", "/docs", "/docs/init.js", "/docs/assets/<name>", "/static/<path:filename>",
+        "/dashboard/static/<path:filename>",
+    }  # fmt: skip
     for rule in app.url_map.iter_rules():
         if rule.rule in internal:
             continue

@@ -264,7 +264,7 @@ def test_unknown_job_is_404_and_bad_id_400(http: httpx.Client) -> None:
     for path, status in [
         (f"/v1/download/stream/{uuid.uuid4()}", 404),
         ("/v1/download/stream/not-a-uuid", 400),
-        ("/v1/download/stream", 405),
+        ("/v1/download/stream", 404),  # a route name, never job "stream"; no such route without an id
     ]:
         response = http.get(path)
         assert response.status_code == status, (path, response.text)

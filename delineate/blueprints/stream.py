@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from flask import Blueprint, Response, current_app, request, stream_with_context
 
+from delineate import metrics
 from delineate.auth import load_owned_job
 from delineate.errors import ServiceUnavailable
 from delineate.models import Job
@@ -184,7 +185,8 @@ def stream(job_id: str) -> Response:
 
     def generate() -> Iterator[str]:
         try:
-            yield from _events(sub, job, svc.store, svc.settings.sse_heartbeat_seconds, sock)
+            with metrics.sse_stream_open():
+                yield from _events(sub, job, svc.store, svc.settings.sse_heartbeat_seconds, sock)
         finally:
             release()
 

@@ -1,0 +1,89 @@
+"""Download history: each caller lists, filters and pages through its own jobs."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from flask import Blueprint, Response, jsonify, request
+
+from delineate.auth import current_owner
+from delineate.errors import InvalidRequest
+from delineate.models import JobState
+from delineate.services import services
+
+bp = Blueprint("history", __name__, url_prefix="/v1/downloads")
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+
+
+def _bad(parameter: str, message: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"Invalid query parameter {parameter}: {message}",
+        details=[{"path": f"query {parameter}", "message": message}],
+    )
+
+
+def _states() -> list[JobState]:
+    raw = request.args.get("status")
+    if raw is None or raw.strip() == "":
+        return list(JobState)
+    states: list[JobState] = []
+    for name in raw.split(","):
+        try:
+            state = JobState(name.strip())
+        except ValueError:
+            allowed = ", ".join(s.value for s in JobState)
+            raise _bad("status", f"{name.strip()!r} is not a state (one or more of {allowed})") from None
+        if state not in states:
+            states.append(state)
+    return states
+
+
+def _limit() -> int:
+    raw = request.args.get("limit", str(DEFAULT_LIMIT))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise _bad("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
+    return int(raw)
+
+
+def encode_cursor(score: int, job_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{score}:{job_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(raw: str) -> tuple[int, str]:
+    """:raise InvalidRequest: the cursor is not one this server made."""
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+        score, _, job_id = text.partition(":")
+        if not job_id or len(job_id) > 64:
+            raise ValueError
+        return int(score), job_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise _bad("cursor", "not a cursor from a previous page (use nextCursor as given)") from None
+
+
+@bp.get("")
+def list_jobs() -> Response:
+    """The caller's jobs, newest first (all jobs in open mode)."""
+    states = _states()
+    limit = _limit()
+    raw_cursor = request.args.get("cursor")
+    cursor = decode_cursor(raw_cursor) if raw_cursor else None
+    unknown = set(request.args) - {"status", "limit", "cursor"}
+    if unknown:
+        raise _bad(sorted(unknown)[0], "unknown parameter (status, limit and cursor are known)")
+    store = services().store
+    jobs, next_position = store.history(current_owner(), states, limit, cursor)
+    return jsonify(
+        jobs=[store.status(job) for job in jobs],
+        nextCursor=encode_cursor(*next_position) if next_position else None,
+    )
+
+
+@bp.get("/summary")
+def summary() -> Response:
+    """How many of the caller's jobs are in each state."""
+    counts = services().store.history_counts(current_owner())
+    return jsonify(counts=counts, total=sum(counts.values()))

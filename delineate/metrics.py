@@ -1,0 +1,428 @@
+"""Prometheus metrics: ``GET /metrics`` on the API, for the API and the workers alike.
+
+Two kinds, kept in two places (ARCHITECTURE.md, "Metrics across processes"):
+
+- **API metrics** (requests, latency, open SSE streams) are counted in the process
+  that serves the request, with prometheus-client's multiprocess mode when
+  PROMETHEUS_MULTIPROC_DIR is set (``deploy/gunicorn.conf.py`` sets it): each gunicorn
+  worker writes its own mmap file and ``/metrics``, whichever worker answers, sums
+  them. No Redis round trip per request.
+- **Worker metrics** (jobs by terminal state, job duration, bundle size, retries,
+  webhook deliveries, jobs in progress) are kept in Redis hashes that every Celery
+  worker process writes at most a few times per job, and that ``/metrics`` reads at
+  scrape time, together with the queue depth (LLEN of the Celery queue). So any
+  number of workers on any hosts need no exporter of their own and nothing to discover.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import redis
+from flask import Flask, Response, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from delineate.config import Settings
+
+logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("delineate.access")
+
+PREFIX = "delineate:metrics:"
+CELERY_QUEUE = "celery"
+PREPARE_DOWNLOAD = "delineate.prepare_download"
+
+WORKER_HEARTBEAT_SECONDS = 10.0
+"""How often a worker re-states its running-job count in Redis, in seconds."""
+
+WORKER_STALE_SECONDS = 35.0
+"""A worker silent for this long (killed) no longer counts towards jobs in progress, in seconds."""
+
+SCRAPE_REDIS_TIMEOUT_SECONDS = 1.0
+"""Socket timeout of the Redis reads behind /metrics and /v1/stats, in seconds."""
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Request latency histogram buckets, in seconds."""
+
+JOB_DURATION_BUCKETS = (1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0)
+"""Job duration (creation to terminal state) histogram buckets, in seconds."""
+
+BUNDLE_SIZE_BUCKETS = (
+    64 * 1024,
+    256 * 1024,
+    1024**2,
+    4 * 1024**2,
+    16 * 1024**2,
+    64 * 1024**2,
+    256 * 1024**2,
+    1024**3,
+    4 * 1024**3,
+)
+"""Result size histogram buckets, in bytes."""
+
+# -- per-process metrics (API) ------------------------------------------------------------
+
+HTTP_REQUESTS = Counter(
+    "delineate_http_requests_total", "HTTP requests answered, by route and status.", ["method", "route", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "delineate_http_request_duration_seconds",
+    "Time the app spent on a request (to the response headers), by route and status.",
+    ["method", "route", "status"],
+    buckets=LATENCY_BUCKETS,
+)
+SSE_STREAMS_OPEN = Gauge(
+    "delineate_sse_streams_open",
+    "Server-Sent Event streams open now, over the API processes alive.",
+    multiprocess_mode="livesum",
+)
+
+
+@contextmanager
+def sse_stream_open() -> Iterator[None]:
+    """Count an SSE stream as open while the block runs (wrap the stream generator's body)."""
+    SSE_STREAMS_OPEN.inc()
+    try:
+        yield
+    finally:
+        SSE_STREAMS_OPEN.dec()
+
+
+def _route() -> str:
+    rule = request.url_rule
+    return rule.rule if rule is not None else "unmatched"  # bounded label values: never the raw path
+
+
+def _observe_request(response: Response) -> Response:
+    started = g.get("started")
+    duration = time.perf_counter() - started if started is not None else 0.0
+    route, status, method = _route(), response.status_code, request.method
+    HTTP_REQUESTS.labels(method, route, str(status)).inc()
+    HTTP_LATENCY.labels(method, route, str(status)).observe(duration)
+    access_logger.info(
+        "%s %s %d %.1fms",
+        method,
+        request.path,
+        status,
+        duration * 1000,
+        extra={"method": method, "route": route, "path": request.path, "status": status,
+               "duration_ms": round(duration * 1000, 2)},
+    )  # fmt: skip
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Count and log every request; serve ``/metrics`` (no API key: keep it on the internal network)."""
+    app.after_request(_observe_request)
+    app.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])
+
+
+def metrics_view() -> Response:
+    from delineate.services import services
+
+    registry = CollectorRegistry()
+    if _multiprocess():
+        from prometheus_client import multiprocess
+
+        multiprocess.MultiProcessCollector(registry)  # reads PROMETHEUS_MULTIPROC_DIR itself
+    else:
+        registry.register(_Forward(REGISTRY))
+    registry.register(RedisCollector(scrape_client(services().settings)))
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+def _multiprocess() -> bool:
+    """Whether prometheus-client chose multiprocess mode at import (PROMETHEUS_MULTIPROC_DIR was set)."""
+    from prometheus_client import values
+
+    return values.ValueClass is not values.MutexValue
+
+
+class _Forward(Collector):
+    """The process's default registry, inside a registry of the scrape."""
+
+    def __init__(self, source: CollectorRegistry) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Any]:
+        yield from self.source.collect()
+
+
+# -- worker metrics, kept in Redis ------------------------------------------------------------
+
+_clients: dict[tuple[str, str], redis.Redis] = {}
+_clients_lock = threading.Lock()
+
+
+def scrape_client(settings: Settings) -> redis.Redis:
+    """A short-fused client for the scrape-time reads (one per process and URL)."""
+    key = (settings.redis_url, settings.celery_broker_url)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = redis.Redis.from_url(
+                settings.redis_url,
+                decode_responses=True,
+                socket_connect_timeout=SCRAPE_REDIS_TIMEOUT_SECONDS,
+                socket_timeout=SCRAPE_REDIS_TIMEOUT_SECONDS,
+                max_connections=20,
+            )
+            client.broker = (  # type: ignore[attr-defined]
+                client
+                if settings.celery_broker_url == settings.redis_url
+                else redis.Redis.from_url(
+                    settings.celery_broker_url,
+                    socket_connect_timeout=SCRAPE_REDIS_TIMEOUT_SECONDS,
+                    socket_timeout=SCRAPE_REDIS_TIMEOUT_SECONDS,
+                    max_connections=20,
+                )
+            )
+            _clients[key] = client
+        return client
+
+
+def _bucket_field(bound: float) -> str:
+    return f"le:{bound:g}"
+
+
+def _histogram_writes(pipe: Any, key: str, buckets: Sequence[float], value: float) -> None:
+    """Count ``value`` into a histogram hash: cumulative buckets, sum and count."""
+    for bound in buckets:
+        if value <= bound:
+            pipe.hincrby(key, _bucket_field(bound), 1)
+    pipe.hincrbyfloat(key, "sum", value)
+    pipe.hincrby(key, "count", 1)
+
+
+def _seconds_between(start: str, end: str) -> float | None:
+    try:
+        return max(0.0, (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def record_terminal_job(client: redis.Redis, job: Any, ttl_seconds: int) -> bool:
+    """Count a job that reached a terminal state, once (a redelivered task does not count twice).
+
+    ``job`` is a :class:`delineate.models.Job`. Returns whether it was counted now.
+    """
+    if not client.set(f"{PREFIX}counted:{job.job_id}", 1, nx=True, ex=ttl_seconds):
+        return False
+    pipe = client.pipeline(transaction=False)
+    pipe.hincrby(f"{PREFIX}jobs", str(job.status.value), 1)
+    duration = _seconds_between(job.created_at, job.completed_at or job.updated_at)
+    if duration is not None:
+        _histogram_writes(pipe, f"{PREFIX}job_duration", JOB_DURATION_BUCKETS, duration)
+    if job.status.value == "completed" and job.size is not None:
+        _histogram_writes(pipe, f"{PREFIX}bundle_size", BUNDLE_SIZE_BUCKETS, float(job.size))
+    pipe.execute()
+    return True
+
+
+def record_retry(client: redis.Redis) -> None:
+    client.hincrby(f"{PREFIX}counters", "retries", 1)
+
+
+def record_webhook_delivery(outcome: str, client: redis.Redis | None = None) -> None:
+    """Count one webhook delivery attempt by outcome (``delivered``, ``retrying``, ``failed``...).
+
+    Call it from the worker, inside the task (``client`` defaults to the app's Redis).
+    """
+    if client is None:
+        from delineate.services import services
+
+        client = services().redis
+    try:
+        client.hincrby(f"{PREFIX}webhooks", outcome, 1)
+    except redis.RedisError as exc:
+        logger.warning("could not count a webhook delivery: %s", exc)
+
+
+class RunningJobs:
+    """How many jobs this worker process runs now, re-stated in Redis on change and every heartbeat.
+
+    Each process writes its own field (``host:pid``) with a timestamp, so a killed
+    worker's count stops counting once it is stale instead of staying forever.
+    """
+
+    def __init__(self, client: redis.Redis, worker_id: str | None = None) -> None:
+        self.client = client
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.running = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def change(self, delta: int) -> None:
+        with self._lock:
+            self.running = max(0, self.running + delta)
+        self.publish()
+
+    def publish(self) -> None:
+        value = json.dumps({"running": self.running, "at": time.time()})
+        try:
+            self.client.hset(f"{PREFIX}workers", self.worker_id, value)
+        except redis.RedisError as exc:
+            logger.warning("could not publish the running-job count: %s", exc)
+
+    def start(self) -> None:
+        self.publish()
+        threading.Thread(target=self._beat, name="metrics-heartbeat", daemon=True).start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(WORKER_HEARTBEAT_SECONDS):
+            self.publish()
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            self.client.hdel(f"{PREFIX}workers", self.worker_id)
+        except redis.RedisError:
+            pass
+
+
+def jobs_in_progress(client: redis.Redis, now: float | None = None) -> int:
+    """Sum of the running-job counts of the workers heard from recently (drops stale ones)."""
+    now = time.time() if now is None else now
+    total = 0
+    stale = []
+    for worker_id, raw in client.hgetall(f"{PREFIX}workers").items():
+        try:
+            entry = json.loads(raw)
+            running, at = int(entry["running"]), float(entry["at"])
+        except (ValueError, KeyError, TypeError):
+            stale.append(worker_id)
+            continue
+        if now - at > WORKER_STALE_SECONDS:
+            stale.append(worker_id)
+        else:
+            total += running
+    if stale:
+        client.hdel(f"{PREFIX}workers", *stale)
+    return total
+
+
+def queue_depth(client: redis.Redis) -> int:
+    """Messages waiting in the Celery queue (the Redis list ``celery`` on the broker)."""
+    broker = getattr(client, "broker", client)
+    return int(broker.llen(CELERY_QUEUE))
+
+
+def stats(client: redis.Redis) -> dict[str, Any]:
+    """The few live numbers of ``/v1/stats``."""
+    jobs = {k: int(v) for k, v in client.hgetall(f"{PREFIX}jobs").items()}
+    return {
+        "queueDepth": queue_depth(client),
+        "jobsInProgress": jobs_in_progress(client),
+        "jobsFinished": {state: jobs.get(state, 0) for state in ("completed", "failed", "cancelled")},
+    }
+
+
+class RedisCollector(Collector):
+    """The worker metrics, read from Redis at scrape time (nothing when Redis is down)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def collect(self) -> Iterator[Any]:
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for name in ("jobs", "job_duration", "bundle_size", "counters", "webhooks"):
+                pipe.hgetall(f"{PREFIX}{name}")
+            jobs, duration, size, counters, webhooks = pipe.execute()
+            depth = queue_depth(self.client)
+            running = jobs_in_progress(self.client)
+        except redis.RedisError as exc:
+            logger.warning("metrics: Redis unavailable, worker metrics left out: %s", exc)
+            return
+        family = CounterMetricFamily("delineate_jobs", "Jobs that reached a terminal state.", labels=["status"])
+        for state in ("completed", "failed", "cancelled"):
+            family.add_metric([state], float(jobs.get(state, 0)))
+        yield family
+        yield GaugeMetricFamily("delineate_jobs_in_progress", "Jobs running on a worker now.", value=running)
+        yield GaugeMetricFamily("delineate_queue_depth", "Messages waiting in the Celery queue.", value=depth)
+        yield CounterMetricFamily(
+            "delineate_job_retries", "Task retries after transient errors.", value=float(counters.get("retries", 0))
+        )
+        hooks = CounterMetricFamily("delineate_webhook_deliveries", "Webhook delivery attempts.", labels=["outcome"])
+        for outcome, count in sorted(webhooks.items()):
+            hooks.add_metric([outcome], float(count))
+        yield hooks
+        yield _histogram(
+            "delineate_job_duration_seconds",
+            "Seconds from a job's creation to its terminal state.",
+            JOB_DURATION_BUCKETS,
+            duration,
+        )
+        yield _histogram(
+            "delineate_bundle_size_bytes", "Size of a completed job's result, in bytes.", BUNDLE_SIZE_BUCKETS, size
+        )
+
+
+def _histogram(name: str, doc: str, buckets: Sequence[float], raw: dict[str, str]) -> HistogramMetricFamily:
+    pairs = [(f"{bound:g}", float(raw.get(_bucket_field(bound), 0))) for bound in buckets]
+    pairs.append(("+Inf", float(raw.get("count", 0))))
+    return HistogramMetricFamily(name, doc, buckets=pairs, sum_value=float(raw.get("sum", 0)))
+
+
+# -- worker side: Celery signals ----------------------------------------------------------
+
+
+def connect_worker_signals(get_services: Callable[[], Any]) -> RunningJobs:
+    """Count jobs, retries and running jobs from this worker process's Celery signals."""
+    from celery.signals import task_postrun, task_prerun, task_retry, worker_shutdown
+
+    svc = get_services()
+    running = RunningJobs(svc.redis)
+
+    def ours(sender: Any) -> bool:
+        return getattr(sender, "name", None) == PREPARE_DOWNLOAD
+
+    @task_prerun.connect(weak=False)
+    def _started(sender: Any = None, **_: Any) -> None:
+        if ours(sender):
+            running.change(+1)
+
+    @task_postrun.connect(weak=False)
+    def _finished(sender: Any = None, task_id: str | None = None, **_: Any) -> None:
+        if not ours(sender) or not task_id:
+            return
+        running.change(-1)
+        try:
+            job = svc.store.get(task_id)
+            if job is not None and job.status.terminal:
+                record_terminal_job(svc.redis, job, svc.settings.job_ttl_seconds)
+        except Exception as exc:  # noqa: BLE001 - metrics must never fail a job
+            logger.warning("metrics: could not count job %s: %s", task_id, exc)
+
+    @task_retry.connect(weak=False)
+    def _retried(sender: Any = None, **_: Any) -> None:
+        if ours(sender):
+            try:
+                record_retry(svc.redis)
+            except redis.RedisError as exc:
+                logger.warning("metrics: could not count a retry: %s", exc)
+
+    @worker_shutdown.connect(weak=False)
+    def _shutdown(**_: Any) -> None:
+        running.stop()
+
+    running.start()
+    return running

@@ -1,0 +1,84 @@
+"""Error reporting to Sentry, when SENTRY_DSN is set (API and worker alike).
+
+Unhandled errors reach Sentry three ways: Flask's (our catch-all handler logs them with
+``logger.exception``, which the logging integration turns into an event), Celery task
+failures (the Celery integration), and any ``logger.error``. Every event is tagged with
+the request id, job id and trace id where known, and scrubbed in :func:`scrub` before it
+leaves the process: no API key, no Authorization header, no presigned URL signature.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from delineate.config import Settings
+from delineate.telemetry import current_ids
+
+logger = logging.getLogger(__name__)
+
+FILTERED = "[Filtered]"
+SECRET_HEADERS = frozenset({"authorization", "x-api-key", "cookie", "set-cookie", "proxy-authorization"})
+
+# The signing parts of a presigned S3 URL (v4 and v2) and an api_key in a query string.
+_URL_SECRET = re.compile(
+    r"(?i)\b(X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|Signature|AWSAccessKeyId|api_key)=[^&\s\"'<>]+"
+)
+
+
+def redact(text: str) -> str:
+    """Replace the secret values in a URL or message (signatures, credentials, keys)."""
+    if "=" not in text:
+        return text
+    return _URL_SECRET.sub(lambda m: f"{m.group(1)}={FILTERED}", text)
+
+
+def _scrub_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _scrub_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub_value(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_scrub_value(v) for v in value)
+    return value
+
+
+def scrub(event: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``before_send``: tag the event with our ids and remove every secret from it."""
+    tags = event.setdefault("tags", {})
+    for name, value in current_ids().items():
+        if name != "span_id":
+            tags.setdefault(name, value)
+    req = event.get("request")
+    if isinstance(req, dict):
+        headers = req.get("headers")
+        if isinstance(headers, dict):
+            req["headers"] = {k: (FILTERED if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()}
+        elif isinstance(headers, list):  # [[name, value], ...]
+            req["headers"] = [[k, FILTERED if str(k).lower() in SECRET_HEADERS else v] for k, v in headers]
+        req.pop("cookies", None)
+    return _scrub_value(event)  # type: ignore[no-any-return]
+
+
+def setup_sentry(settings: Settings, service_name: str) -> bool:
+    """Start the SDK when SENTRY_DSN is set; returns whether it did."""
+    if not settings.sentry_dsn:
+        return False
+    import sentry_sdk
+    from sentry_sdk.integrations.celery import CeleryIntegration
+    from sentry_sdk.integrations.flask import FlaskIntegration
+
+    sentry_sdk.init(
+        dsn=settings.sentry_dsn,
+        integrations=[FlaskIntegration(), CeleryIntegration()],
+        before_send=scrub,  # type: ignore[arg-type]
+        send_default_pii=False,
+        server_name=service_name,
+        traces_sample_rate=None,  # tracing is OpenTelemetry's job
+    )
+    sentry_sdk.set_tag("service", service_name)
+    logger.info("sentry: reporting errors of %s", service_name)
+    return True

@@ -1,0 +1,163 @@
+"""Tracing (OpenTelemetry) and the ids that tie traces, logs and Sentry events together.
+
+One trace spans a request, the Celery message it sends, the task that runs it and the
+task's S3 and Redis calls: Flask, Celery, redis-py and botocore are instrumented, and
+the Celery instrumentation carries the context in the message headers (``traceparent``).
+
+Set up once per process by an entry point, after any fork: :func:`setup_tracing` in
+each gunicorn worker (``delineate.wsgi`` is imported per worker; do not ``--preload``)
+and in the Celery worker's ``worker_init`` (threads pool: one process, no fork per task).
+Spans are exported by OTLP/HTTP only when OTEL_EXPORTER_OTLP_ENDPOINT is set; without
+it spans are still made (so ``X-Trace-Id``, the log lines and Sentry events carry a
+trace id) but go nowhere.
+
+Client spans (Redis, S3) are kept only inside a trace that a request or a task
+started: kombu's broker polling, lease renewals and the health checks' pings would
+otherwise each make a one-span trace every second.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from flask import Flask, Response, g, has_request_context, request
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, SamplingResult
+from opentelemetry.trace import Link, SpanKind
+from opentelemetry.util.types import Attributes
+
+from delineate.config import Settings
+
+logger = logging.getLogger(__name__)
+
+API_SERVICE = "delineate-api"
+WORKER_SERVICE = "delineate-worker"
+
+EXPORT_INTERVAL_MILLIS = 2000
+"""How often finished spans are sent to the collector, in milliseconds."""
+
+TRACE_ID_HEADER = "X-Trace-Id"
+
+_ready_in_pid: int | None = None
+
+
+class _DropOrphanClientSpans(Sampler):
+    """Root sampler: a trace starts at a request, a task or a publish, never at a client call."""
+
+    def should_sample(
+        self,
+        parent_context: Any,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: Any = None,
+    ) -> SamplingResult:
+        if kind in (SpanKind.CLIENT, SpanKind.INTERNAL):
+            return SamplingResult(Decision.DROP)
+        return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
+
+    def get_description(self) -> str:
+        return "DropOrphanClientSpans"
+
+
+def tracing_ready() -> bool:
+    """Whether :func:`setup_tracing` ran in this process."""
+    return _ready_in_pid == os.getpid()
+
+
+def setup_tracing(settings: Settings, service_name: str) -> None:
+    """Install the tracer provider and instrument Celery, Redis and botocore (once per process)."""
+    global _ready_in_pid
+    if tracing_ready():
+        return
+    from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
+    from opentelemetry.instrumentation.celery import CeleryInstrumentor
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service_name}),
+        sampler=ParentBased(root=_DropOrphanClientSpans()),
+    )
+    if settings.otel_exporter_otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        endpoint = settings.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
+        provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint), schedule_delay_millis=EXPORT_INTERVAL_MILLIS)
+        )
+        logger.info("tracing: exporting spans of %s to %s", service_name, endpoint)
+    trace.set_tracer_provider(provider)
+    # The producer side needs the Celery instrumentation too: it writes the trace
+    # context into the message headers.
+    CeleryInstrumentor().instrument(tracer_provider=provider)
+    RedisInstrumentor().instrument(tracer_provider=provider)
+    BotocoreInstrumentor().instrument(tracer_provider=provider)
+    _ready_in_pid = os.getpid()
+
+
+def init_app(app: Flask) -> None:
+    """Trace the app's requests (when tracing is set up) and answer with ``X-Trace-Id``."""
+    if tracing_ready():
+        from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+        # The task must be in this process's registry, or the instrumentation cannot
+        # close the publish span of ``send_task`` (it looks the task up by name).
+        import celery_app.tasks  # noqa: F401
+
+        FlaskInstrumentor().instrument_app(app, excluded_urls="/metrics,/health,/dashboard")
+        app.after_request(_add_trace_header)
+
+
+def _add_trace_header(response: Response) -> Response:
+    trace_id = current_trace_id()
+    if trace_id:
+        response.headers[TRACE_ID_HEADER] = trace_id
+    return response
+
+
+def current_trace_id() -> str | None:
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
+
+
+def current_ids() -> dict[str, str]:
+    """request_id, job_id, trace_id and span_id where known: in a request, a task, a span."""
+    ids: dict[str, str] = {}
+    if has_request_context():
+        request_id = g.get("request_id")
+        if request_id:
+            ids["request_id"] = request_id
+        job_id = (request.view_args or {}).get("job_id")
+        if job_id:
+            ids["job_id"] = str(job_id)
+    else:
+        job_id = _current_task_job_id()
+        if job_id:
+            ids["job_id"] = job_id
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        ids["trace_id"] = format(context.trace_id, "032x")
+        ids["span_id"] = format(context.span_id, "016x")
+    return ids
+
+
+def _current_task_job_id() -> str | None:
+    from celery import current_task
+
+    task = current_task._get_current_object() if current_task else None
+    if task is None or not getattr(task, "name", "").startswith("delineate."):
+        return None
+    request_ = task.request
+    # Every delineate task takes the job id first (and prepare_download's task id is it).
+    args = request_.args or ()
+    if args and isinstance(args[0], str):
+        return args[0]
+    return request_.id  # type: ignore[no-any-return]
