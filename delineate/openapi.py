@@ -188,7 +188,7 @@ OPERATIONS: tuple[Op, ...] = (
         description="With API keys, only the caller's jobs; in open mode, every job. Expired jobs are not listed.",
         extra_params=(
             {"name": "status", "in": "query", "required": False, "description": "one or more states, comma-separated",
-             "schema": {"type": "string", "pattern": f"^({_STATES})(,({_STATES}))*$"}},
+             "schema": {"type": "string", "pattern": f"^(({_STATES})(,({_STATES}))*)?$"}},
             {"name": "limit", "in": "query", "required": False, "description": "jobs per page (default 20)",
              "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
             {"name": "cursor", "in": "query", "required": False, "description": "nextCursor of the previous page",

@@ -276,7 +276,7 @@ def test_metrics_add_up_across_api_and_worker_processes(obs: ObsStack) -> None:
         return value(after, name, **labels) - value(before, name, **labels)
 
     assert delta("delineate_http_requests_total", method="POST", route="/v1/download/initiate", status="202") == 5
-    assert delta("delineate_http_requests_total", method="DELETE", route="/v1/download/<job_id>", status="202") == 1
+    assert delta("delineate_http_requests_total", method="DELETE", route="/v1/download/<job:job_id>", status="202") == 1
     assert delta("delineate_http_request_duration_seconds_count", method="POST", route="/v1/download/initiate",
                  status="202") == 5  # fmt: skip
     assert delta("delineate_jobs_total", status="completed") == 3

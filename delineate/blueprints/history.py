@@ -27,15 +27,15 @@ def _bad(parameter: str, message: str) -> InvalidRequest:
 
 def _states() -> list[JobState]:
     raw = request.args.get("status")
-    if raw is None or raw.strip() == "":
+    if not raw:  # absent or empty: every state
         return list(JobState)
     states: list[JobState] = []
     for name in raw.split(","):
         try:
-            state = JobState(name.strip())
+            state = JobState(name)
         except ValueError:
             allowed = ", ".join(s.value for s in JobState)
-            raise _bad("status", f"{name.strip()!r} is not a state (one or more of {allowed})") from None
+            raise _bad("status", f"{name!r} is not a state (one or more of {allowed}, comma-separated)") from None
         if state not in states:
             states.append(state)
     return states
