@@ -62,8 +62,7 @@ def test_dashboard_starts_a_job_and_shows_it_finish(browser: Any, api_server: st
     assert page.text_content("#health-storage") == "ok"
 
     page.fill("#file-ids", "70000 70007 70014 70001")
-    page.click("#start")
-    job = page.locator(".job").first
+    job = start_and_find(page)
     job.locator("a.download").wait_for(state="visible", timeout=30_000)
     assert job.get_attribute("data-status") == "completed"
     assert job.locator("progress").evaluate("el => el.value") == 100
@@ -87,6 +86,25 @@ def test_dashboard_starts_a_job_and_shows_it_finish(browser: Any, api_server: st
     page.close()
 
 
+def start_and_find(page: Any) -> Any:
+    """Click start and return the new job's card (the page also lists the server's history)."""
+    with page.expect_response(lambda r: r.url.endswith("/v1/download/initiate")) as answer:
+        page.click("#start")
+    job_id = answer.value.json()["jobId"]
+    return page.locator(f'.job[data-job-id="{job_id}"]')
+
+
+def test_dashboard_lists_the_servers_history(browser: Any, api_server: str) -> None:
+    """A job started elsewhere (a script) shows up on a fresh page: the history comes from the server."""
+    job_id = httpx.post(f"{api_server}/v1/download/initiate", json={"file_ids": [70035]}, timeout=10).json()["jobId"]
+    page = browser.new_page()
+    page.goto(f"{api_server}/dashboard")
+    page.evaluate("localStorage.clear()")
+    page.reload()
+    page.locator(f'.job[data-job-id="{job_id}"]').wait_for(state="attached", timeout=15_000)
+    page.close()
+
+
 def test_dashboard_cancels_a_job(browser: Any, api_server: str) -> None:
     page = browser.new_page()
     page.goto(f"{api_server}/dashboard")
@@ -94,11 +112,12 @@ def test_dashboard_cancels_a_job(browser: Any, api_server: str) -> None:
     page.reload()
     # Many files: with the test delay spread over them, the job runs long enough to cancel.
     page.fill("#file-ids", " ".join(str(70000 + 7 * i) for i in range(60)))
-    page.click("#start")
-    job = page.locator(".job").first
+    job = start_and_find(page)
     job.locator("button.cancel").wait_for(state="visible", timeout=10_000)
     job.locator("button.cancel").click()
-    page.wait_for_selector('.job[data-status="cancelled"]', timeout=15_000)
+    page.wait_for_selector(
+        f'.job[data-job-id="{job.get_attribute("data-job-id")}"][data-status="cancelled"]', timeout=15_000
+    )
     assert job.locator("a.download").is_hidden()
     page.close()
 

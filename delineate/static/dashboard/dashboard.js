@@ -5,6 +5,7 @@
 (function () {
   const KEY_STORE = "delineate.apiKey"; // sessionStorage: this tab only
   const JOBS_STORE = "delineate.jobs"; // localStorage: job ids started in this browser
+  const HISTORY_LIMIT = 20; // the newest jobs of this key (or of everyone, in open mode) from /v1/downloads
   const MAX_REMEMBERED = 50;
   const TERMINAL = new Set(["completed", "failed", "cancelled"]);
   const POLL_MS = 1000;
@@ -320,6 +321,19 @@
     }
   }
 
+  // -- the server's history: jobs started elsewhere (another browser, a script) -----------
+
+  async function loadHistory() {
+    const page = await api("GET", "/v1/downloads?limit=" + HISTORY_LIMIT);
+    if (!page.ok || !page.data || !Array.isArray(page.data.jobs)) return;
+    page.data.jobs.forEach((status) => {
+      if (cards.has(status.jobId)) return;
+      card(status.jobId, true);
+      render(status);
+      if (!TERMINAL.has(status.status)) watch(status.jobId);
+    });
+  }
+
   // -- start -----------------------------------------------------------------------------
 
   function init() {
@@ -334,6 +348,7 @@
     });
     $("#start-form").addEventListener("submit", start);
     remembered().forEach((jobId) => watch(jobId));
+    loadHistory();
     refreshHealth();
     refreshStats();
     setInterval(refreshHealth, HEALTH_MS);
