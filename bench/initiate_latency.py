@@ -22,8 +22,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from delineate.config import load_settings
-from tests.stack import start_api, start_redis, start_seaweed
+from bench.run_all import start_stack
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -57,25 +56,13 @@ def main() -> int:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="delineate-bench-"))
-    redis, redis_port = start_redis(workdir)
-    settings = load_settings(environ={}, dotenv_path=None)
-    seaweed, s3_port = start_seaweed(settings, workdir)
-    settings = load_settings(
-        environ={},
-        dotenv_path=None,
-        overrides={
-            "redis_url": f"redis://127.0.0.1:{redis_port}/0",
-            "s3_endpoint": f"http://127.0.0.1:{s3_port}",
-        },
-    )
-    api, base = start_api(settings, workdir, "api-bench", workers=1)
+    # Production delays on; no Celery worker (the jobs only queue); the rate limit lifted.
+    stack = start_stack(workdir, workers=0, api_workers=1)
     try:
-        one_run(base, 200)  # warm-up
-        runs = [one_run(base, args.requests) for _ in range(args.runs)]
+        one_run(stack.base, 200)  # warm-up
+        runs = [one_run(stack.base, args.requests) for _ in range(args.runs)]
     finally:
-        api.stop()
-        seaweed.stop()
-        redis.stop()
+        stack.stop()
     for n, run in enumerate(runs, 1):
         print(f"run {n}: " + "  ".join(f"{k}={v:.2f}" for k, v in run.items()))
     summary = {k: statistics.median(r[k] for r in runs) for k in runs[0]}

@@ -161,7 +161,12 @@ def main() -> int:
     redis_service, redis_port = start_redis(workdir)
     settings = load_settings(
         environ={},
-        overrides={"redis_url": f"redis://127.0.0.1:{redis_port}/0", "sse_heartbeat_seconds": 15},
+        # One client address opens every stream: lift the rate limit (it still counts each request).
+        overrides={
+            "redis_url": f"redis://127.0.0.1:{redis_port}/0",
+            "sse_heartbeat_seconds": 15,
+            "rate_limit_max_requests": 1_000_000_000,
+        },
         dotenv_path=None,
     )
     api, base = start_api(settings, workdir, "api-bench", workers=1, SSE_MAX_STREAMS=str(args.streams + 100))

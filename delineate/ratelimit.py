@@ -27,6 +27,7 @@ from flask_limiter import Limiter, RequestLimit
 
 from delineate.errors import RateLimited
 from delineate.progress import RATE_LIMIT_PREFIX
+from delineate.services import REDIS_MAX_CONNECTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -107,8 +108,16 @@ def init_rate_limits(app: Flask) -> Limiter:
         application_limits=[f"{settings.rate_limit_max_requests} per {window_seconds} second"],
         storage_uri=_storage_uri(settings.redis_url),
         storage_options={
-            "socket_connect_timeout": STORAGE_TIMEOUT_SECONDS,  # type: ignore[dict-item]
-            "socket_timeout": STORAGE_TIMEOUT_SECONDS,  # type: ignore[dict-item]
+            # Sized like the app's own pool, and blocking: under a burst (2,000 streams
+            # opening at once on one gevent worker) requests wait briefly for a connection
+            # instead of failing with "Too many connections" (redis-py's default cap is 100).
+            "connection_pool": redis.BlockingConnectionPool.from_url(  # type: ignore[dict-item]
+                settings.redis_url,
+                max_connections=REDIS_MAX_CONNECTIONS,
+                timeout=STORAGE_TIMEOUT_SECONDS,
+                socket_connect_timeout=STORAGE_TIMEOUT_SECONDS,
+                socket_timeout=STORAGE_TIMEOUT_SECONDS,
+            ),
         },
         strategy="fixed-window",
         key_prefix=RATE_LIMIT_PREFIX,
