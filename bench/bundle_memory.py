@@ -69,6 +69,7 @@ def main() -> int:
             "redis_url": f"redis://127.0.0.1:{redis_port}/0",
             "s3_endpoint": f"http://127.0.0.1:{s3_port}",
             "download_delay_enabled": False,
+            "rate_limit_max_requests": 1_000_000_000,  # this script polls the status often
         },
     )
     storage = Storage(settings)

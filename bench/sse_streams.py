@@ -251,6 +251,15 @@ def main() -> int:
             )
         exact = sum(1 for t in terminals if t == 1)
         print(f"terminal event exactly once: {exact}/{streams} streams; errors: {len(errors)} {errors[:3]}")
+        summary = {
+            "streams": streams,
+            "terminal_exactly_once": exact,
+            "kb_per_stream": round((rss_open - rss_before) / streams, 1),
+            "delay_p50_ms": round(statistics.median(delays_ms), 1),
+            "delay_p99_ms": round(percentile(delays_ms, 99), 1),
+            "errors": len(errors),
+        }
+        (ROOT / "bench" / "results" / "sse_streams.json").write_text(json.dumps(summary, indent=2))
         ok = exact == streams and not errors
         return 0 if ok else 1
     finally:
