@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.run_all import bucket_ready
 from delineate import create_app
 from delineate.config import load_settings
 from delineate.seed import seed
@@ -73,7 +74,7 @@ def main() -> int:
         },
     )
     storage = Storage(settings)
-    wait_for(lambda: _ready(storage), 30, "bucket")
+    wait_for(lambda: bucket_ready(storage), 30, "bucket")
     results = []
     worker = start_worker(settings, workdir, "worker-bench")
     try:
@@ -118,14 +119,6 @@ def main() -> int:
 def _finished(client: object, job_id: str) -> bool:
     status = client.get(f"/v1/download/status/{job_id}").get_json()["status"]  # type: ignore[attr-defined]
     return status in {"completed", "failed"}
-
-
-def _ready(storage: Storage) -> bool:
-    try:
-        storage.ensure_bucket()
-        return True
-    except Exception:
-        return False
 
 
 if __name__ == "__main__":

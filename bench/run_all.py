@@ -111,14 +111,15 @@ def start_stack(workdir: Path, workers: int = 2, api_workers: int = 2, **overrid
     from delineate.storage import Storage
 
     storage = Storage(settings)
-    wait_for(lambda: _bucket(storage), 30, "bucket")
+    wait_for(lambda: bucket_ready(storage), 30, "bucket")
     seed(storage, SAMPLE_IDS)
     worker_services = [start_worker(settings, workdir, f"bench-worker-{n}", concurrency=100) for n in range(workers)]
     api, base = start_api(settings, workdir, "bench-api", workers=api_workers)
     return Stack(settings, workdir, base, [redis, seaweed, *worker_services, api], api, worker_services)
 
 
-def _bucket(storage: Any) -> bool:
+def bucket_ready(storage: Any) -> bool:
+    """True once the bucket exists (created if missing)."""
     try:
         storage.ensure_bucket()
         return True
