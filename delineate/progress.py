@@ -90,12 +90,14 @@ end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[1])
--- The owner's history follows the status from one state's set to the next.
+-- Read once what both indexes below need.
 local new_status = redis.call('HGET', KEYS[1], 'status')
+local owner = redis.call('HGET', KEYS[1], 'owner') or ''
+local id = redis.call('HGET', KEYS[1], 'jobId')
+-- The owner's history follows the status from one state's set to the next.
 if new_status ~= status then
-  local who = redis.call('HGET', KEYS[1], 'owner')
-  if not who or who == '' then who = '-' end
-  local id = redis.call('HGET', KEYS[1], 'jobId')
+  local who = owner
+  if who == '' then who = '-' end
   local created = redis.call('HGET', KEYS[1], 'createdMs')
   redis.call('ZREM', '$PREFIX:history:' .. who .. ':' .. status, id)
   if created then
@@ -103,13 +105,10 @@ if new_status ~= status then
   end
 end
 -- The owner's active set follows: out when terminal, else its expiry moves with the hash's.
--- (Key built here from the stored owner: fine on one Redis, not on a cluster.)
-local owner = redis.call('HGET', KEYS[1], 'owner')
-if owner and owner ~= '' then
+-- (Keys built here from the stored owner: fine on one Redis, not on a cluster.)
+if owner ~= '' then
   local active = '$PREFIX:active:' .. owner
-  local now = redis.call('HGET', KEYS[1], 'status')
-  local id = redis.call('HGET', KEYS[1], 'jobId')
-  if now == 'completed' or now == 'failed' or now == 'cancelled' then
+  if new_status == 'completed' or new_status == 'failed' or new_status == 'cancelled' then
     redis.call('ZREM', active, id)
   else
     redis.call('ZADD', active, 'XX', tonumber(redis.call('TIME')[1]) + tonumber(ARGV[1]), id)
