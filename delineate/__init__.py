@@ -11,6 +11,7 @@ from typing import Any
 from flask import Flask
 
 from delineate.config import Settings, load_settings
+from delineate.flask_app import DelineateFlask
 
 
 def create_app(test_config: Mapping[str, Any] | Settings | None = None) -> Flask:
@@ -25,19 +26,19 @@ def create_app(test_config: Mapping[str, Any] | Settings | None = None) -> Flask
     from delineate import metrics, telemetry, webhooks
     from delineate.blueprints import dashboard, docs, downloads, history, meta, stream
     from delineate.errors import register_error_handlers
+    from delineate.json_provider import OrjsonProvider
     from delineate.security import init_security
     from delineate.services import build_services
+    from delineate.task_queue import TaskQueue
 
     settings = test_config if isinstance(test_config, Settings) else load_settings(overrides=test_config)
 
-    app = Flask(__name__)
+    app = DelineateFlask(__name__)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
-        JSON_SORT_KEYS=False,
         REDIS_URL=settings.redis_url,  # read by flask-sse when it publishes
     )
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.json.compact = True  # type: ignore[attr-defined]
+    app.json = OrjsonProvider(app)
     app.extensions["delineate"] = build_services(settings)
 
     init_security(app)
@@ -50,6 +51,7 @@ def create_app(test_config: Mapping[str, Any] | Settings | None = None) -> Flask
     app.register_blueprint(history.bp)
     app.register_blueprint(dashboard.bp)
     init_celery(app)
+    app.extensions["delineate_tasks"] = TaskQueue(settings, app.extensions["celery"])
     webhooks.init_app(app)
     telemetry.init_app(app)
     return app

@@ -12,8 +12,9 @@ are never logged (only the owner's name is).
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
 
-from flask import Flask, g, request
+from flask import Request, g
 
 from delineate.errors import JobNotFound, Unauthorized
 from delineate.models import Job
@@ -23,12 +24,13 @@ PROTECTED_PREFIX = "/v1/"
 """Paths under this prefix need a key when keys are configured; the rest stay open."""
 
 
-def _presented_key() -> str | None:
-    header = request.headers.get("Authorization", "")
+def _presented_key(req: Request) -> str | None:
+    headers = req.headers
+    header = headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    return request.headers.get("X-API-Key") or None
+    return headers.get("X-API-Key") or None
 
 
 def owner_for(presented: str | None, keys: dict[str, str]) -> str | None:
@@ -44,18 +46,18 @@ def owner_for(presented: str | None, keys: dict[str, str]) -> str | None:
     return found
 
 
-def _identify() -> None:
-    """Before each request: note who is calling (``g.owner``); refusing is for later."""
-    keys = services().settings.api_keys
-    g.owner = owner_for(_presented_key(), dict(keys)) if keys else ""
+def identify(req: Request, keys: Mapping[str, str]) -> str | None:
+    """Who is calling: the key's name, ``""`` in open mode, None for a missing or bad key
+    (stored as ``g.owner`` by the edge; refusing is for later)."""
+    return owner_for(_presented_key(req), dict(keys)) if keys else ""
 
 
-def _require_key() -> None:
+def require_key(req: Request, owner: str | None) -> None:
     """Before each request: 401 on a protected path without a valid key."""
-    if g.get("owner") is not None or request.method == "OPTIONS":  # preflights carry no key
+    if owner is not None or req.method == "OPTIONS":  # preflights carry no key
         return
-    if request.path.startswith(PROTECTED_PREFIX):
-        sent = _presented_key() is not None
+    if req.path.startswith(PROTECTED_PREFIX):
+        sent = _presented_key(req) is not None
         raise Unauthorized(
             "The API key is not valid."
             if sent
@@ -80,15 +82,12 @@ def load_owned_job(job_id: str) -> Job:
         so a job id reveals nothing about other keys' jobs).
     """
     svc = services()
-    job = svc.store.get(job_id)
+    command = svc.store.read_command(job_id)
+    prefetched = g.pop("prefetched", None)  # read with the rate-limit hit (security.Edge)
+    if prefetched is not None and tuple(prefetched[0]) == command:
+        job = svc.store.job_from_reply(prefetched[1])
+    else:
+        job = svc.store.get(job_id)
     if job is None or (keys_enabled() and job.owner != current_owner()):
         raise JobNotFound(f"No job {job_id} (unknown, or expired after {svc.settings.job_ttl_seconds} s).")
     return job
-
-
-def init_identify(app: Flask) -> None:
-    app.before_request(_identify)
-
-
-def init_require_key(app: Flask) -> None:
-    app.before_request(_require_key)

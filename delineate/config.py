@@ -72,6 +72,34 @@ def _basic_auth(name: str, raw: str) -> str:
     return value
 
 
+_SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+
+
+def _sampler(name: str, raw: str) -> str:
+    """One of OpenTelemetry's built-in sampler names (or empty: the SDK's default)."""
+    value = raw.strip().lower()
+    if value and value not in _SAMPLERS:
+        raise ConfigError(f"{name} must be one of {', '.join(_SAMPLERS)}, got {raw!r}")
+    return value
+
+
+def _ratio(name: str, raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a number from 0 to 1, got {raw!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} must be a number from 0 to 1, got {raw!r}")
+    return value
+
+
 def _api_keys(name: str, raw: str) -> dict[str, str]:
     """``name:key,name:key`` → {key: name}."""
     keys: dict[str, str] = {}
@@ -118,6 +146,8 @@ class Settings:
     max_body_bytes: int = 65_536
     sentry_dsn: str = ""
     otel_exporter_otlp_endpoint: str = ""
+    otel_traces_sampler: str = ""  # the SDK's names; empty: parentbased_always_on (every trace)
+    otel_traces_sampler_arg: float = 1.0
     flower_port: int = 5555
     flower_basic_auth: str = ""
     # Crash safety (see ARCHITECTURE.md, "Crash safety").
@@ -187,6 +217,8 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "MAX_BODY_BYTES": ("max_body_bytes", lambda n, v: _int(n, v, 64)),
     "SENTRY_DSN": ("sentry_dsn", lambda n, v: v.strip()),
     "OTEL_EXPORTER_OTLP_ENDPOINT": ("otel_exporter_otlp_endpoint", lambda n, v: v.strip()),
+    "OTEL_TRACES_SAMPLER": ("otel_traces_sampler", _sampler),
+    "OTEL_TRACES_SAMPLER_ARG": ("otel_traces_sampler_arg", _ratio),
     "FLOWER_PORT": ("flower_port", lambda n, v: _int(n, v, 1, 65535)),
     "FLOWER_BASIC_AUTH": ("flower_basic_auth", _basic_auth),
     "CELERY_VISIBILITY_TIMEOUT_SECONDS": (

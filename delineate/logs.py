@@ -10,12 +10,89 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import time
 from typing import Any
 
+import orjson
+
 from delineate.sentry import redact
-from delineate.telemetry import current_ids
+from delineate.telemetry import current_ids, tracing_ready
 
 _FIELDS = ("request_id", "job_id", "trace_id", "span_id")
+
+ACCESS_LOGGER = "delineate.access"
+
+
+class AccessLog:
+    """One JSON line per request, with the same keys as every other line.
+
+    Built here in one orjson call and written as finished text to the stream of the
+    logger's own handler: the general path (a record, a filter looking up the ids,
+    python-json-logger walking the record's attributes, the handler's lock) cost about
+    a tenth of a status request. The level and the destination are still the logging
+    configuration's (logger ``delineate.access``); a handler other than a plain stream
+    gets the line through ``logging`` as usual.
+    """
+
+    def __init__(self) -> None:
+        self.logger = logging.getLogger(ACCESS_LOGGER)
+        self._second = -1
+        self._second_text = ""
+
+    def _timestamp(self) -> str:
+        """Like ``datetime.now(UTC).isoformat()``, the date and time formatted once a second."""
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second, self._second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._second_text}.{int((now - second) * 1_000_000):06d}+00:00"
+
+    def _stream(self) -> Any:
+        handlers = self.logger.handlers
+        if len(handlers) == 1 and type(handlers[0]) is logging.StreamHandler:
+            return handlers[0].stream
+        return None
+
+    def write(
+        self, method: str, route: str, path: str, status: int, seconds: float, request_id: str, job_id: str | None
+    ) -> None:
+        if not self.logger.isEnabledFor(logging.INFO):
+            return
+        ms = round(seconds * 1000, 2)
+        message = f"{method} {path} {status} {ms:.1f}ms"
+        ids = {"request_id": request_id}
+        if job_id:
+            ids["job_id"] = job_id
+            if job_id not in path:
+                message += f" job {job_id}"
+        line = {
+            "timestamp": self._timestamp(),
+            "level": "INFO",
+            "logger": ACCESS_LOGGER,
+            "message": message,
+            "method": method,
+            "route": route,
+            "path": path,
+            "status": status,
+            "duration_ms": ms,
+            **ids,
+        }
+        if tracing_ready():
+            line.update({k: v for k, v in current_ids().items() if k in ("trace_id", "span_id")})
+        data = orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
+        stream = self._stream()
+        if stream is None:
+            self.logger.info(data[:-1].decode())
+            return
+        # Handlers flush after every line, so the text layer holds nothing: the bytes can
+        # go to the binary stream under it without being decoded and encoded again.
+        binary = getattr(stream, "buffer", None)
+        if binary is not None:
+            binary.write(data)
+            binary.flush()
+        else:
+            stream.write(data.decode())
+            stream.flush()
 
 
 class ContextFilter(logging.Filter):
@@ -52,14 +129,16 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "filters": {"context": {"()": ContextFilter}},
-        "formatters": {"json": _formatter()},
+        "formatters": {"json": _formatter(), "line": {"format": "%(message)s"}},
         "handlers": {
             "stdout": {
                 "class": "logging.StreamHandler",
                 "stream": "ext://sys.stdout",
                 "formatter": "json",
                 "filters": ["context"],
-            }
+            },
+            # The access line arrives as finished JSON (AccessLog): written as it is.
+            "access": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "line"},
         },
         "root": {"level": level, "handlers": ["stdout"]},
         "loggers": {
@@ -68,6 +147,7 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
             # The app writes the access log (delineate.access); gunicorn's own is off.
             "gunicorn.error": {"level": level, "handlers": [], "propagate": True},
             "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": False},
+            ACCESS_LOGGER: {"level": level, "handlers": ["access"], "propagate": False},
         },
     }
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+
+import orjson
 
 
 class JobState(StrEnum):
@@ -23,6 +24,7 @@ class JobState(StrEnum):
 
 
 TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+_STATES = {state.value: state for state in JobState}
 
 
 class Phase(StrEnum):
@@ -33,13 +35,16 @@ class Phase(StrEnum):
     DONE = "done"
 
 
+_PHASES = {phase.value: phase for phase in Phase}
+
+
 def utcnow() -> str:
     """ISO-8601 in UTC with milliseconds, e.g. ``2026-11-28T14:32:33.123Z``."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _int(value: str | None, default: int = 0) -> int:
-    return int(value) if value not in (None, "") else default
+def _int(value: str | None) -> int:
+    return int(value) if value else 0
 
 
 @dataclass
@@ -76,30 +81,32 @@ class Job:
 
     @classmethod
     def from_hash(cls, raw: Mapping[str, str]) -> Job:
+        get = raw.get  # every status read decodes one of these: kept to plain lookups
+        size, delay, callback = get("size"), get("delayMs"), get("callback")
         return cls(
             job_id=raw["jobId"],
-            status=JobState(raw["status"]),
-            file_ids=json.loads(raw.get("fileIds") or "[]"),
-            owner=raw.get("owner", ""),
-            phase=Phase(raw.get("phase") or "queued"),
-            progress=_int(raw.get("progress")),
-            completed_files=_int(raw.get("completedFiles")),
-            available_files=_int(raw.get("availableFiles")),
-            missing_file_ids=json.loads(raw.get("missingFileIds") or "[]"),
-            attempts=_int(raw.get("attempts")),
-            redeliveries=_int(raw.get("redeliveries")),
-            result_key=raw.get("resultKey", ""),
-            size=_int(raw["size"]) if raw.get("size") else None,
-            error=raw.get("error") or None,
-            created_at=raw.get("createdAt", ""),
-            updated_at=raw.get("updatedAt", ""),
-            completed_at=raw.get("completedAt") or None,
-            version=_int(raw.get("version")),
-            bytes_done=_int(raw.get("bytesDone")),
-            bytes_total=_int(raw.get("bytesTotal")),
-            delay_ms=_int(raw["delayMs"]) if raw.get("delayMs") else None,
-            callback_url=raw.get("callbackUrl", ""),
-            callback=json.loads(raw["callback"]) if raw.get("callback") else None,
+            status=_STATES[raw["status"]],
+            file_ids=orjson.loads(get("fileIds") or "[]"),
+            owner=get("owner", ""),
+            phase=_PHASES[get("phase") or "queued"],
+            progress=_int(get("progress")),
+            completed_files=_int(get("completedFiles")),
+            available_files=_int(get("availableFiles")),
+            missing_file_ids=orjson.loads(get("missingFileIds") or "[]"),
+            attempts=_int(get("attempts")),
+            redeliveries=_int(get("redeliveries")),
+            result_key=get("resultKey", ""),
+            size=int(size) if size else None,
+            error=get("error") or None,
+            created_at=get("createdAt", ""),
+            updated_at=get("updatedAt", ""),
+            completed_at=get("completedAt") or None,
+            version=_int(get("version")),
+            bytes_done=_int(get("bytesDone")),
+            bytes_total=_int(get("bytesTotal")),
+            delay_ms=int(delay) if delay else None,
+            callback_url=get("callbackUrl", ""),
+            callback=orjson.loads(callback) if callback else None,
         )
 
     def to_status(self, presign: Callable[[Job], str] | None = None) -> dict[str, Any]:
@@ -137,7 +144,7 @@ def encode_fields(**fields: Any) -> dict[str, str]:
         if value is None:
             encoded[name] = ""
         elif isinstance(value, (list, dict)):
-            encoded[name] = json.dumps(value, separators=(",", ":"))
+            encoded[name] = orjson.dumps(value).decode()
         elif isinstance(value, StrEnum):
             encoded[name] = value.value
         else:

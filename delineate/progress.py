@@ -22,7 +22,6 @@ Keys (all prefixed ``delineate:``):
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 import time
@@ -30,9 +29,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import redis
 
 from delineate.models import Job, JobState, encode_fields, utcnow
+from delineate.redis_direct import DirectRedis, lane_for, pairs_to_dict
 
 logger = logging.getLogger(__name__)
 
@@ -118,9 +119,11 @@ return {1, redis.call('HGETALL', KEYS[1])}
 """.replace("$PREFIX:", PREFIX)
 
 # Create a job in one step: answer an earlier request with the same idempotency key,
-# or refuse past the owner's cap on active jobs, or write the hash and note it.
-# KEYS: job hash, active set, idempotency key, history set. ARGV: ttl, cap (0 = no cap
-# and no active set), job id, idempotency value ('' = none), created ms, then field/value pairs.
+# or refuse past the owner's cap on active jobs, or write the hash, note it and push the
+# job's task message onto the Celery queue, so a record never exists without its message.
+# KEYS: job hash, active set, idempotency key, history set, Celery queue. ARGV: ttl, cap
+# (0 = no cap and no active set), job id, idempotency value ('' = none), created ms,
+# message ('' = none), then field/value pairs.
 # Returns {1} created, {2, earlier "jobId fingerprint"}, {3, active count} over the cap.
 _CREATE_SCRIPT = """
 local ttl = tonumber(ARGV[1])
@@ -140,11 +143,12 @@ if cap > 0 then
   redis.call('ZADD', KEYS[2], now + ttl, ARGV[3])
   redis.call('EXPIRE', KEYS[2], ttl)
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('ZADD', KEYS[4], tonumber(ARGV[5]), ARGV[3])
 redis.call('EXPIRE', KEYS[4], ttl + $MARGIN)
 if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[3] .. ' ' .. ARGV[4], 'EX', ttl) end
+if ARGV[6] ~= '' then redis.call('LPUSH', KEYS[5], ARGV[6]) end
 return {1}
 """.replace("$PREFIX:", PREFIX).replace("$MARGIN", str(HISTORY_MARGIN_SECONDS))
 
@@ -207,34 +211,43 @@ class Replay:
     fingerprint: str
 
 
-def _pairs_to_dict(values: list[Any]) -> dict[str, str]:
-    return {values[i]: values[i + 1] for i in range(0, len(values), 2)}
-
-
 class JobStore:
     def __init__(
         self,
         client: redis.Redis,
         ttl_seconds: int,
         presign: Callable[[Job], str] | None = None,
+        direct: DirectRedis | None = None,
     ) -> None:
         self.redis = client
+        # The per-job reads and writes (every status read, every progress step) go
+        # through the direct lane; the rare ones (history, cleanup) through redis-py.
+        self.direct = direct or lane_for(client)
         self.ttl_seconds = ttl_seconds
         self.presign = presign
         #: Called with the record whenever a write makes a job terminal (webhooks).
         self.on_terminal: Callable[[Job], None] | None = None
-        self._update = client.register_script(_UPDATE_SCRIPT)
-        self._callback = client.register_script(_CALLBACK_SCRIPT)
-        self._create = client.register_script(_CREATE_SCRIPT)
+        self._update = self.direct.script(_UPDATE_SCRIPT)
+        self._callback = self.direct.script(_CALLBACK_SCRIPT)
+        self._create = self.direct.script(_CREATE_SCRIPT)
         self._history_count = client.register_script(_HISTORY_COUNT_SCRIPT)
-        self._lease = client.register_script(_LEASE_SCRIPT)
-        self._release = client.register_script(_RELEASE_SCRIPT)
+        self._lease = self.direct.script(_LEASE_SCRIPT)
+        self._release = self.direct.script(_RELEASE_SCRIPT)
 
     # -- reads ------------------------------------------------------------------
 
     def get(self, job_id: str) -> Job | None:
-        raw: dict[str, str] = self.redis.hgetall(job_key(job_id))  # type: ignore[assignment]
-        return Job.from_hash(raw) if raw else None
+        return self.job_from_reply(self.direct.command(*self.read_command(job_id)))
+
+    @staticmethod
+    def read_command(job_id: str) -> tuple[str, str]:
+        """The command :meth:`get` sends, for callers that send it with others."""
+        return ("HGETALL", job_key(job_id))
+
+    @staticmethod
+    def job_from_reply(reply: Any) -> Job | None:
+        """The job in a reply to :meth:`read_command` (None: no such job)."""
+        return Job.from_hash(pairs_to_dict(reply)) if reply else None
 
     def status(self, job: Job) -> dict[str, Any]:
         return job.to_status(self.presign)
@@ -247,13 +260,16 @@ class JobStore:
         *,
         max_active: int | None = None,
         idempotency: tuple[str, str] | None = None,
+        enqueue: tuple[str, str] | None = None,
     ) -> Replay | None:
         """Write a new job record in one atomic step (never half-written).
 
         ``max_active`` caps the owner's queued and processing jobs (None: no cap, and
         the job is not tracked). ``idempotency`` is ``(client key, fingerprint)``: when
         an earlier job of the same owner was made with that key, nothing is written and
-        the earlier job is returned as a :class:`Replay`.
+        the earlier job is returned as a :class:`Replay`. ``enqueue`` is ``(queue key,
+        message)``: the task message pushed onto the broker's queue in the same script
+        (the broker must be this Redis), so the record never exists without it.
 
         :raise TooManyActive: the owner is at ``max_active``.
         """
@@ -262,39 +278,33 @@ class JobStore:
         job.created_at = job.updated_at = now
         job.version = 1
         history = history_key(job.owner, JobState.QUEUED.value)
+        # Counters that start at 0 and empty lists are left out: a missing field reads
+        # as its default (Job.from_hash), and every field written here costs on each create.
         fields = encode_fields(
             jobId=job.job_id,
             status=job.status,
             phase=job.phase,
             fileIds=job.file_ids,
             owner=job.owner,
-            progress=0,
-            completedFiles=0,
-            availableFiles=0,
-            missingFileIds=[],
-            attempts=0,
             createdAt=now,
             updatedAt=now,
             version=1,
-            bytesDone=0,
-            bytesTotal=0,
-            callbackUrl=job.callback_url,
-            callback=job.callback,
             createdMs=created_ms,
         )
+        if job.callback_url:
+            fields.update(encode_fields(callbackUrl=job.callback_url, callback=job.callback))
         if random.random() < HISTORY_TRIM_CHANCE:
             self._trim_history(job.owner, created_ms)
-        if max_active is None and idempotency is None:
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.hset(job_key(job.job_id), mapping=fields)  # type: ignore[arg-type]
-            pipe.expire(job_key(job.job_id), self.ttl_seconds)
-            pipe.zadd(history, {job.job_id: created_ms})
-            pipe.expire(history, self.ttl_seconds + HISTORY_MARGIN_SECONDS)
-            pipe.execute()
-            return None
         client_key, fingerprint = idempotency or ("", "")
-        keys = [job_key(job.job_id), active_key(job.owner), idempotency_key(job.owner, client_key), history]
-        args: list[Any] = [self.ttl_seconds, max_active or 0, job.job_id, fingerprint, created_ms]
+        queue, message = enqueue or ("", "")
+        keys = [
+            job_key(job.job_id),
+            active_key(job.owner),
+            idempotency_key(job.owner, client_key) if idempotency else f"{PREFIX}idem:-:none",
+            history,
+            queue or f"{PREFIX}no-queue",
+        ]
+        args: list[Any] = [self.ttl_seconds, max_active or 0, job.job_id, fingerprint, created_ms, message]
         for name, value in fields.items():
             args += [name, value]
         result = self._create(keys=keys, args=args)
@@ -421,7 +431,7 @@ class JobStore:
         result = self._update(keys=[job_key(job_id)], args=args)
         if result[0] == 0:
             raise JobGone(job_id)
-        job = Job.from_hash(_pairs_to_dict(result[1]))
+        job = Job.from_hash(pairs_to_dict(result[1]))
         written = result[0] == 1
         if written and job.status.terminal and self.on_terminal is not None:
             try:
@@ -440,7 +450,7 @@ class JobStore:
         event = job.status.value if job.status.terminal else "progress"
         message = {"data": self.status(job), "type": event, "id": job.version}
         try:
-            self.redis.publish(events_channel(job.job_id), json.dumps(message))
+            self.direct.command("PUBLISH", events_channel(job.job_id), orjson.dumps(message).decode())
         except redis.RedisError as exc:  # the stored state is what counts
             logger.warning("could not publish event for job %s: %s", job.job_id, exc)
 
@@ -453,5 +463,5 @@ class JobStore:
         self._release(keys=[lease_key(job_id)], args=[holder])
 
     def lease_holder(self, job_id: str) -> str | None:
-        value = self.redis.get(lease_key(job_id))
+        value = self.direct.command("GET", lease_key(job_id))
         return value if value is None else str(value)

@@ -1,25 +1,37 @@
 """The edge of every request: ids, headers, CORS, proxies, API keys and rate limits.
 
-Order matters, and :func:`init_security` sets it: the request id first (so even a
-refused request has one), then who is calling (the API key's name), then the rate
-limit (counted per key, or per IP for requests without a valid key, so guessing keys
-is limited too), then the refusal of a missing or bad key.
+Order matters, and :func:`init_security` sets it in one ``before_request`` hook: the
+request id first (so even a refused request has one), then who is calling (the API
+key's name), then the rate limit (counted per key, or per address for requests
+without a valid key, so guessing keys is limited too), then the refusal of a missing
+or bad key. One ``after_request`` hook writes every header the edge owns.
+
+Every header that does not depend on the request is computed once, when the app is
+built: this runs on every request, and the hot routes (status, initiate) are only a
+few times the cost of a bare hello-world.
 """
 
 from __future__ import annotations
 
 import re
 import time
-import uuid
+from collections.abc import Callable
+from typing import Any
 
-from flask import Flask, Response, g, request
-from flask_cors import CORS
+from flask import Flask, Request, Response, g, request
+from werkzeug.datastructures import Headers
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from delineate import auth
-from delineate.ratelimit import RATE_LIMIT_HEADERS, init_rate_limits
+from delineate.config import Settings
+from delineate.flask_app import EdgeResponse
+from delineate.ids import new_uuid
+from delineate.progress import RATE_LIMIT_PREFIX
+from delineate.ratelimit import RATE_LIMIT_HEADERS, RateLimiter, Window, address_key
+from delineate.redis_direct import Command
 
-_SANE_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+"""An X-Request-ID the client sent is echoed only if it looks like this; else a new UUID."""
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -43,46 +55,158 @@ CORS_ALLOWED_HEADERS = [
     "X-Request-ID",
     "Last-Event-ID",
 ]
+CORS_METHODS = "GET, POST, DELETE, OPTIONS"
 CORS_MAX_AGE_SECONDS = 600
 
-
-def _assign_request_id() -> None:
-    g.started = time.perf_counter()
-    sent = request.headers.get("X-Request-ID", "")
-    g.request_id = sent if _SANE_REQUEST_ID.fullmatch(sent) else str(uuid.uuid4())
+UNCOUNTED_PATHS = frozenset({"/health", "/livez", "/metrics"})
+UNCOUNTED_PREFIXES = ("/docs/assets/",)
 
 
-def _add_headers(response: Response) -> Response:
-    response.headers["X-Request-ID"] = g.get("request_id") or str(uuid.uuid4())
-    if "started" in g:
-        # Server time in ms (W3C Server-Timing): what the app spent, without the network.
-        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - g.started) * 1000:.2f}"
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
-    if response.mimetype == "text/html":
-        response.headers.setdefault("Content-Security-Policy", HTML_CSP)
-    return response
+class Cors:
+    """CORS per CORS_ORIGINS: ``*`` on every response, or the request's Origin when listed.
+
+    Written here rather than with flask-cors, which matched its resource patterns and
+    rebuilt the same headers on every response; with a fixed origin list the answer
+    for each origin can be computed once.
+    """
+
+    def __init__(self, origins: tuple[str, ...]) -> None:
+        self.wildcard = "*" in origins
+        self.origins = frozenset(origins)
+        exposed = ("Access-Control-Expose-Headers", ", ".join(CORS_EXPOSED_HEADERS))
+        self._preflight = [
+            ("Access-Control-Allow-Methods", CORS_METHODS),
+            ("Access-Control-Allow-Headers", ", ".join(CORS_ALLOWED_HEADERS)),
+            ("Access-Control-Max-Age", str(CORS_MAX_AGE_SECONDS)),
+        ]
+        # Everything but the echoed origin is the same for every response.
+        self._wildcard = [("Access-Control-Allow-Origin", "*"), exposed]
+        self._listed = [exposed, ("Vary", "Origin")]
+
+    def headers(self, origin: str | None, preflight: bool) -> list[tuple[str, str]]:
+        if self.wildcard:
+            headers = self._wildcard
+        elif origin is not None and origin in self.origins:
+            headers = [("Access-Control-Allow-Origin", origin), *self._listed]
+        else:
+            return [("Vary", "Origin")]
+        return headers + self._preflight if preflight else headers
 
 
-def init_security(app: Flask) -> None:
-    settings = app.extensions["delineate"].settings
+def append_headers(headers: Headers, pairs: list[tuple[str, str]]) -> None:
+    """Append headers whose values are known to be valid header text.
+
+    Werkzeug checks every value it is given for line breaks (a regex per header); these
+    are constants checked once, digits, or a request id that already matched
+    :data:`REQUEST_ID`, so they go straight onto the list when werkzeug keeps one.
+    """
+    target = getattr(headers, "_list", None)
+    if isinstance(target, list):
+        target.extend(pairs)
+    else:
+        headers.extend(pairs)
+
+
+Prefetch = Callable[[dict[str, Any]], Command | None]
+"""Given a request's view arguments, the one Redis read its view will need (or None)."""
+
+
+class Edge:
+    """The request hooks, with what they need computed once per app."""
+
+    def __init__(self, settings: Settings, limiter: RateLimiter) -> None:
+        self.settings = settings
+        self.limiter = limiter
+        self.cors = Cors(settings.cors_origins)
+        self.static_headers = list(SECURITY_HEADERS.items())
+        self.prefetch: dict[str, Prefetch] = {}
+
+    def prefetch_on(self, endpoint: str, read: Prefetch) -> None:
+        """Send ``endpoint``'s job read with the rate-limit hit: one round trip, not two.
+
+        The reply waits in ``g.prefetched`` as ``(command, reply)``; whoever reads it
+        still checks ownership, and a request refused by the limit or the key check
+        never sees it. Only for reads that may happen before the view (not the stream,
+        which must subscribe first).
+        """
+        self.prefetch[endpoint] = read
+
+    def before(self) -> None:
+        # The request and g bound once: each access through Flask's proxies costs ~1 µs.
+        req, ctx = request._get_current_object(), g._get_current_object()  # type: ignore[attr-defined]
+        ctx.started = time.perf_counter()
+        sent = req.headers.get("X-Request-ID")
+        ctx.request_id = sent if sent is not None and REQUEST_ID.fullmatch(sent) else new_uuid()
+        ctx.owner = owner = auth.identify(req, self.settings.api_keys)
+        if req.method != "OPTIONS":
+            path = req.path
+            if path not in UNCOUNTED_PATHS and not path.startswith(UNCOUNTED_PREFIXES):
+                self.count(req=req, ctx=ctx)
+        auth.require_key(req, owner)
+
+    def count(self, cost: int = 1, req: Request | None = None, ctx: Any = None) -> Window:
+        """Count this request (``cost`` times) against its caller.
+
+        :raise RateLimited: over the limit (the 429 still carries the headers).
+        """
+        if req is None:
+            req, ctx = request._get_current_object(), g._get_current_object()  # type: ignore[attr-defined]
+        owner = ctx.get("owner")
+        caller = f"key:{owner}" if owner else address_key(req.remote_addr)
+        read = self.prefetch.get(req.endpoint or "")
+        also = read(req.view_args or {}) if read is not None else None
+        window, reply = self.limiter.hit(caller, cost, also)
+        if also is not None:
+            ctx.prefetched = (also, reply)
+        ctx.rate_window = window
+        if window.exceeded:
+            raise self.limiter.refuse(window)
+        return window
+
+    def after(self, response: Response) -> Response:
+        req, ctx = request._get_current_object(), g._get_current_object()  # type: ignore[attr-defined]
+        # Views never set these, so they are appended in one go rather than each
+        # replacing a previous value (a scan of the header list per name).
+        request_id = ctx.get("request_id") or new_uuid()
+        added: list[tuple[str, str]] = [("X-Request-ID", request_id)]
+        started = ctx.get("started")
+        if started is not None:
+            # Server time in ms (W3C Server-Timing): what the app spent, without the network.
+            added.append(("Server-Timing", f"app;dur={(time.perf_counter() - started) * 1000:.2f}"))
+        added += self.static_headers
+        window: Window | None = ctx.get("rate_window")
+        if window is not None:
+            added += window.headers()
+        preflight = req.method == "OPTIONS" and "Access-Control-Request-Method" in req.headers
+        added += self.cors.headers(req.headers.get("Origin"), preflight)
+        headers = response.headers
+        if isinstance(response, EdgeResponse) and response.edge_headers is None:
+            response.edge_headers = added  # joined when the response is sent, unchecked
+        else:
+            append_headers(headers, added)
+        if headers.get("Content-Type", "").startswith("text/html") and "Content-Security-Policy" not in headers:
+            headers["Content-Security-Policy"] = HTML_CSP
+        if window is not None and response.status_code == 429 and "Retry-After" not in headers:
+            headers["Retry-After"] = str(max(1, window.reset_seconds))
+        return response
+
+
+def init_security(app: Flask) -> Edge:
+    svc = app.extensions["delineate"]
+    settings: Settings = svc.settings
     if settings.trusted_proxy_hops:
         # Trust X-Forwarded-* only as far as our own proxies go; a client's invented
         # X-Forwarded-For entries are further left and ignored.
         hops = settings.trusted_proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
-    app.before_request(_assign_request_id)
-    auth.init_identify(app)
-    init_rate_limits(app)
-    auth.init_require_key(app)
-    app.after_request(_add_headers)
-    CORS(
-        app,
-        origins=list(settings.cors_origins),
-        expose_headers=CORS_EXPOSED_HEADERS,
-        allow_headers=CORS_ALLOWED_HEADERS,
-        methods=["GET", "POST", "DELETE", "OPTIONS"],
-        max_age=CORS_MAX_AGE_SECONDS,
-        always_send=True,
-        send_wildcard="*" in settings.cors_origins,  # "*" itself, not the echoed Origin
+    limiter = RateLimiter(
+        svc.direct_redis,
+        RATE_LIMIT_PREFIX,
+        settings.rate_limit_max_requests,
+        max(1, settings.rate_limit_window_ms),
     )
+    edge = Edge(settings, limiter)
+    app.extensions["delineate_edge"] = edge
+    app.before_request(edge.before)
+    app.after_request(edge.after)
+    return edge

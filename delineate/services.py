@@ -16,6 +16,7 @@ from redis import Redis
 from delineate.config import Settings
 from delineate.models import Job
 from delineate.progress import JobStore
+from delineate.redis_direct import DirectRedis, lane_for
 from delineate.storage import Storage
 
 REDIS_MAX_CONNECTIONS = 1000
@@ -44,6 +45,11 @@ class Services:
         return Redis(connection_pool=pool)
 
     @cached_property
+    def direct_redis(self) -> DirectRedis:
+        """The hot path's lane to the same Redis (rate limits, job reads and writes)."""
+        return lane_for(self.redis)  # type: ignore[no-any-return]
+
+    @cached_property
     def storage(self) -> Storage:
         return Storage(self.settings)
 
@@ -52,7 +58,8 @@ class Services:
         return JobStore(
             self.redis,
             self.settings.job_ttl_seconds,
-            presign=lambda job: self.storage.presign(job.result_key, download_name(job)),
+            presign=lambda job: self.storage.presign_reused(job.result_key, download_name(job)),
+            direct=self.direct_redis,
         )
 
     # Short-fused clients for /health, so a hung dependency answers "error" quickly.

@@ -9,6 +9,7 @@ bucket, access denied).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,13 @@ PART_SIZE_BYTES = 8 * 1024 * 1024
 
 READ_CHUNK_BYTES = 256 * 1024
 """Bytes read from a source object at a time while bundling."""
+
+PRESIGN_REUSE_SHARE = 0.1
+"""A presigned link is handed out again for this share of its lifetime (so any link a
+status read returns still has at least 90 % of PRESIGNED_URL_EXPIRY_SECONDS to live)."""
+
+PRESIGN_CACHE_ENTRIES = 10_000
+"""Links kept per process for reuse; the oldest go first."""
 
 _TRANSIENT_CODES = {
     "500",
@@ -105,6 +113,8 @@ class Storage:
             self._public = session.client("s3", endpoint_url=settings.s3_public_endpoint, **credentials)
         else:
             self._public = self._client
+        self._presigned: dict[tuple[str, str], tuple[float, str]] = {}
+        self._reuse_seconds = settings.presigned_url_expiry_seconds * PRESIGN_REUSE_SHARE
 
     # -- errors ---------------------------------------------------------------
 
@@ -264,6 +274,24 @@ class Storage:
             logger.warning("could not abort multipart upload of %s: %s", key, exc)
 
     # -- links ----------------------------------------------------------------
+
+    def presign_reused(self, key: str, download_name: str) -> str:
+        """Like :meth:`presign`, but a link made in the last PRESIGN_REUSE_SHARE of its
+        lifetime is returned again: SigV4 signing in botocore costs about as much as the
+        rest of a status read, and pollers read a completed job's status many times."""
+        now = time.monotonic()
+        cache_key = (key, download_name)
+        hit = self._presigned.get(cache_key)
+        if hit is not None and now - hit[0] < self._reuse_seconds:
+            return hit[1]
+        url = self.presign(key, download_name)
+        if len(self._presigned) >= PRESIGN_CACHE_ENTRIES:
+            try:
+                self._presigned.pop(next(iter(self._presigned)), None)
+            except (StopIteration, RuntimeError):  # emptied or changed by another thread
+                pass
+        self._presigned[cache_key] = (now, url)
+        return url
 
     def presign(self, key: str, download_name: str) -> str:
         """A GET link on the public endpoint, valid for PRESIGNED_URL_EXPIRY_SECONDS."""

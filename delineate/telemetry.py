@@ -7,9 +7,12 @@ the Celery instrumentation carries the context in the message headers (``tracepa
 Set up once per process by an entry point, after any fork: :func:`setup_tracing` in
 each gunicorn worker (``delineate.wsgi`` is imported per worker; do not ``--preload``)
 and in the Celery worker's ``worker_init`` (threads pool: one process, no fork per task).
-Spans are exported by OTLP/HTTP only when OTEL_EXPORTER_OTLP_ENDPOINT is set; without
-it spans are still made (so ``X-Trace-Id``, the log lines and Sentry events carry a
-trace id) but go nowhere.
+
+Only when OTEL_EXPORTER_OTLP_ENDPOINT is set: without it nothing is instrumented and no
+span is made, so tracing costs nothing where nobody collects it (it was a fifth of a
+status request's CPU when spans were made for nowhere), and responses, log lines and
+Sentry events carry no trace id. Which traces are kept follows the SDK's own variables,
+OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG (unset: every trace).
 
 Client spans (Redis, S3) are kept only inside a trace that a request or a task
 started: kombu's broker polling, lease renewals and the health checks' pings would
@@ -28,7 +31,15 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, SamplingResult
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.util.types import Attributes
 
@@ -48,7 +59,11 @@ _ready_in_pid: int | None = None
 
 
 class _DropOrphanClientSpans(Sampler):
-    """Root sampler: a trace starts at a request, a task or a publish, never at a client call."""
+    """A trace starts at a request, a task or a publish, never at a client call; the
+    rest is decided by the configured sampler (``delegate``)."""
+
+    def __init__(self, delegate: Sampler) -> None:
+        self.delegate = delegate
 
     def should_sample(
         self,
@@ -60,12 +75,29 @@ class _DropOrphanClientSpans(Sampler):
         links: Sequence[Link] | None = None,
         trace_state: Any = None,
     ) -> SamplingResult:
-        if kind in (SpanKind.CLIENT, SpanKind.INTERNAL):
+        parent = trace.get_current_span(parent_context).get_span_context()
+        if not parent.is_valid and kind in (SpanKind.CLIENT, SpanKind.INTERNAL):
             return SamplingResult(Decision.DROP)
-        return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
+        return self.delegate.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
 
     def get_description(self) -> str:
-        return "DropOrphanClientSpans"
+        return f"DropOrphanClientSpans({self.delegate.get_description()})"
+
+
+_SAMPLERS = {
+    "always_on": lambda arg: ALWAYS_ON,
+    "always_off": lambda arg: ALWAYS_OFF,
+    "traceidratio": lambda arg: TraceIdRatioBased(arg),
+    "parentbased_always_on": lambda arg: ParentBased(ALWAYS_ON),
+    "parentbased_always_off": lambda arg: ParentBased(ALWAYS_OFF),
+    "parentbased_traceidratio": lambda arg: ParentBased(TraceIdRatioBased(arg)),
+}
+"""OTEL_TRACES_SAMPLER's values, as the SDK defines them (its default: parentbased_always_on)."""
+
+
+def configured_sampler(name: str, ratio: float) -> Sampler:
+    """The sampler OTEL_TRACES_SAMPLER (and its ratio OTEL_TRACES_SAMPLER_ARG) name."""
+    return _SAMPLERS[name or "parentbased_always_on"](ratio)
 
 
 def tracing_ready() -> bool:
@@ -73,27 +105,29 @@ def tracing_ready() -> bool:
     return _ready_in_pid == os.getpid()
 
 
-def setup_tracing(settings: Settings, service_name: str) -> None:
-    """Install the tracer provider and instrument Celery, Redis and botocore (once per process)."""
+def setup_tracing(settings: Settings, service_name: str) -> bool:
+    """With an OTLP endpoint, install the tracer provider and instrument Celery, Redis and
+    botocore (once per process). Returns whether tracing is on."""
     global _ready_in_pid
     if tracing_ready():
-        return
+        return True
+    if not settings.otel_exporter_otlp_endpoint:
+        return False
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
     from opentelemetry.instrumentation.celery import CeleryInstrumentor
     from opentelemetry.instrumentation.redis import RedisInstrumentor
 
+    sampler = configured_sampler(settings.otel_traces_sampler, settings.otel_traces_sampler_arg)
     provider = TracerProvider(
         resource=Resource.create({"service.name": service_name}),
-        sampler=ParentBased(root=_DropOrphanClientSpans()),
+        sampler=_DropOrphanClientSpans(sampler),
     )
-    if settings.otel_exporter_otlp_endpoint:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        endpoint = settings.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
-        provider.add_span_processor(
-            BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint), schedule_delay_millis=EXPORT_INTERVAL_MILLIS)
-        )
-        logger.info("tracing: exporting spans of %s to %s", service_name, endpoint)
+    endpoint = settings.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
+    provider.add_span_processor(
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint), schedule_delay_millis=EXPORT_INTERVAL_MILLIS)
+    )
+    logger.info("tracing: exporting spans of %s to %s (%s)", service_name, endpoint, sampler.get_description())
     trace.set_tracer_provider(provider)
     # The producer side needs the Celery instrumentation too: it writes the trace
     # context into the message headers.
@@ -101,6 +135,7 @@ def setup_tracing(settings: Settings, service_name: str) -> None:
     RedisInstrumentor().instrument(tracer_provider=provider)
     BotocoreInstrumentor().instrument(tracer_provider=provider)
     _ready_in_pid = os.getpid()
+    return True
 
 
 def init_app(app: Flask) -> None:

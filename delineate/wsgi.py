@@ -4,7 +4,16 @@ Imported in each gunicorn worker after the fork (no ``--preload``), so tracing a
 Sentry start per worker process.
 """
 
+import gc
+
 from delineate.cli import app_or_exit
 from delineate.telemetry import API_SERVICE
 
 app = app_or_exit(API_SERVICE)
+
+# Everything built so far (the app, botocore's service models, the instrumentations:
+# ~170,000 objects) lives as long as the process. Moved out of the collector's sight,
+# a full collection no longer walks them all: it had cost about 20 µs per request on
+# average, as one ~130 ms pause every few thousand requests.
+gc.collect()
+gc.freeze()

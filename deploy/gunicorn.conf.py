@@ -24,7 +24,7 @@ from delineate.logs import logging_config  # noqa: E402
 _settings = settings_or_exit()
 
 bind = f"0.0.0.0:{_settings.port}"
-worker_class = "gevent"
+worker_class = "delineate.gunicorn_worker.FairGeventWorker"  # gevent, fair between keep-alive connections
 workers = 2
 worker_connections = 4000  # open connections per worker (SSE streams count)
 timeout = 30  # a worker that stops answering its heartbeat for this long is replaced
@@ -34,6 +34,7 @@ control_socket_disable = True  # gunicorn 27's shared ~/.gunicorn socket would c
 # JSON lines on stdout; the app writes one access line per request (delineate.access),
 # so gunicorn's own access log stays off.
 accesslog = None
+logger_class = "delineate.gunicorn_worker.AppAccessLogger"
 errorlog = "-"
 logconfig_dict = logging_config()
 
@@ -43,3 +44,10 @@ def child_exit(server: object, worker: object) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+
+
+def worker_exit(server: object, worker: object) -> None:
+    """A worker's last request counts reach the metric files before it goes."""
+    from delineate.metrics import REQUEST_METRICS
+
+    REQUEST_METRICS.flush()

@@ -74,3 +74,47 @@ def test_flower_basic_auth_must_be_user_and_password(raw: str) -> None:
     with pytest.raises(ConfigError, match="FLOWER_BASIC_AUTH"):
         load_settings(environ={"FLOWER_BASIC_AUTH": raw}, dotenv_path=None)
     assert load_settings(environ={"FLOWER_BASIC_AUTH": "ops:pw"}, dotenv_path=None).flower_basic_auth == "ops:pw"
+
+
+def test_request_tallies_flush_what_observing_each_request_would() -> None:
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from delineate.metrics import HTTP_LATENCY, HTTP_REQUESTS, LATENCY_BUCKETS, RequestMetrics
+
+    def samples(metric: object) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in metric.collect()  # type: ignore[attr-defined]
+            for s in family.samples
+            if s.labels.get("route") == "/tally-test" or "route" not in s.labels
+        }
+
+    reference = Histogram(
+        "ref", "ref", ["method", "route", "status"], buckets=LATENCY_BUCKETS, registry=CollectorRegistry()
+    )
+    before_latency, before_requests = samples(HTTP_LATENCY), samples(HTTP_REQUESTS)
+    tallies = RequestMetrics()
+    durations = [0.0004, 0.001, 0.0011, 0.003, 0.05, 0.7, 3.0, 42.0, 0.0049]
+    for n, seconds in enumerate(durations):
+        tallies.observe("GET", "/tally-test", 200, seconds)
+        reference.labels("GET", "/tally-test", "200").observe(seconds)
+        if n == 4:
+            tallies.flush()  # a flush in between sends only the difference later
+    tallies.flush()
+    tallies.flush()  # nothing new: nothing sent twice
+
+    def delta(after: dict, before: dict) -> dict:  # type: ignore[type-arg]
+        return {k: v - before.get(k, 0.0) for k, v in after.items() if not k[0].endswith("_created")}
+
+    got = delta(samples(HTTP_LATENCY), before_latency)
+    want = {
+        (name.replace("ref", "delineate_http_request_duration_seconds", 1), labels): value
+        for (name, labels), value in samples(reference).items()
+        if not name.endswith("_created")
+    }
+    assert got == pytest.approx(want)
+    requests = delta(samples(HTTP_REQUESTS), before_requests)
+    assert (
+        requests[("delineate_http_requests_total", (("method", "GET"), ("route", "/tally-test"), ("status", "200")))]
+        == 9
+    )

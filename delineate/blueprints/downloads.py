@@ -8,10 +8,9 @@ import math
 import random
 import re
 import time
-import uuid
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from flask.blueprints import BlueprintSetupState
 from kombu.exceptions import OperationalError
 from werkzeug.routing import BaseConverter
@@ -26,11 +25,13 @@ from delineate.errors import (
     ServiceUnavailable,
     TooManyActiveJobs,
 )
+from delineate.ids import new_uuid
 from delineate.models import Job, JobState, Phase
-from delineate.progress import JobGone, TooManyActive
+from delineate.progress import JobGone, JobStore, TooManyActive
 from delineate.services import download_name, services
 from delineate.storage import source_key
-from delineate.validation import ROUTE_NAMES, FileIdBody, FileIdsBody, parse_body, parse_job_id
+from delineate.task_queue import TaskQueue
+from delineate.validation import ROUTE_NAMES, FileIdBody, FileIdsBody, is_job_id, parse_body, parse_job_id
 from delineate.webhooks import check_callback_url, pending_callback
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,19 @@ def _register_converter(state: BlueprintSetupState) -> None:
     state.app.url_map.converters["job"] = JobIdConverter
 
 
-PREPARE_DOWNLOAD = "delineate.prepare_download"
+def _job_read(view_args: dict[str, Any]) -> tuple[str, str] | None:
+    """The job read of a route with a job id, for the edge to send with the rate-limit hit."""
+    raw = view_args.get("job_id")
+    return JobStore.read_command(raw.lower()) if isinstance(raw, str) and is_job_id(raw) else None
+
+
+@bp.record_once
+def _prefetch_jobs(state: BlueprintSetupState) -> None:
+    edge = state.app.extensions.get("delineate_edge")
+    if edge is not None:
+        for endpoint in ("status", "download", "cancel"):
+            edge.prefetch_on(f"{bp.name}.{endpoint}", _job_read)
+
 
 PER_FILE_OVERHEAD_SECONDS = 0.05
 """Estimated seconds of S3 work per file, added to the mean simulated delay."""
@@ -84,17 +97,20 @@ def _fingerprint(ids: list[int]) -> str:
     return hashlib.sha256(",".join(map(str, sorted(set(ids)))).encode()).hexdigest()
 
 
-def _create_or_replay(job: Job, idem_key: str | None) -> Job | None:
-    """Store ``job`` under the caller's caps; or return the earlier job of ``idem_key``.
+def _create_or_replay(job: Job, idem_key: str | None, enqueue: tuple[str, str] | None) -> Job | None:
+    """Store ``job`` under the caller's caps (with its task message when ``enqueue``);
+    or return the earlier job of ``idem_key``.
 
     :raise Conflict: ``idem_key`` was used before with other ids.
     :raise TooManyActiveJobs: the caller's key has MAX_ACTIVE_JOBS_PER_KEY jobs running.
     """
     svc = services()
     cap = svc.settings.max_active_jobs_per_key if keys_enabled() else None
-    fingerprint = _fingerprint(job.file_ids)
+    fingerprint = _fingerprint(job.file_ids) if idem_key else ""
     try:
-        replay = svc.store.create(job, max_active=cap, idempotency=(idem_key, fingerprint) if idem_key else None)
+        replay = svc.store.create(
+            job, max_active=cap, idempotency=(idem_key, fingerprint) if idem_key else None, enqueue=enqueue
+        )
     except TooManyActive as exc:
         raise TooManyActiveJobs(
             f"This API key already has {exc.count} queued or processing jobs "
@@ -131,7 +147,7 @@ def initiate() -> tuple[Response, int, dict[str, str]]:
     ids = body.unique_ids()
     idem_key = _idempotency_key()
     job = Job(
-        job_id=str(uuid.uuid4()),
+        job_id=new_uuid(),
         status=JobState.QUEUED,
         file_ids=ids,
         owner=current_owner(),
@@ -139,25 +155,31 @@ def initiate() -> tuple[Response, int, dict[str, str]]:
     )
     if callback_url:
         job.callback = pending_callback()
-    earlier = _create_or_replay(job, idem_key)
+    queue: TaskQueue = current_app.extensions["delineate_tasks"]
+    with queue.message(job.job_id) as enqueue:
+        # The record and its task message in one script (when the broker is this Redis).
+        earlier = _create_or_replay(job, idem_key, enqueue)
     if earlier is not None:
         headers = {"Location": f"/v1/download/status/{earlier.job_id}", "Idempotent-Replayed": "true"}
         return jsonify(_accepted_body(earlier)), 200, headers
+    if enqueue is None:
+        _send_or_undo(queue, job, idem_key)
+    g.job_id = job.job_id  # the access log line names the new job
+    logger.debug("job %s queued with %d files (owner %r)", job.job_id, len(ids), job.owner)
+    return jsonify(_accepted_body(job)), 202, {"Location": f"/v1/download/status/{job.job_id}"}
+
+
+def _send_or_undo(queue: TaskQueue, job: Job, idem_key: str | None) -> None:
+    """Publish through Celery; if the broker refuses, remove the record again (503)."""
     try:
-        # ignore_result: the API never waits on Celery's result (the job hash is the
-        # truth), and asking for it would subscribe to a result channel per job.
-        current_app.extensions["celery"].send_task(
-            PREPARE_DOWNLOAD, args=[job.job_id], task_id=job.job_id, ignore_result=True
-        )
+        queue.send(job.job_id)
     except (OperationalError, ConnectionError, OSError) as exc:
         # Never leave a job that no worker will ever see.
-        svc.store.delete(job.job_id, job.owner, idem_key)
+        services().store.delete(job.job_id, job.owner, idem_key)
         logger.error("could not enqueue job %s: %s", job.job_id, exc)
         raise ServiceUnavailable(
             "The job queue is unavailable; try again shortly.", headers={"Retry-After": "5"}
         ) from None
-    logger.info("job %s queued with %d files (owner %r)", job.job_id, len(ids), job.owner)
-    return jsonify(_accepted_body(job)), 202, {"Location": f"/v1/download/status/{job.job_id}"}
 
 
 @bp.get("/status/<job_id>")

@@ -1,0 +1,158 @@
+"""The hot path: status and initiate under wrk, beside a bare hello measured in the same run.
+
+Production defaults: delays on (10-120 s), the rate limiter on with its limit out of reach,
+request ids, security headers, CORS, Prometheus metrics and the JSON access log on, a
+Celery worker running (asleep in the simulated origin, as in production). With
+``--telemetry`` the API and the worker also export traces to a local OTLP sink and errors
+to a local Sentry ingest, sampling 10 % through the SDK's own variables.
+
+Each run measures, one after the other: the hello ceiling, GET status of a completed job,
+the hello again, POST initiate (3 ids), the hello a third time. A route's ratio is its
+rate over the mean of the two hellos around it, so a machine that speeds up or slows
+down during a run (this one is shared) moves both sides of the ratio alike. Figures are
+per run; ``--json`` writes them for ``run_all.py``.
+
+    .venv/bin/python bench/hot_path.py [--runs 3] [--seconds 10] [--connections 50]
+        [--api-workers 2] [--telemetry] [--no-worker] [--json bench/results/hot_path.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.stack import WRK_POST, Hello, median, start_stack, wrk
+
+SAMPLER_ENV = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
+
+
+def completed_job(settings: Any) -> str:
+    """A completed single-file job, written as a worker writes it (its status read presigns)."""
+    from delineate.models import Job, JobState, Phase
+    from delineate.services import build_services
+
+    store = build_services(settings).store
+    job = Job(job_id=str(uuid.uuid4()), status=JobState.QUEUED, file_ids=[70000])
+    store.create(job)
+    store.update(job.job_id, status=JobState.PROCESSING, phase=Phase.CHECKING, attempts=1)
+    store.update(
+        job.job_id,
+        status=JobState.COMPLETED,
+        phase=Phase.DONE,
+        progress=100,
+        completedFiles=1,
+        availableFiles=1,
+        resultKey="downloads/70000.zip",
+        size=1024,
+    )
+    return job.job_id
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="delineate-bench-"))
+    env: dict[str, str] = {}
+    receivers: list[Any] = []
+    overrides: dict[str, Any] = {}
+    if args.telemetry:
+        from tests.receivers import OtlpReceiver, SentryReceiver
+
+        otlp, sentry = OtlpReceiver().start(), SentryReceiver().start()
+        receivers = [otlp, sentry]
+        overrides = {"otel_exporter_otlp_endpoint": otlp.endpoint, "sentry_dsn": sentry.dsn}
+        env = dict(SAMPLER_ENV)
+    stack = start_stack(
+        workdir,
+        workers=0 if args.no_worker else 1,
+        api_workers=args.api_workers,
+        api_env=env,
+        worker_env=env,
+        **overrides,
+    )
+    runs: list[dict[str, Any]] = []
+    try:
+        job_id = completed_job(stack.settings)
+        status_url = f"{stack.base}/v1/download/status/{job_id}"
+        with Hello(stack.settings, workdir, workers=args.api_workers) as hello:
+            # Warm-up: imports, pools and caches exist before the first measured second.
+            wrk(hello.url, 2, args.connections)
+            wrk(status_url, 2, args.connections)
+            wrk(f"{stack.base}/v1/download/initiate", 2, args.connections, WRK_POST)
+            for n in range(args.runs):
+                hellos = [wrk(hello.url, args.seconds, args.connections)]
+                status = wrk(status_url, args.seconds, args.connections)
+                hellos.append(wrk(hello.url, args.seconds, args.connections))
+                initiate = wrk(f"{stack.base}/v1/download/initiate", args.seconds, args.connections, WRK_POST)
+                hellos.append(wrk(hello.url, args.seconds, args.connections))
+                status["ratio"] = status["rps"] / ((hellos[0]["rps"] + hellos[1]["rps"]) / 2)
+                initiate["ratio"] = initiate["rps"] / ((hellos[1]["rps"] + hellos[2]["rps"]) / 2)
+                run = {
+                    "hello": {key: median([h[key] for h in hellos]) for key in hellos[0]},
+                    "status": status,
+                    "initiate": initiate,
+                    "hellos": hellos,
+                }
+                runs.append(run)
+                print(
+                    f"run {n + 1}: " + "  ".join(_line(k, run[k]) for k in ("hello", "status", "initiate")), flush=True
+                )
+                time.sleep(1)
+    finally:
+        stack.stop()
+        for receiver in receivers:
+            receiver.stop()
+    return {
+        "telemetry": args.telemetry,
+        "api_workers": args.api_workers,
+        "connections": args.connections,
+        "seconds": args.seconds,
+        "worker": not args.no_worker,
+        "runs": runs,
+    }
+
+
+def _line(name: str, figures: dict[str, float]) -> str:
+    ratio = f" ({figures['ratio']:.2f}x)" if "ratio" in figures else ""
+    return f"{name} {figures['rps']:.0f}/s{ratio} p99 {figures['p99_ms']:.1f} ms err {figures['errors']:.0f}"
+
+
+def summary(result: dict[str, Any]) -> str:
+    lines = []
+    for route in ("hello", "status", "initiate"):
+        rps = [r[route]["rps"] for r in result["runs"]]
+        p99 = [r[route]["p99_ms"] for r in result["runs"]]
+        text = f"{route:9s} {median(rps):7.0f} req/s ({min(rps):.0f}-{max(rps):.0f})  p99 {median(p99):6.1f} ms"
+        if route != "hello":
+            ratios = [r[route]["ratio"] for r in result["runs"]]
+            text += f"  ratio {median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+            text += f"  errors {sum(r[route]['errors'] for r in result['runs']):.0f}"
+        lines.append(text)
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--api-workers", type=int, default=2)
+    parser.add_argument("--telemetry", action="store_true", help="OTLP + Sentry to local sinks, 10 %% sampling")
+    parser.add_argument("--no-worker", action="store_true", help="no Celery worker (jobs only queue)")
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    args = parser.parse_args()
+    result = measure(args)
+    print(summary(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,169 @@
+"""What every benchmark shares: a production-like stack on free ports, wrk, the ceilings.
+
+A stack is redis-server, SeaweedFS, gunicorn (``deploy/gunicorn.conf.py``: gevent) and
+Celery workers (threads pool), each its own process started by ``tests/stack.py`` and
+stopped by its PID. Ceilings are measured against the same machine in the same run: a
+bare Flask hello on the same gunicorn settings for HTTP, a raw boto3 GET+PUT for S3.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from delineate.config import Settings, load_settings  # noqa: E402
+from delineate.seed import SAMPLE_IDS  # noqa: E402
+from tests.stack import (  # noqa: E402
+    BIN,
+    Service,
+    free_port,
+    settings_env,
+    start_api,
+    start_redis,
+    start_seaweed,
+    start_worker,
+    wait_for,
+)
+
+RESULTS = ROOT / "bench" / "results"
+WRK_POST = ROOT / "bench" / "wrk_initiate.lua"
+
+OUT_OF_REACH = 1_000_000_000
+"""The rate limit the benchmarks set: the limiter still counts (and costs) every request,
+but the load from one address never reaches it."""
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    workdir: Path
+    base: str
+    services: list[Service]
+    api: Service | None
+    workers: list[Service]
+
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+
+    def api_worker_pids(self) -> list[int]:
+        """The gunicorn worker processes (children of the arbiter)."""
+        assert self.api is not None
+        out = subprocess.run(["pgrep", "-P", str(self.api.pid)], capture_output=True, text=True).stdout
+        return [int(pid) for pid in out.split()]
+
+
+def bench_settings(redis_port: int, s3_port: int, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "redis_url": f"redis://127.0.0.1:{redis_port}/0",
+        "s3_endpoint": f"http://127.0.0.1:{s3_port}",
+        "rate_limit_max_requests": OUT_OF_REACH,
+    }
+    values.update(overrides)
+    return load_settings(environ={}, overrides=values, dotenv_path=None)
+
+
+def bucket_ready(storage: Any) -> bool:
+    """True once the bucket exists (created if missing)."""
+    try:
+        storage.ensure_bucket()
+        return True
+    except Exception:
+        return False
+
+
+def start_stack(
+    workdir: Path,
+    workers: int = 2,
+    api_workers: int = 2,
+    concurrency: int = 100,
+    api_env: dict[str, str] | None = None,
+    worker_env: dict[str, str] | None = None,
+    **overrides: Any,
+) -> Stack:
+    """Redis, SeaweedFS (seeded), ``workers`` Celery workers and, unless ``api_workers`` is 0, gunicorn."""
+    redis, redis_port = start_redis(workdir)
+    seaweed, s3_port = start_seaweed(load_settings(environ={}, dotenv_path=None), workdir)
+    settings = bench_settings(redis_port, s3_port, **overrides)
+    from delineate.seed import seed
+    from delineate.storage import Storage
+
+    storage = Storage(settings)
+    wait_for(lambda: bucket_ready(storage), 30, "bucket")
+    seed(storage, SAMPLE_IDS)
+    worker_services = [
+        start_worker(settings, workdir, f"bench-worker-{n}", concurrency=concurrency, **(worker_env or {}))
+        for n in range(workers)
+    ]
+    api: Service | None = None
+    base = ""
+    if api_workers:
+        api, base = start_api(settings, workdir, "bench-api", workers=api_workers, **(api_env or {}))
+    services = [redis, seaweed, *worker_services] + ([api] if api else [])
+    return Stack(settings, workdir, base, services, api, worker_services)
+
+
+# -- wrk ------------------------------------------------------------------------------------
+
+
+def wrk(url: str, seconds: int, connections: int, script: Path | None = None, threads: int = 2) -> dict[str, float]:
+    """One wrk run: requests/s, p50 and p99 in ms, and failures (non-2xx/3xx and socket errors)."""
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    if script:
+        command[1:1] = ["-s", str(script)]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    failures = (int(errors.group(1)) if errors else 0) + (sum(map(int, sock.groups())) if sock else 0)
+    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": failures}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class Hello:
+    """The HTTP ceiling: ``bench/hello.py`` under the same gunicorn settings as the API."""
+
+    def __init__(self, settings: Settings, workdir: Path, workers: int = 2) -> None:
+        self.port = free_port()
+        command = [
+            str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "--bind", f"127.0.0.1:{self.port}",
+            "--workers", str(workers), "bench.hello:app",
+        ]  # fmt: skip
+        self.service = Service("bench-hello", command, workdir / "hello.log", settings_env(settings))
+        self.url = f"http://127.0.0.1:{self.port}/"
+
+    def __enter__(self) -> Hello:
+        self.service.start()
+        wait_for(lambda: answers(self.url), 30, "hello")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.service.stop()
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
