@@ -89,14 +89,7 @@ class DownloadRun:
     # -- entry ----------------------------------------------------------------------
 
     def run(self, redelivered: bool = False) -> None:
-        job = self.store.get(self.job_id)
-        if job is None:
-            logger.warning("job %s has no record (expired?); nothing to do", self.job_id)
-            return
-        if job.status.terminal:
-            logger.info("job %s is already %s; nothing to do", self.job_id, job.status)
-            return
-        job = self._take_lease(job)
+        job = self._take_lease()
         if job is None:
             return
         try:
@@ -106,25 +99,35 @@ class DownloadRun:
         except JobGone:
             logger.warning("job %s expired while running", self.job_id)
         finally:
-            try:
-                self.store.release_lease(self.job_id, self.holder)
-            except redis.RedisError:
-                pass  # the lease expires on its own
+            self._release_quietly()
 
-    def _take_lease(self, job: Job) -> Job | None:
+    def _release_quietly(self) -> None:
+        try:
+            self.store.release_lease(self.job_id, self.holder)
+        except redis.RedisError:
+            pass  # the lease expires on its own
+
+    def _take_lease(self) -> Job | None:
         """Become the only runner of the job; wait while another live worker runs it.
 
-        Returns the fresh record, or None when the job ended while we waited.
+        Returns the fresh record, or None when there is nothing to do (no record, or the
+        job is terminal, also after waiting). The lease and the read share a round trip.
         """
         lease = self.settings.job_lease_seconds
-        while not self.store.acquire_lease(self.job_id, self.holder, lease):
+        while True:
+            ours, job = self.store.lease_and_get(self.job_id, self.holder, lease)
+            if job is None:
+                logger.warning("job %s has no record (expired?); nothing to do", self.job_id)
+                self._release_quietly()
+                return None
+            if job.status.terminal:
+                logger.info("job %s is already %s; nothing to do", self.job_id, job.status)
+                self._release_quietly()
+                return None
+            if ours:
+                return job
             logger.info("job %s is running elsewhere; waiting for its lease", self.job_id)
             self.sleep(min(WAIT_SLICE_SECONDS * 2, lease))
-            fresh = self.store.get(self.job_id)
-            if fresh is None or fresh.status.terminal:
-                return None
-        fresh = self.store.get(self.job_id)
-        return fresh if fresh is not None and not fresh.status.terminal else None
 
     # -- the work ---------------------------------------------------------------------
 
@@ -157,8 +160,9 @@ class DownloadRun:
             delay_ms,
         )
         available, missing = self._check_files(job, delay_ms)
+        counts = {"completedFiles": job.total_files, "availableFiles": len(available), "missingFileIds": missing}
         if not available:
-            self._write(status=JobState.FAILED, phase=Phase.DONE, error=NO_FILES_ERROR)
+            self._write(status=JobState.FAILED, phase=Phase.DONE, error=NO_FILES_ERROR, **counts)
         elif len(available) == 1:
             only = available[0]
             self._write(
@@ -169,9 +173,10 @@ class DownloadRun:
                 size=only.size,
                 bytesDone=only.size,
                 bytesTotal=only.size,
+                **counts,
             )
         else:
-            self._bundle(available, missing)
+            self._bundle(available, missing, counts)
         logger.info("job %s finished", self.job_id)
 
     def _draw_delay_ms(self) -> int:
@@ -196,7 +201,8 @@ class DownloadRun:
                 missing.append(file_id)
             else:
                 available.append(Source(file_id, info.size, self._opener(info.key)))
-            if index >= resume_from:
+            if index >= resume_from and index + 1 < job.total_files:
+                # (the last file's count goes with the result write that follows at once)
                 done = index + 1
                 self._write(
                     completedFiles=done,
@@ -209,9 +215,9 @@ class DownloadRun:
     def _opener(self, key: str) -> Callable[[], Iterator[bytes]]:
         return lambda: self.storage.iter_object(key)
 
-    def _bundle(self, sources: list[Source], missing: list[int]) -> None:
+    def _bundle(self, sources: list[Source], missing: list[int], counts: dict[str, Any]) -> None:
         total = sum(s.size for s in sources)
-        self._write(phase=Phase.BUNDLING, bytesDone=0, bytesTotal=total)
+        self._write(phase=Phase.BUNDLING, progress=90, bytesDone=0, bytesTotal=total, **counts)
         done = 0
         last_write = time.monotonic()
 

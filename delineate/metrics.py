@@ -53,6 +53,9 @@ PREFIX = "delineate:metrics:"
 WORKER_HEARTBEAT_SECONDS = 10.0
 """How often a worker re-states its running-job count in Redis, in seconds."""
 
+PUBLISH_DELAY_SECONDS = 0.2
+"""How soon after a job starts or ends a worker re-states its running-job count, in seconds."""
+
 WORKER_STALE_SECONDS = 35.0
 """A worker silent for this long (killed) no longer counts towards jobs in progress, in seconds."""
 
@@ -209,8 +212,10 @@ class RequestObserver:
 
 
 def init_app(app: Flask) -> None:
-    """Count and log every request; serve ``/metrics`` (no API key: keep it on the internal network)."""
+    """Count and log every request, and every job that ends here; serve ``/metrics``
+    (no API key: keep it on the internal network)."""
     app.after_request(RequestObserver())
+    count_terminal_jobs(app.extensions["delineate"].store)
     app.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])
 
 
@@ -283,13 +288,10 @@ def _bucket_field(bound: float) -> str:
     return f"le:{bound:g}"
 
 
-def _histogram_writes(pipe: Any, key: str, buckets: Sequence[float], value: float) -> None:
+def _histogram_commands(key: str, buckets: Sequence[float], value: float) -> list[tuple[Any, ...]]:
     """Count ``value`` into a histogram hash: cumulative buckets, sum and count."""
-    for bound in buckets:
-        if value <= bound:
-            pipe.hincrby(key, _bucket_field(bound), 1)
-    pipe.hincrbyfloat(key, "sum", value)
-    pipe.hincrby(key, "count", 1)
+    commands: list[tuple[Any, ...]] = [("HINCRBY", key, _bucket_field(bound), 1) for bound in buckets if value <= bound]
+    return [*commands, ("HINCRBYFLOAT", key, "sum", value), ("HINCRBY", key, "count", 1)]
 
 
 def _seconds_between(start: str, end: str) -> float | None:
@@ -299,22 +301,32 @@ def _seconds_between(start: str, end: str) -> float | None:
         return None
 
 
-def record_terminal_job(client: redis.Redis, job: Any, ttl_seconds: int) -> bool:
-    """Count a job that reached a terminal state, once (a redelivered task does not count twice).
+def terminal_job_commands(job: Any) -> list[tuple[Any, ...]]:
+    """The Redis commands that count a job that reached a terminal state.
 
-    ``job`` is a :class:`delineate.models.Job`. Returns whether it was counted now.
+    ``job`` is a :class:`delineate.models.Job`. Sent by the job store's terminal hook,
+    which runs exactly once per job (the update script refuses a second terminal write),
+    so a redelivered task or a cancel racing a worker never counts twice.
     """
-    if not client.set(f"{PREFIX}counted:{job.job_id}", 1, nx=True, ex=ttl_seconds):
-        return False
-    pipe = client.pipeline(transaction=False)
-    pipe.hincrby(f"{PREFIX}jobs", str(job.status.value), 1)
+    commands: list[tuple[Any, ...]] = [("HINCRBY", f"{PREFIX}jobs", str(job.status.value), 1)]
     duration = _seconds_between(job.created_at, job.completed_at or job.updated_at)
     if duration is not None:
-        _histogram_writes(pipe, f"{PREFIX}job_duration", JOB_DURATION_BUCKETS, duration)
+        commands += _histogram_commands(f"{PREFIX}job_duration", JOB_DURATION_BUCKETS, duration)
     if job.status.value == "completed" and job.size is not None:
-        _histogram_writes(pipe, f"{PREFIX}bundle_size", BUNDLE_SIZE_BUCKETS, float(job.size))
-    pipe.execute()
-    return True
+        commands += _histogram_commands(f"{PREFIX}bundle_size", BUNDLE_SIZE_BUCKETS, float(job.size))
+    return commands
+
+
+def count_terminal_jobs(store: Any) -> None:
+    """Count every job ``store`` sees become terminal (API and worker alike), in one round trip."""
+
+    def count(job: Any) -> None:
+        try:
+            store.direct.execute(*terminal_job_commands(job))
+        except redis.RedisError as exc:  # metrics must never fail a job
+            logger.warning("metrics: could not count job %s: %s", job.job_id, exc)
+
+    store.terminal_hooks.append(count)
 
 
 def record_retry(client: redis.Redis) -> None:
@@ -349,11 +361,15 @@ class RunningJobs:
         self.running = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._changed = threading.Event()
 
     def change(self, delta: int) -> None:
+        """Count a job in or out; the heartbeat thread publishes within PUBLISH_DELAY_SECONDS
+        (jobs start and end by the hundred per second: one write per change was a round
+        trip per job for a gauge nobody reads that often)."""
         with self._lock:
             self.running = max(0, self.running + delta)
-        self.publish()
+        self._changed.set()
 
     def publish(self) -> None:
         value = json.dumps({"running": self.running, "at": time.time()})
@@ -367,8 +383,13 @@ class RunningJobs:
         threading.Thread(target=self._beat, name="metrics-heartbeat", daemon=True).start()
 
     def _beat(self) -> None:
-        while not self._stop.wait(WORKER_HEARTBEAT_SECONDS):
-            self.publish()
+        while not self._stop.is_set():
+            self._changed.wait(WORKER_HEARTBEAT_SECONDS)
+            if self._changed.is_set():
+                time.sleep(PUBLISH_DELAY_SECONDS)  # gather the changes of the next moment
+                self._changed.clear()
+            if not self._stop.is_set():
+                self.publish()
 
     def stop(self) -> None:
         self._stop.set()
@@ -482,15 +503,8 @@ def connect_worker_signals(get_services: Callable[[], Any]) -> RunningJobs:
 
     @task_postrun.connect(weak=False)
     def _finished(sender: Any = None, task_id: str | None = None, **_: Any) -> None:
-        if not ours(sender) or not task_id:
-            return
-        running.change(-1)
-        try:
-            job = svc.store.get(task_id)
-            if job is not None and job.status.terminal:
-                record_terminal_job(svc.redis, job, svc.settings.job_ttl_seconds)
-        except Exception as exc:  # noqa: BLE001 - metrics must never fail a job
-            logger.warning("metrics: could not count job %s: %s", task_id, exc)
+        if ours(sender) and task_id:
+            running.change(-1)
 
     @task_retry.connect(weak=False)
     def _retried(sender: Any = None, **_: Any) -> None:

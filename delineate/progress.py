@@ -31,6 +31,7 @@ from typing import Any
 
 import orjson
 import redis
+from redis.exceptions import NoScriptError
 
 from delineate.models import Job, JobState, encode_fields, utcnow
 from delineate.redis_direct import DirectRedis, lane_for, pairs_to_dict
@@ -121,9 +122,11 @@ return {1, redis.call('HGETALL', KEYS[1])}
 # Create a job in one step: answer an earlier request with the same idempotency key,
 # or refuse past the owner's cap on active jobs, or write the hash, note it and push the
 # job's task message onto the Celery queue, so a record never exists without its message.
-# KEYS: job hash, active set, idempotency key, history set, Celery queue. ARGV: ttl, cap
-# (0 = no cap and no active set), job id, idempotency value ('' = none), created ms,
-# message ('' = none), then field/value pairs.
+# KEYS: job hash, active set, idempotency key, history set, Celery queue, the owner's
+# last history score. ARGV: ttl, cap (0 = no cap and no active set), job id, idempotency
+# value ('' = none), created ms, message ('' = none), then field/value pairs.
+# The history score (createdMs) is the creation ms, bumped past the owner's previous one
+# so that jobs created in the same ms still list in creation order.
 # Returns {1} created, {2, earlier "jobId fingerprint"}, {3, active count} over the cap.
 _CREATE_SCRIPT = """
 local ttl = tonumber(ARGV[1])
@@ -143,9 +146,13 @@ if cap > 0 then
   redis.call('ZADD', KEYS[2], now + ttl, ARGV[3])
   redis.call('EXPIRE', KEYS[2], ttl)
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+local created = tonumber(ARGV[5])
+local last = tonumber(redis.call('GET', KEYS[6]) or '0')
+if created <= last then created = last + 1 end
+redis.call('SET', KEYS[6], created, 'EX', ttl + $MARGIN)
+redis.call('HSET', KEYS[1], 'createdMs', created, unpack(ARGV, 7))
 redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('ZADD', KEYS[4], tonumber(ARGV[5]), ARGV[3])
+redis.call('ZADD', KEYS[4], created, ARGV[3])
 redis.call('EXPIRE', KEYS[4], ttl + $MARGIN)
 if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[3] .. ' ' .. ARGV[4], 'EX', ttl) end
 if ARGV[6] ~= '' then redis.call('LPUSH', KEYS[5], ARGV[6]) end
@@ -225,8 +232,9 @@ class JobStore:
         self.direct = direct or lane_for(client)
         self.ttl_seconds = ttl_seconds
         self.presign = presign
-        #: Called with the record whenever a write makes a job terminal (webhooks).
-        self.on_terminal: Callable[[Job], None] | None = None
+        #: Called with the record when a write makes a job terminal (webhooks, metrics):
+        #: exactly once per job, since the update script refuses a second terminal write.
+        self.terminal_hooks: list[Callable[[Job], None]] = []
         self._update = self.direct.script(_UPDATE_SCRIPT)
         self._callback = self.direct.script(_CALLBACK_SCRIPT)
         self._create = self.direct.script(_CREATE_SCRIPT)
@@ -289,7 +297,6 @@ class JobStore:
             createdAt=now,
             updatedAt=now,
             version=1,
-            createdMs=created_ms,
         )
         if job.callback_url:
             fields.update(encode_fields(callbackUrl=job.callback_url, callback=job.callback))
@@ -303,6 +310,7 @@ class JobStore:
             idempotency_key(job.owner, client_key) if idempotency else f"{PREFIX}idem:-:none",
             history,
             queue or f"{PREFIX}no-queue",
+            history_key(job.owner, "last"),
         ]
         args: list[Any] = [self.ttl_seconds, max_active or 0, job.job_id, fingerprint, created_ms, message]
         for name, value in fields.items():
@@ -433,11 +441,12 @@ class JobStore:
             raise JobGone(job_id)
         job = Job.from_hash(pairs_to_dict(result[1]))
         written = result[0] == 1
-        if written and job.status.terminal and self.on_terminal is not None:
-            try:
-                self.on_terminal(job)
-            except Exception:  # the state is written; a lost hook must not undo that
-                logger.exception("job %s: terminal hook failed", job_id)
+        if written and job.status.terminal:
+            for hook in self.terminal_hooks:
+                try:
+                    hook(job)
+                except Exception:  # the state is written; a lost hook must not undo that
+                    logger.exception("job %s: terminal hook failed", job_id)
         return job, written
 
     def set_callback(self, job_id: str, outcome: dict[str, Any]) -> bool:
@@ -458,6 +467,23 @@ class JobStore:
 
     def acquire_lease(self, job_id: str, holder: str, ttl_seconds: int) -> bool:
         return bool(self._lease(keys=[lease_key(job_id)], args=[holder, ttl_seconds]))
+
+    def lease_and_get(self, job_id: str, holder: str, ttl_seconds: int) -> tuple[bool, Job | None]:
+        """Take or renew the lease and read the job, in one round trip.
+
+        Returns whether the lease is ours, and the record (None: no such job).
+        """
+        keys, args = [lease_key(job_id)], [holder, ttl_seconds]
+        lease, raw = self.direct.execute(
+            self._lease.command(keys, args), self.read_command(job_id), raise_on_error=False
+        )
+        if isinstance(lease, NoScriptError):  # Redis lost its script cache (restart, failover)
+            lease = self.direct.execute(self._lease.eval_command(keys, args))[0]
+        elif isinstance(lease, Exception):
+            raise lease
+        if isinstance(raw, Exception):
+            raise raw
+        return bool(lease), self.job_from_reply(raw)
 
     def release_lease(self, job_id: str, holder: str) -> None:
         self._release(keys=[lease_key(job_id)], args=[holder])

@@ -8,14 +8,24 @@ bucket, access denied).
 
 from __future__ import annotations
 
+import email.utils
 import logging
+import random
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import boto3
+import botocore.session
+import botocore.utils
+import urllib3
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -27,6 +37,7 @@ from botocore.exceptions import (
 
 from delineate.config import Settings
 from delineate.errors import SourceUnavailable, StorageError, StorageMisconfigured
+from delineate.telemetry import tracing_ready
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +90,80 @@ def bundle_key(job_id: str) -> str:
     return f"bundles/{job_id}.zip"
 
 
+def _timestamp(value: str) -> datetime:
+    """botocore's timestamp parser, quicker for the forms S3 sends.
+
+    Every HEAD carries Last-Modified, and botocore parses it with dateutil: about a
+    fifth of a HEAD's CPU. S3 sends RFC 7231 dates in headers and ISO 8601 in bodies,
+    both of which the standard library reads; anything else goes to botocore's parser.
+    """
+    try:
+        if value[:1].isdigit():
+            parsed = datetime.fromisoformat(value)
+        else:
+            parsed = email.utils.parsedate_to_datetime(value)
+        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    except (TypeError, ValueError, IndexError):
+        return botocore.utils.parse_timestamp(value)  # type: ignore[no-any-return]
+
+
+def _botocore_session() -> botocore.session.Session:
+    session = botocore.session.get_session()
+    session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_timestamp)
+    return session
+
+
+class SignedHead:
+    """HEAD requests signed with botocore's SigV4 signer and sent with urllib3.
+
+    A job checks every file with a HEAD, and through the boto3 client one cost about
+    3 ms of CPU here (event hooks, endpoint rules, response parsing), more than the
+    rest of a single-file job; signed and sent directly it cost about 1 ms. The answer
+    is mapped like the client's: 200 a size, 404 missing, 403 denied, 5xx, throttling,
+    timeouts and connection errors transient (tried ``attempts`` times in all, as
+    botocore's standard mode does).
+    """
+
+    def __init__(self, settings: Settings, *, timeout_seconds: float, attempts: int) -> None:
+        credentials = Credentials(settings.s3_access_key_id, settings.s3_secret_access_key)
+        self._signer = S3SigV4Auth(credentials, "s3", settings.s3_region)
+        self._base = f"{settings.s3_endpoint.rstrip('/')}/{quote(settings.s3_bucket_name)}/"
+        self._attempts = max(1, attempts)
+        self._pool = urllib3.PoolManager(
+            maxsize=64,
+            timeout=urllib3.Timeout(connect=min(timeout_seconds, 3.0), read=timeout_seconds),
+            retries=False,
+        )
+
+    def head(self, storage: Storage, key: str) -> ObjectInfo | None:
+        url = self._base + quote(key, safe="/~")
+        for attempt in range(1, self._attempts + 1):
+            request = AWSRequest(method="HEAD", url=url)
+            self._signer.add_auth(request)
+            try:
+                response = self._pool.request("HEAD", url, headers=dict(request.headers.items()))
+            except urllib3.exceptions.HTTPError as exc:
+                if attempt == self._attempts:
+                    raise SourceUnavailable(f"object store unreachable during HEAD {key}: {exc}") from None
+            else:
+                status = response.status
+                if status == 200:
+                    return ObjectInfo(key=key, size=int(response.headers.get("Content-Length", 0)))
+                if status == 404:
+                    storage.check_bucket()  # a HEAD cannot tell a missing bucket from a missing key
+                    return None
+                if status == 403:
+                    raise StorageMisconfigured(
+                        f"HEAD {key} failed: {_PERMANENT_CODES['403'].format(bucket=storage.bucket)}"
+                    )
+                if status < 500 and status not in (408, 429):
+                    raise StorageError(f"HEAD {key} failed: {status}")
+                if attempt == self._attempts:
+                    raise SourceUnavailable(f"object store error during HEAD {key}: {status}")
+            time.sleep(random.uniform(0, 0.1 * 2**attempt))  # the standard mode's jittered backoff
+        raise SourceUnavailable(f"object store unreachable during HEAD {key}")  # not reached
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
@@ -99,6 +184,7 @@ class Storage:
             read_timeout=timeout_seconds,
             retries={"max_attempts": retries, "mode": "standard"},
             max_pool_connections=64,
+            parameter_validation=False,  # every call's parameters are built here, not by users
         )
         credentials = {
             "aws_access_key_id": settings.s3_access_key_id,
@@ -106,7 +192,7 @@ class Storage:
             "region_name": settings.s3_region,
             "config": config,
         }
-        session = boto3.session.Session()
+        session = boto3.session.Session(botocore_session=_botocore_session())
         self._client = session.client("s3", endpoint_url=settings.s3_endpoint, **credentials)
         # Presigning is local arithmetic; a second client signs for the public endpoint.
         if settings.s3_public_endpoint != settings.s3_endpoint:
@@ -114,6 +200,14 @@ class Storage:
         else:
             self._public = self._client
         self._presigned: dict[tuple[str, str], tuple[float, str]] = {}
+        # The per-file HEAD of every job, without botocore's client machinery (see
+        # SignedHead); path-style addressing only, and never while tracing (the trace
+        # shows botocore's spans).
+        self._signed_head = (
+            SignedHead(settings, timeout_seconds=timeout_seconds, attempts=retries)
+            if settings.s3_force_path_style
+            else None
+        )
         self._reuse_seconds = settings.presigned_url_expiry_seconds * PRESIGN_REUSE_SHARE
 
     # -- errors ---------------------------------------------------------------
@@ -142,6 +236,8 @@ class Storage:
         :raise SourceUnavailable: the store did not answer.
         :raise StorageMisconfigured: bucket missing or access denied.
         """
+        if self._signed_head is not None and not tracing_ready():
+            return self._signed_head.head(self, key)
         try:
             response = self._client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
@@ -220,12 +316,27 @@ class Storage:
             raise self._convert(exc, f"DELETE {key}") from None
 
     def upload_stream(self, key: str, chunks: Iterable[bytes]) -> int:
-        """Write ``chunks`` to ``key`` by multipart upload; returns the byte count.
+        """Write ``chunks`` to ``key``; returns the byte count.
 
-        Memory stays at one part (:data:`PART_SIZE_BYTES`) whatever the total size.
-        On any error the upload is aborted, so no half-written object is left.
+        Memory stays at one part (:data:`PART_SIZE_BYTES`) whatever the total size: the
+        first part is gathered in memory, and a stream that ends within it is written by
+        one PUT (a multipart upload costs three requests, the bulk of a small bundle's
+        time); a longer one goes by multipart upload. On any error a started upload is
+        aborted, so no half-written object is left.
         """
         action = f"upload {key}"
+        iterator = iter(chunks)
+        buffer = bytearray()
+        for chunk in iterator:
+            buffer += chunk
+            if len(buffer) >= PART_SIZE_BYTES:
+                break
+        else:
+            try:
+                self._client.put_object(Bucket=self.bucket, Key=key, Body=bytes(buffer), ContentType="application/zip")
+            except (BotoCoreError, ClientError, OSError) as exc:
+                raise self._convert(exc, action) from None
+            return len(buffer)
         try:
             upload_id = self._client.create_multipart_upload(
                 Bucket=self.bucket, Key=key, ContentType="application/zip"
@@ -234,15 +345,17 @@ class Storage:
             raise self._convert(exc, action) from None
 
         parts: list[dict[str, Any]] = []
-        total = 0
-        buffer = bytearray()
+        total = len(buffer)
         try:
-            for chunk in chunks:
+            for chunk in iterator:
                 buffer += chunk
                 total += len(chunk)
                 while len(buffer) >= PART_SIZE_BYTES:
                     self._upload_part(key, upload_id, parts, bytes(buffer[:PART_SIZE_BYTES]))
                     del buffer[:PART_SIZE_BYTES]
+            while len(buffer) >= PART_SIZE_BYTES:  # the first part, when nothing followed it
+                self._upload_part(key, upload_id, parts, bytes(buffer[:PART_SIZE_BYTES]))
+                del buffer[:PART_SIZE_BYTES]
             if buffer or not parts:
                 self._upload_part(key, upload_id, parts, bytes(buffer))
             buffer.clear()

@@ -171,4 +171,4 @@ def init_app(app: Flask) -> None:
         if job.callback_url:
             celery.send_task(DELIVER_WEBHOOK, args=[job.job_id])
 
-    store.on_terminal = on_terminal
+    store.terminal_hooks.append(on_terminal)

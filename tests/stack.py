@@ -138,7 +138,7 @@ def start_worker(settings: Settings, workdir: Path, name: str, concurrency: int 
     ]  # fmt: skip
     service = Service(name, command, workdir / f"{name}.log", settings_env(settings, **env)).start()
     wait_until(lambda: "ready." in service.log() or not service.running(), 60, f"worker {name}")
-    if not service.running():
+    if "ready." not in service.log():  # (a worker may be ready and already gone: a poison job)
         raise RuntimeError(f"worker {name} exited:\n{service.log()[-3000:]}")
     return service
 
