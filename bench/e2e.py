@@ -16,7 +16,8 @@ Celery workers), then, per run:
 Completion is watched through the worker's own counter of finished jobs (Redis), so the
 watching costs the stack nothing.
 
-    .venv/bin/python bench/e2e.py [--runs 3] [--jobs 2000] [--workers 2] [--json PATH]
+    .venv/bin/python bench/e2e.py [--runs 3] [--jobs 2000] [--bundle-jobs 1500] [--workers 2]
+        [--concurrency 100] [--only singles,bundles,latency] [--json PATH]
 """
 
 from __future__ import annotations
@@ -144,18 +145,11 @@ def latency(base: str, samples: int = 20) -> float:
     return statistics.median(times)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--jobs", type=int, default=2000)
-    parser.add_argument("--bundle-jobs", type=int, default=600)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--only", default="singles,bundles,latency")
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Every run of the scenarios in ``args.only`` on one stack."""
     only = set(args.only.split(","))
     workdir = Path(tempfile.mkdtemp(prefix="delineate-bench-e2e-"))
-    stack = start_stack(workdir, workers=args.workers, download_delay_enabled=False)
+    stack = start_stack(workdir, workers=args.workers, concurrency=args.concurrency, download_delay_enabled=False)
     runs: list[dict[str, Any]] = []
     try:
         import redis
@@ -184,7 +178,24 @@ def main() -> int:
             print(f"run {n + 1}: {json.dumps(run, default=lambda v: round(v, 3))}", flush=True)
     finally:
         stack.stop()
-    result = {"workers": args.workers, "runs": runs}
+    return {"workers": args.workers, "concurrency": args.concurrency, "runs": runs}
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--bundle-jobs", type=int, default=1500)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=100, help="threads per Celery worker")
+    parser.add_argument("--only", default="singles,bundles,latency")
+    parser.add_argument("--json", type=Path)
+    return parser
+
+
+def main() -> int:
+    args = parser().parse_args()
+    result = measure(args)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0

@@ -12,7 +12,7 @@ rate over the mean of the two hellos around it, so a machine that speeds up or s
 down during a run (this one is shared) moves both sides of the ratio alike. Figures are
 per run; ``--json`` writes them for ``run_all.py``.
 
-    .venv/bin/python bench/hot_path.py [--runs 3] [--seconds 10] [--connections 50]
+    .venv/bin/python bench/hot_path.py [--runs 5] [--seconds 10] [--connections 50]
         [--api-workers 2] [--telemetry] [--no-worker] [--json bench/results/hot_path.json]
 """
 
@@ -137,7 +137,7 @@ def summary(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=10)
@@ -146,7 +146,11 @@ def main() -> int:
     parser.add_argument("--telemetry", action="store_true", help="OTLP + Sentry to local sinks, 10 %% sampling")
     parser.add_argument("--no-worker", action="store_true", help="no Celery worker (jobs only queue)")
     parser.add_argument("--json", type=Path, help="write the figures here")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    args = parser().parse_args()
     result = measure(args)
     print(summary(result))
     if args.json:

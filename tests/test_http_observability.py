@@ -133,6 +133,8 @@ def test_sentry_event_is_tagged_and_scrubbed(obs: ObsStack) -> None:
 
     found = obs.sentry.wait_for(event, 20, "the Sentry event of the sentry_test request")
     assert found["tags"]["trace_id"] == trace_id
+    assert found["request"]["method"] == "POST" and found["request"]["url"].endswith("/v1/download/check")
+    assert found["request"]["headers"]["X-Request-Id"] == request_id
     values = found["exception"]["values"]
     assert values[-1]["type"] == "RuntimeError"
     texts = obs.sentry.raw_texts()
