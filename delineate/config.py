@@ -12,6 +12,8 @@ line and exit instead of showing a traceback.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import os
 from collections.abc import Callable, Mapping
@@ -61,6 +63,55 @@ def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
 
 def _csv(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def split_host_port(entry: str) -> tuple[str, int | None]:
+    """A CALLBACK_ALLOWED_HOSTS entry, lower-cased: ``host``, ``host:port``, ``[v6]`` or
+    ``[v6]:port`` (a bare IPv6 address has no port).
+
+    :raise ValueError: the port is not a number from 1 to 65535, or the host is empty.
+    """
+    entry = entry.strip().lower()
+    port_text: str | None
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else None
+        if rest and port_text is None:
+            raise ValueError(f"bad entry {entry!r}")
+    elif entry.count(":") == 1:
+        host, port_text = entry.split(":")
+    else:
+        host, port_text = entry, None
+    if not host or any(ch in host for ch in "/@?# "):
+        raise ValueError(f"no host in {entry!r}")
+    if port_text is None:
+        return host, None
+    if not port_text.isascii() or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"bad port in {entry!r}")
+    return host, int(port_text)
+
+
+def _callback_hosts(name: str, raw: str) -> tuple[str, ...]:
+    """``host`` (ports 80 and 443) or ``host:port`` entries, comma-separated."""
+    entries = _csv(raw.lower())
+    for entry in entries:
+        try:
+            split_host_port(entry)
+        except ValueError:
+            raise ConfigError(f"{name} entries must look like host or host:port, got {entry!r}") from None
+    return entries
+
+
+def _callback_secret(name: str, raw: str) -> str:
+    """Any text; one starting with ``whsec_`` must be base64 after it (Standard Webhooks)."""
+    if raw.startswith("whsec_"):
+        try:
+            key = base64.b64decode(raw[len("whsec_") :] + "==", validate=False)
+        except (ValueError, binascii.Error):
+            key = b""
+        if not key:
+            raise ConfigError(f"{name} starting with whsec_ must be followed by a base64 key")
+    return raw
 
 
 def _basic_auth(name: str, raw: str) -> str:
@@ -210,8 +261,8 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "CORS_ORIGINS": ("cors_origins", lambda n, v: _csv(v)),
     "API_KEYS": ("api_keys", _api_keys),
     "TRUSTED_PROXY_HOPS": ("trusted_proxy_hops", lambda n, v: _int(n, v, 0, 10)),
-    "CALLBACK_ALLOWED_HOSTS": ("callback_allowed_hosts", lambda n, v: _csv(v)),
-    "CALLBACK_SECRET": ("callback_secret", lambda n, v: v),
+    "CALLBACK_ALLOWED_HOSTS": ("callback_allowed_hosts", _callback_hosts),
+    "CALLBACK_SECRET": ("callback_secret", _callback_secret),
     "SSE_HEARTBEAT_SECONDS": ("sse_heartbeat_seconds", lambda n, v: _int(n, v, 1, 3600)),
     "SSE_MAX_STREAMS": ("sse_max_streams", lambda n, v: _int(n, v, 1, 1_000_000)),
     "MAX_BODY_BYTES": ("max_body_bytes", lambda n, v: _int(n, v, 64)),
