@@ -162,9 +162,39 @@ def _api_keys(name: str, raw: str) -> dict[str, str]:
     return keys
 
 
-@dataclass(frozen=True)
+REDACTED = "[redacted]"
+
+SECRET_FIELDS = frozenset({"s3_secret_access_key", "callback_secret", "api_keys", "flower_basic_auth", "sentry_dsn"})
+"""Fields whose values never appear in a repr, a log line or an error report."""
+
+URL_FIELDS = ("redis_url", "celery_broker_url", "celery_result_backend")
+"""URLs that may carry a password (``redis://:password@host``): shown without it."""
+
+MIN_SCRUBBED_LENGTH = 6
+"""Secret values shorter than this are not searched for in free text (they would match
+ordinary words); every secret field is still redacted in the repr."""
+
+
+def url_without_password(url: str) -> str:
+    """``url`` with the password of its user part replaced by ``[redacted]``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return REDACTED
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:{REDACTED}@{host}").geturl()
+
+
+@dataclass(frozen=True, repr=False)
 class Settings:
-    """Every knob of the service. Units are in the names."""
+    """Every knob of the service. Units are in the names.
+
+    The repr (and str) shows every secret as ``[redacted]``: settings end up in
+    tracebacks, debug logs and error reports (:data:`SECRET_FIELDS`, :data:`URL_FIELDS`).
+    """
 
     port: int = 3000
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -227,6 +257,37 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "api_keys":
+                text = "{" + ", ".join(f"{REDACTED!r}: {name!r}" for name in value.values()) + "}"
+            elif f.name in SECRET_FIELDS:
+                text = repr(REDACTED if value else value)
+            elif f.name in URL_FIELDS:
+                text = repr(url_without_password(value))
+            else:
+                text = repr(value)
+            shown.append(f"{f.name}={text}")
+        return f"Settings({', '.join(shown)})"
+
+    __str__ = __repr__
+
+    def secret_values(self) -> frozenset[str]:
+        """Every configured secret as text, to be searched for and removed from free text
+        (log lines, error events): keys, passwords, the Sentry DSN and its key."""
+        values: set[str] = {self.s3_secret_access_key, self.callback_secret, self.sentry_dsn, *self.api_keys}
+        values.add(self.flower_basic_auth)
+        values.add(self.flower_basic_auth.partition(":")[2])
+        for url in (self.sentry_dsn, *(getattr(self, name) for name in URL_FIELDS)):
+            try:
+                parts = urlsplit(url)
+            except ValueError:
+                continue
+            values.update(v for v in (parts.password, parts.username if url == self.sentry_dsn else None) if v)
+        return frozenset(v for v in values if len(v) >= MIN_SCRUBBED_LENGTH)
 
 
 _REDIS = ("redis", "rediss", "unix")
