@@ -238,8 +238,6 @@ class Settings:
     max_redeliveries: int = 3
     max_retries: int = 5
     retry_backoff_base_seconds: float = 2.0
-    # Testing hook: a worker that reaches this file id exits on the spot, as a crash would.
-    fault_crash_file_id: int = 0
 
     def __post_init__(self) -> None:
         if self.download_delay_min_ms > self.download_delay_max_ms:
@@ -344,7 +342,6 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "JOB_LEASE_SECONDS": ("job_lease_seconds", lambda n, v: _int(n, v, 2)),
     "MAX_REDELIVERIES": ("max_redeliveries", lambda n, v: _int(n, v, 0, 100)),
     "MAX_RETRIES": ("max_retries", lambda n, v: _int(n, v, 0, 20)),
-    "FAULT_CRASH_FILE_ID": ("fault_crash_file_id", _int),
 }
 
 

@@ -131,9 +131,11 @@ def start_seaweed(settings: Settings, workdir: Path, s3_port: int | None = None)
     return service, port
 
 
-def start_worker(settings: Settings, workdir: Path, name: str, concurrency: int = 20, **env: str) -> Service:
+def start_worker(
+    settings: Settings, workdir: Path, name: str, concurrency: int = 20, app: str = "celery_app.worker", **env: str
+) -> Service:
     command = [
-        str(BIN / "celery"), "-A", "celery_app.worker", "--quiet", "worker",
+        str(BIN / "celery"), "-A", app, "--quiet", "worker",
         "--loglevel=INFO", "-c", str(concurrency), "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
     ]  # fmt: skip
     service = Service(name, command, workdir / f"{name}.log", settings_env(settings, **env)).start()
