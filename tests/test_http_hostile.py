@@ -118,6 +118,33 @@ def test_malformed_request_lines_are_400_json(base: str) -> None:
         assert_json_error(*raw_request(base, data), 400, "bad_request")
 
 
+CHECK = "POST /v1/download/check HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "error"),
+    [
+        (CHECK + "Content-Length: 17\r\nContent-Length: 5\r\n\r\n{}", 400, "bad_request"),  # smuggling
+        (CHECK + "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "bad_request"),
+        (CHECK + "Content-Length: -1\r\n\r\n", 400, "bad_request"),
+        (CHECK + "Content-Length: abc\r\n\r\n", 400, "bad_request"),
+        (CHECK + "Content-Length: 99999999999999999999\r\n\r\n", 413, "payload_too_large"),
+        (CHECK + "Expect: teapot\r\nContent-Length: 2\r\n\r\n{}", 417, "expectation_failed"),
+        ("GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400, "bad_request"),
+        ("GET / HTTP/1.1\r\nHost: x\r\nNoColonHere\r\n\r\n", 400, "bad_request"),
+        ("GET / HTTP/1.1\nHost: x\n\n", 400, "bad_request"),
+        ("GET /v1/\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request"),
+        ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400, "bad_request"),
+        ("FOO / HTTP/1.1\r\nHost: x\r\n\r\n", 405, "method_not_allowed"),
+    ],
+    ids=["two-lengths", "length-and-chunked", "negative-length", "alpha-length", "huge-length", "expect",
+         "space-before-colon", "no-colon", "bare-lf", "raw-bytes-in-target", "h2-preface", "unknown-method"],
+)  # fmt: skip
+def test_framing_attacks_are_refused_in_json(base: str, data: str, status: int, error: str) -> None:
+    raw = data.replace("Host: x\r\n", f"Host: x\r\nAuthorization: Bearer {KEY}\r\n", 1).encode("latin-1")
+    assert_json_error(*raw_request(base, raw), status, error)
+
+
 def test_bad_transfer_codings_are_400_json(base: str) -> None:
     gzip = request_bytes("/v1/download/check", "Transfer-Encoding: gzip", method="POST")
     assert_json_error(*raw_request(base, gzip), 400, "bad_request")
