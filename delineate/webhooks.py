@@ -150,20 +150,12 @@ class Attempt:
     retryable: bool = False
 
 
-def post(
-    url: str,
-    status: dict[str, Any],
-    secret: str,
-    client: object = None,
-    *,
-    allowed_hosts: tuple[str, ...] | None = None,
-) -> Attempt:
+def post(url: str, status: dict[str, Any], secret: str, *, allowed_hosts: tuple[str, ...] | None = None) -> Attempt:
     """POST the signed status once, by the rules of :mod:`delineate.webhook_http`.
 
     Never follows redirects, never raises for HTTP. ``allowed_hosts`` is
     CALLBACK_ALLOWED_HOSTS; left out, it is the current app's (tasks run in its
-    context), and outside an app no private address is allowed. ``client`` is ignored
-    (kept for callers of the earlier httpx version).
+    context), and outside an app no host is allowed.
     """
     if allowed_hosts is None:
         allowed_hosts = current_app.extensions["delineate"].settings.callback_allowed_hosts if has_app_context() else ()
