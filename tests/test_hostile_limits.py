@@ -43,6 +43,19 @@ def test_ipv6_callers_share_one_counter_per_64(make_settings: Any) -> None:
     assert get("192.0.2.1") == 200 and get("::ffff:192.0.2.1") == 429
 
 
+def test_forwarded_addresses_behind_a_trusted_proxy_are_keyed_the_same_way(make_settings: Any) -> None:
+    client = _client(make_settings(rate_limit_max_requests=2, trusted_proxy_hops=1))
+
+    def get(forwarded: str) -> int:
+        headers = {"X-Forwarded-For": forwarded}
+        return client.get("/", headers=headers, environ_base={"REMOTE_ADDR": "10.0.0.1"}).status_code
+
+    assert get("2001:db8:1:2::5") == 200 and get("spoofed, 2001:db8:1:2::6") == 200  # the proxy's entry counts
+    assert get("2001:db8:1:2:ffff::7") == 429
+    for junk in ("", "not-an-address", "1.2.3.4.5", "[::1]:80", "x" * 500, "::ffff:999.1.1.1", "\u00e9"):
+        assert get(junk) in (200, 429)  # junk is a key of its own (cut to 64 characters), never a 5xx
+
+
 # -- summary from counters -------------------------------------------------------------------------
 
 
