@@ -119,10 +119,12 @@ local who_count = owner
 if who_count == '' then who_count = '-' end
 local clock = redis.call('TIME')
 local expires = tonumber(clock[1]) + tonumber(clock[2]) / 1000000 + tonumber(ARGV[1])
+local count_set = '$PREFIX:count:' .. who_count .. ':' .. new_status
+redis.call('ZADD', count_set, expires, id)
 if new_status ~= status then
   redis.call('ZREM', '$PREFIX:count:' .. who_count .. ':' .. status, id)
+  redis.call('EXPIRE', count_set, tonumber(ARGV[1]) + $MARGIN)  -- an idle owner's sets go too
 end
-redis.call('ZADD', '$PREFIX:count:' .. who_count .. ':' .. new_status, expires, id)
 -- The owner's active set follows: out when terminal, else its expiry moves with the hash's.
 -- (Keys built here from the stored owner: fine on one Redis, not on a cluster.)
 if owner ~= '' then
@@ -134,7 +136,7 @@ if owner ~= '' then
   end
 end
 return {1, redis.call('HGETALL', KEYS[1])}
-""".replace("$PREFIX:", PREFIX)
+""".replace("$PREFIX:", PREFIX).replace("$MARGIN", str(HISTORY_MARGIN_SECONDS))
 
 # Create a job in one step: answer an earlier request with the same idempotency key,
 # or refuse past the owner's cap on active jobs, or write the hash, note it and push the
