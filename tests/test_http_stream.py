@@ -404,8 +404,13 @@ def receiver_factory() -> Iterator[Callable[[list[int]], Receiver]]:
     made: list[Receiver] = []
 
     def make(statuses: list[int]) -> Receiver:
-        made.append(Receiver(statuses, next(_next_port)))
-        return made[-1]
+        for _ in RECEIVER_PORTS:  # a listed port some other socket took meanwhile: the next one
+            try:
+                made.append(Receiver(statuses, next(_next_port)))
+                return made[-1]
+            except OSError:
+                continue
+        raise RuntimeError(f"every receiver port is taken: {RECEIVER_PORTS}")
 
     yield make
     for receiver in made:
