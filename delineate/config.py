@@ -12,6 +12,8 @@ line and exit instead of showing a traceback.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import os
 from collections.abc import Callable, Mapping
@@ -63,6 +65,55 @@ def _csv(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+def split_host_port(entry: str) -> tuple[str, int | None]:
+    """A CALLBACK_ALLOWED_HOSTS entry, lower-cased: ``host``, ``host:port``, ``[v6]`` or
+    ``[v6]:port`` (a bare IPv6 address has no port).
+
+    :raise ValueError: the port is not a number from 1 to 65535, or the host is empty.
+    """
+    entry = entry.strip().lower()
+    port_text: str | None
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else None
+        if rest and port_text is None:
+            raise ValueError(f"bad entry {entry!r}")
+    elif entry.count(":") == 1:
+        host, port_text = entry.split(":")
+    else:
+        host, port_text = entry, None
+    if not host or any(ch in host for ch in "/@?# "):
+        raise ValueError(f"no host in {entry!r}")
+    if port_text is None:
+        return host, None
+    if not port_text.isascii() or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"bad port in {entry!r}")
+    return host, int(port_text)
+
+
+def _callback_hosts(name: str, raw: str) -> tuple[str, ...]:
+    """``host`` (ports 80 and 443) or ``host:port`` entries, comma-separated."""
+    entries = _csv(raw.lower())
+    for entry in entries:
+        try:
+            split_host_port(entry)
+        except ValueError:
+            raise ConfigError(f"{name} entries must look like host or host:port, got {entry!r}") from None
+    return entries
+
+
+def _callback_secret(name: str, raw: str) -> str:
+    """Any text; one starting with ``whsec_`` must be base64 after it (Standard Webhooks)."""
+    if raw.startswith("whsec_"):
+        try:
+            key = base64.b64decode(raw[len("whsec_") :] + "==", validate=False)
+        except (ValueError, binascii.Error):
+            key = b""
+        if not key:
+            raise ConfigError(f"{name} starting with whsec_ must be followed by a base64 key")
+    return raw
+
+
 def _basic_auth(name: str, raw: str) -> str:
     """``user:password`` (or empty: no authentication)."""
     value = raw.strip()
@@ -111,9 +162,39 @@ def _api_keys(name: str, raw: str) -> dict[str, str]:
     return keys
 
 
-@dataclass(frozen=True)
+REDACTED = "[redacted]"
+
+SECRET_FIELDS = frozenset({"s3_secret_access_key", "callback_secret", "api_keys", "flower_basic_auth", "sentry_dsn"})
+"""Fields whose values never appear in a repr, a log line or an error report."""
+
+URL_FIELDS = ("redis_url", "celery_broker_url", "celery_result_backend")
+"""URLs that may carry a password (``redis://:password@host``): shown without it."""
+
+MIN_SCRUBBED_LENGTH = 6
+"""Secret values shorter than this are not searched for in free text (they would match
+ordinary words); every secret field is still redacted in the repr."""
+
+
+def url_without_password(url: str) -> str:
+    """``url`` with the password of its user part replaced by ``[redacted]``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return REDACTED
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:{REDACTED}@{host}").geturl()
+
+
+@dataclass(frozen=True, repr=False)
 class Settings:
-    """Every knob of the service. Units are in the names."""
+    """Every knob of the service. Units are in the names.
+
+    The repr (and str) shows every secret as ``[redacted]``: settings end up in
+    tracebacks, debug logs and error reports (:data:`SECRET_FIELDS`, :data:`URL_FIELDS`).
+    """
 
     port: int = 3000
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -157,8 +238,6 @@ class Settings:
     max_redeliveries: int = 3
     max_retries: int = 5
     retry_backoff_base_seconds: float = 2.0
-    # Testing hook: a worker that reaches this file id exits on the spot, as a crash would.
-    fault_crash_file_id: int = 0
 
     def __post_init__(self) -> None:
         if self.download_delay_min_ms > self.download_delay_max_ms:
@@ -176,6 +255,37 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "api_keys":
+                text = "{" + ", ".join(f"{REDACTED!r}: {name!r}" for name in value.values()) + "}"
+            elif f.name in SECRET_FIELDS:
+                text = repr(REDACTED if value else value)
+            elif f.name in URL_FIELDS:
+                text = repr(url_without_password(value))
+            else:
+                text = repr(value)
+            shown.append(f"{f.name}={text}")
+        return f"Settings({', '.join(shown)})"
+
+    __str__ = __repr__
+
+    def secret_values(self) -> frozenset[str]:
+        """Every configured secret as text, to be searched for and removed from free text
+        (log lines, error events): keys, passwords, the Sentry DSN and its key."""
+        values: set[str] = {self.s3_secret_access_key, self.callback_secret, self.sentry_dsn, *self.api_keys}
+        values.add(self.flower_basic_auth)
+        values.add(self.flower_basic_auth.partition(":")[2])
+        for url in (self.sentry_dsn, *(getattr(self, name) for name in URL_FIELDS)):
+            try:
+                parts = urlsplit(url)
+            except ValueError:
+                continue
+            values.update(v for v in (parts.password, parts.username if url == self.sentry_dsn else None) if v)
+        return frozenset(v for v in values if len(v) >= MIN_SCRUBBED_LENGTH)
 
 
 _REDIS = ("redis", "rediss", "unix")
@@ -210,8 +320,8 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "CORS_ORIGINS": ("cors_origins", lambda n, v: _csv(v)),
     "API_KEYS": ("api_keys", _api_keys),
     "TRUSTED_PROXY_HOPS": ("trusted_proxy_hops", lambda n, v: _int(n, v, 0, 10)),
-    "CALLBACK_ALLOWED_HOSTS": ("callback_allowed_hosts", lambda n, v: _csv(v)),
-    "CALLBACK_SECRET": ("callback_secret", lambda n, v: v),
+    "CALLBACK_ALLOWED_HOSTS": ("callback_allowed_hosts", _callback_hosts),
+    "CALLBACK_SECRET": ("callback_secret", _callback_secret),
     "SSE_HEARTBEAT_SECONDS": ("sse_heartbeat_seconds", lambda n, v: _int(n, v, 1, 3600)),
     "SSE_MAX_STREAMS": ("sse_max_streams", lambda n, v: _int(n, v, 1, 1_000_000)),
     "MAX_BODY_BYTES": ("max_body_bytes", lambda n, v: _int(n, v, 64)),
@@ -232,7 +342,6 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "JOB_LEASE_SECONDS": ("job_lease_seconds", lambda n, v: _int(n, v, 2)),
     "MAX_REDELIVERIES": ("max_redeliveries", lambda n, v: _int(n, v, 0, 100)),
     "MAX_RETRIES": ("max_retries", lambda n, v: _int(n, v, 0, 20)),
-    "FAULT_CRASH_FILE_ID": ("fault_crash_file_id", _int),
 }
 
 

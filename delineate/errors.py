@@ -26,6 +26,7 @@ from typing import Any
 
 import redis
 from flask import Flask, Response, g, jsonify
+from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import HTTPException
 
 logger = logging.getLogger(__name__)
@@ -178,6 +179,10 @@ def register_error_handlers(app: Flask) -> None:
             "The job store (Redis) is unavailable; try again shortly.",
             headers={"Retry-After": "5"},
         )
+
+    @app.errorhandler(ParseException)  # gunicorn reads a chunked body only when the view asks
+    def handle_unreadable_body(exc: Exception) -> Response:
+        return error_response(400, "bad_request", "The request body could not be read (bad chunked coding).")
 
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception) -> Response:

@@ -14,8 +14,9 @@ import time
 from typing import Any
 
 import orjson
+from pythonjsonlogger.json import JsonFormatter
 
-from delineate.sentry import redact
+from delineate.sentry import redact, remove_secrets
 from delineate.telemetry import current_ids, tracing_ready
 
 _FIELDS = ("request_id", "job_id", "trace_id", "span_id")
@@ -95,6 +96,28 @@ class AccessLog:
             stream.flush()
 
 
+_secrets: tuple[str, ...] = ()
+
+
+def register_secrets(values: frozenset[str]) -> None:
+    """Remove these values (the process's configured secrets) from every later log line."""
+    global _secrets
+    _secrets = tuple(sorted(values, key=len, reverse=True))
+
+
+def scrub_text(text: str) -> str:
+    """Signatures, keys and every registered secret out of ``text``."""
+    return remove_secrets(redact(text), _secrets) if _secrets or "=" in text else text
+
+
+class SecretsJsonFormatter(JsonFormatter):
+    """python-json-logger's formatter, with secrets also removed from tracebacks."""
+
+    def formatException(self, ei: Any) -> str:
+        formatted = super().formatException(ei)
+        return scrub_text(formatted if isinstance(formatted, str) else "\n".join(formatted))
+
+
 class ContextFilter(logging.Filter):
     """Adds the ids of the current request / task / span to each record, and redacts secrets."""
 
@@ -107,8 +130,8 @@ class ContextFilter(logging.Filter):
             if name in ids and not hasattr(record, name):
                 setattr(record, name, ids[name])
         message = record.getMessage()
-        if "=" in message:
-            cleaned = redact(message)
+        if "=" in message or _secrets:
+            cleaned = scrub_text(message)
             if cleaned != message:
                 record.msg, record.args = cleaned, None
         return True
@@ -116,7 +139,7 @@ class ContextFilter(logging.Filter):
 
 def _formatter() -> dict[str, Any]:
     return {
-        "()": "pythonjsonlogger.json.JsonFormatter",
+        "()": SecretsJsonFormatter,
         "fmt": "%(levelname)s %(name)s %(message)s",
         "rename_fields": {"levelname": "level", "name": "logger"},
         "timestamp": True,

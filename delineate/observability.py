@@ -16,6 +16,7 @@ from typing import Any
 from celery import Celery
 
 from delineate.config import Settings
+from delineate.logs import register_secrets
 from delineate.sentry import setup_sentry
 from delineate.telemetry import WORKER_SERVICE, setup_tracing
 
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 
 def setup_process(settings: Settings, service_name: str) -> None:
+    register_secrets(settings.secret_values())  # never in a log line of this process
     setup_tracing(settings, service_name)
     setup_sentry(settings, service_name)
 

@@ -15,8 +15,12 @@ Keys (all prefixed ``delineate:``):
 - ``ratelimit:...``  Flask-Limiter's counters (the prefix is :data:`RATE_LIMIT_PREFIX`)
 - ``history:{owner}:{state}`` sorted set, the owner's job ids in that state, scored by
   creation time (epoch ms); ``owner`` is ``-`` in open mode. Moved between states by the
-  update script; entries whose hash expired are dropped when a page or summary meets them,
+  update script; entries whose hash expired are dropped when a page meets them,
   and everything older than JOB_TTL + a day is trimmed as new jobs arrive.
+- ``count:{owner}:{state}`` sorted set, the owner's job ids in that state, each scored with
+  the time (epoch seconds) its hash expires; moved and re-scored by the create, update and
+  callback scripts, so the summary is one ZCOUNT per state of the entries not yet expired
+  (O(log n), never a scan); expired entries are trimmed with the history.
 """
 
 from __future__ import annotations
@@ -66,6 +70,10 @@ def history_key(owner: str, state: str) -> str:
     return f"{PREFIX}history:{owner or '-'}:{state}"
 
 
+def count_key(owner: str, state: str) -> str:
+    return f"{PREFIX}count:{owner or '-'}:{state}"
+
+
 HISTORY_MARGIN_SECONDS = 86_400
 """History entries live this much longer than JOB_TTL_SECONDS (a job's hash outlives its
 creation by its run time); past that they are trimmed."""
@@ -106,6 +114,17 @@ if new_status ~= status then
     redis.call('ZADD', '$PREFIX:history:' .. who .. ':' .. new_status, tonumber(created), id)
   end
 end
+-- The summary's per-state sets: the job moves with its status, scored with its hash's expiry.
+local who_count = owner
+if who_count == '' then who_count = '-' end
+local clock = redis.call('TIME')
+local expires = tonumber(clock[1]) + tonumber(clock[2]) / 1000000 + tonumber(ARGV[1])
+local count_set = '$PREFIX:count:' .. who_count .. ':' .. new_status
+redis.call('ZADD', count_set, expires, id)
+if new_status ~= status then
+  redis.call('ZREM', '$PREFIX:count:' .. who_count .. ':' .. status, id)
+  redis.call('EXPIRE', count_set, tonumber(ARGV[1]) + $MARGIN)  -- an idle owner's sets go too
+end
 -- The owner's active set follows: out when terminal, else its expiry moves with the hash's.
 -- (Keys built here from the stored owner: fine on one Redis, not on a cluster.)
 if owner ~= '' then
@@ -117,14 +136,15 @@ if owner ~= '' then
   end
 end
 return {1, redis.call('HGETALL', KEYS[1])}
-""".replace("$PREFIX:", PREFIX)
+""".replace("$PREFIX:", PREFIX).replace("$MARGIN", str(HISTORY_MARGIN_SECONDS))
 
 # Create a job in one step: answer an earlier request with the same idempotency key,
 # or refuse past the owner's cap on active jobs, or write the hash, note it and push the
 # job's task message onto the Celery queue, so a record never exists without its message.
 # KEYS: job hash, active set, idempotency key, history set, Celery queue, the owner's
-# last history score. ARGV: ttl, cap (0 = no cap and no active set), job id, idempotency
-# value ('' = none), created ms, message ('' = none), then field/value pairs.
+# last history score, the owner's count set of queued jobs. ARGV: ttl, cap (0 = no cap and
+# no active set), job id, idempotency value ('' = none), created ms, message ('' = none),
+# then field/value pairs.
 # The history score (createdMs) is the creation ms, bumped past the owner's previous one
 # so that jobs created in the same ms still list in creation order.
 # Returns {1} created, {2, earlier "jobId fingerprint"}, {3, active count} over the cap.
@@ -154,6 +174,9 @@ redis.call('HSET', KEYS[1], 'createdMs', created, unpack(ARGV, 7))
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('ZADD', KEYS[4], created, ARGV[3])
 redis.call('EXPIRE', KEYS[4], ttl + $MARGIN)
+local clock = redis.call('TIME')
+redis.call('ZADD', KEYS[7], tonumber(clock[1]) + tonumber(clock[2]) / 1000000 + ttl, ARGV[3])
+redis.call('EXPIRE', KEYS[7], ttl + $MARGIN)
 if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[3] .. ' ' .. ARGV[4], 'EX', ttl) end
 if ARGV[6] ~= '' then redis.call('LPUSH', KEYS[5], ARGV[6]) end
 return {1}
@@ -174,22 +197,14 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'callback', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[1])
+-- The summary's entry expires with the hash.
+local job = redis.call('HMGET', KEYS[1], 'status', 'owner', 'jobId')
+local who = job[2] or ''
+if who == '' then who = '-' end
+local clock = redis.call('TIME')
+redis.call('ZADD', '$PREFIX:count:' .. who .. ':' .. job[1], 'XX',
+  tonumber(clock[1]) + tonumber(clock[2]) / 1000000 + tonumber(ARGV[1]), job[3])
 return 1
-"""
-
-# Count an owner's jobs by state, dropping entries whose job hash has expired.
-# KEYS: the history sets, one per state. Returns the counts in the same order.
-_HISTORY_COUNT_SCRIPT = """
-local counts = {}
-for i, key in ipairs(KEYS) do
-  local ids = redis.call('ZRANGE', key, 0, -1)
-  local n = 0
-  for _, id in ipairs(ids) do
-    if redis.call('EXISTS', '$PREFIX:job:' .. id) == 1 then n = n + 1 else redis.call('ZREM', key, id) end
-  end
-  counts[i] = n
-end
-return counts
 """.replace("$PREFIX:", PREFIX)
 
 _RELEASE_SCRIPT = """
@@ -238,7 +253,6 @@ class JobStore:
         self._update = self.direct.script(_UPDATE_SCRIPT)
         self._callback = self.direct.script(_CALLBACK_SCRIPT)
         self._create = self.direct.script(_CREATE_SCRIPT)
-        self._history_count = client.register_script(_HISTORY_COUNT_SCRIPT)
         self._lease = self.direct.script(_LEASE_SCRIPT)
         self._release = self.direct.script(_RELEASE_SCRIPT)
 
@@ -311,6 +325,7 @@ class JobStore:
             history,
             queue or f"{PREFIX}no-queue",
             history_key(job.owner, "last"),
+            count_key(job.owner, JobState.QUEUED.value),
         ]
         args: list[Any] = [self.ttl_seconds, max_active or 0, job.job_id, fingerprint, created_ms, message]
         for name, value in fields.items():
@@ -328,6 +343,7 @@ class JobStore:
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(job_key(job_id))
         pipe.zrem(history_key(owner, JobState.QUEUED.value), job_id)
+        pipe.zrem(count_key(owner, JobState.QUEUED.value), job_id)
         if owner:
             pipe.zrem(active_key(owner), job_id)
         if idempotency_key_:
@@ -341,6 +357,7 @@ class JobStore:
         pipe = self.redis.pipeline(transaction=False)
         for state in JobState:
             pipe.zremrangebyscore(history_key(owner, state.value), "-inf", f"({oldest}")
+            pipe.zremrangebyscore(count_key(owner, state.value), "-inf", now_ms // 1000)  # expired
         pipe.execute()
 
     def _history_candidates(
@@ -399,10 +416,13 @@ class JobStore:
         return [job for _, job in page], ((page[-1][0], page[-1][1].job_id) if more and page else None)
 
     def history_counts(self, owner: str) -> dict[str, int]:
-        """Jobs of ``owner`` by state (expired entries removed on the way)."""
-        keys = [history_key(owner, state.value) for state in JobState]
-        counts = self._history_count(keys=keys)
-        return {state.value: int(n) for state, n in zip(JobState, counts, strict=True)}
+        """Jobs of ``owner`` by state whose record has not expired: one round trip of one
+        ZCOUNT per state, O(log n) each however long the history."""
+        now = time.time()
+        pipe = self.redis.pipeline(transaction=False)
+        for state in JobState:
+            pipe.zcount(count_key(owner, state.value), f"({now:.6f}", "+inf")
+        return {state.value: int(n) for state, n in zip(JobState, pipe.execute(), strict=True)}
 
     def active_count(self, owner: str) -> int:
         """How many queued or processing jobs ``owner`` has (expired entries not counted)."""

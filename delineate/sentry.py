@@ -3,8 +3,10 @@
 Unhandled errors reach Sentry three ways: Flask's (our catch-all handler logs them with
 ``logger.exception``, which the logging integration turns into an event), Celery task
 failures (the Celery integration), and any ``logger.error``. Every event is tagged with
-the request id, job id and trace id where known, and scrubbed in :func:`scrub` before it
-leaves the process: no API key, no Authorization header, no presigned URL signature.
+the request id, job id and trace id where known, and scrubbed before it leaves the
+process: no API key, no Authorization header, no presigned URL signature (:func:`scrub`),
+and no configured secret anywhere in it (:func:`scrubber`). Frame locals are never sent
+(``include_local_variables=False``) nor request bodies: they are where secrets hide.
 
 The SDK's Flask integration is not used: its WSGI middleware forks a scope, copies the
 headers and builds an event processor for EVERY request, which cost about a quarter of
@@ -20,6 +22,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,15 +47,23 @@ def redact(text: str) -> str:
     return _URL_SECRET.sub(lambda m: f"{m.group(1)}={FILTERED}", text)
 
 
-def _scrub_value(value: Any) -> Any:
+def remove_secrets(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every occurrence of each of ``secrets`` replaced by ``[Filtered]``."""
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, FILTERED)
+    return text
+
+
+def _scrub_value(value: Any, secrets: tuple[str, ...] = ()) -> Any:
     if isinstance(value, str):
-        return redact(value)
+        return remove_secrets(redact(value), secrets)
     if isinstance(value, dict):
-        return {k: _scrub_value(v) for k, v in value.items()}
+        return {_scrub_value(k, secrets): _scrub_value(v, secrets) for k, v in value.items()}
     if isinstance(value, list):
-        return [_scrub_value(v) for v in value]
+        return [_scrub_value(v, secrets) for v in value]
     if isinstance(value, tuple):
-        return tuple(_scrub_value(v) for v in value)
+        return tuple(_scrub_value(v, secrets) for v in value)
     return value
 
 
@@ -81,7 +92,7 @@ def _add_request(event: dict[str, Any]) -> None:
     ]
 
 
-def scrub(event: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str, Any]:
+def scrub(event: dict[str, Any], hint: dict[str, Any] | None = None, secrets: tuple[str, ...] = ()) -> dict[str, Any]:
     """``before_send``: tag the event with our ids and remove every secret from it."""
     _add_request(event)
     tags = event.setdefault("tags", {})
@@ -96,7 +107,18 @@ def scrub(event: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str
         elif isinstance(headers, list):  # [[name, value], ...]
             req["headers"] = [[k, FILTERED if str(k).lower() in SECRET_HEADERS else v] for k, v in headers]
         req.pop("cookies", None)
-    return _scrub_value(event)  # type: ignore[no-any-return]
+    return _scrub_value(event, secrets)  # type: ignore[no-any-return]
+
+
+def scrubber(settings: Settings) -> Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]:
+    """The ``before_send`` of these settings: :func:`scrub`, and every configured secret
+    value (longest first, so a DSN goes before the key inside it) replaced wherever it is."""
+    secrets = tuple(sorted(settings.secret_values(), key=len, reverse=True))
+
+    def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
+        return scrub(event, hint, secrets)
+
+    return before_send
 
 
 def setup_sentry(settings: Settings, service_name: str) -> bool:
@@ -110,8 +132,10 @@ def setup_sentry(settings: Settings, service_name: str) -> bool:
         dsn=settings.sentry_dsn,
         integrations=[CeleryIntegration()],
         auto_enabling_integrations=False,  # see the module's docstring
-        before_send=scrub,  # type: ignore[arg-type]
+        before_send=scrubber(settings),  # type: ignore[arg-type]
         send_default_pii=False,
+        include_local_variables=False,  # a frame's locals hold settings, clients, keys
+        max_request_body_size="never",
         server_name=service_name,
         traces_sample_rate=None,  # tracing is OpenTelemetry's job
     )

@@ -2,37 +2,42 @@
 
 A job created with a ``callback_url`` gets one POST when it reaches a terminal state:
 the status JSON, signed ``X-Delineate-Signature: sha256=<hex HMAC-SHA256 of the exact
-body with CALLBACK_SECRET>``, with ``X-Delineate-Event: <status>``. The Celery task
+body with CALLBACK_SECRET>``, with ``X-Delineate-Event: <status>`` and the Standard
+Webhooks headers (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``), so a
+receiver can verify with the ``standardwebhooks`` library and refuse replays. The Celery task
 ``delineate.deliver_webhook`` (``celery_app/tasks.py``) sends it and retries 5xx answers
 and connection errors with exponential backoff; the outcome is stored in the job's
-``callback`` field. Redirects are never followed (a redirect could lead anywhere).
+``callback`` field. Where a delivery may go, and how long it may take, is
+:mod:`delineate.webhook_http`'s concern; redirects are never followed.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-from flask import Flask
+from flask import Flask, current_app, has_app_context
 
-from delineate import metrics
+from delineate import metrics, webhook_http
 from delineate.config import Settings
 from delineate.errors import InvalidRequest
 from delineate.models import Job
 from delineate.progress import JobStore
+from delineate.webhook_http import DEFAULT_PORTS, CallbackPolicy
 
 logger = logging.getLogger(__name__)
 
 DELIVER_WEBHOOK = "delineate.deliver_webhook"
 
-TIMEOUT_SECONDS = 10.0
-"""Time limit of one delivery attempt, in seconds."""
+TIMEOUT_SECONDS = webhook_http.DELIVERY_DEADLINE_SECONDS
+"""Time limit of one whole delivery attempt, in seconds."""
 
 MAX_RETRIES = 6
 """Retries after the first attempt (so at most 7 POSTs), on 5xx and connection errors."""
@@ -42,6 +47,7 @@ BACKOFF_BASE_SECONDS = 1.0
 
 SIGNATURE_HEADER = "X-Delineate-Signature"
 EVENT_HEADER = "X-Delineate-Event"
+WHSEC_PREFIX = "whsec_"
 
 
 def enabled(settings: Settings) -> bool:
@@ -52,8 +58,9 @@ def check_callback_url(url: str, settings: Settings) -> str:
     """The URL if a webhook may be sent to it.
 
     Allowed: http or https, a host listed in CALLBACK_ALLOWED_HOSTS (compared literally,
-    so ``localhost`` is not ``127.0.0.1``; an entry may also name ``host:port``), no
-    credentials, no fragment.
+    so ``localhost`` is not ``127.0.0.1``) with its port (an entry ``host`` allows ports
+    80 and 443 only; ``host:port`` that port), no credentials, no fragment. Where the
+    host resolves is checked again at each delivery (:mod:`delineate.webhook_http`).
 
     :raise InvalidRequest: webhooks are off, or the URL breaks one of the rules.
     """
@@ -66,14 +73,14 @@ def check_callback_url(url: str, settings: Settings) -> str:
 
     if not enabled(settings):
         raise refuse("webhooks are not enabled on this server")
-    if any(ch.isspace() or ord(ch) < 0x20 for ch in url):
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
         raise refuse("it contains whitespace or control characters")
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
         raise refuse("it is not a valid URL") from None
-    if parts.scheme not in ("http", "https"):
+    if parts.scheme not in DEFAULT_PORTS:
         raise refuse("only http and https URLs are allowed")
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:
         raise refuse("it must not carry credentials")
@@ -82,9 +89,9 @@ def check_callback_url(url: str, settings: Settings) -> str:
     host = (parts.hostname or "").lower()
     if not host:
         raise refuse("it has no host")
-    allowed = {entry.lower() for entry in settings.callback_allowed_hosts}
-    if host not in allowed and (port is None or f"{host}:{port}" not in allowed):
-        raise refuse(f"host {host!r} is not in CALLBACK_ALLOWED_HOSTS")
+    if not CallbackPolicy(settings.callback_allowed_hosts).allows(host, port or DEFAULT_PORTS[parts.scheme]):
+        shown = f"{host}:{port}" if port else host
+        raise refuse(f"host {shown[:100]!r} (with its port) is not in CALLBACK_ALLOWED_HOSTS")
     return url
 
 
@@ -96,6 +103,37 @@ def sign(body: bytes, secret: str) -> str:
 def verify(body: bytes, header: str, secret: str) -> bool:
     """What a receiver does (see README): recompute and compare in constant time."""
     return hmac.compare_digest(sign(body, secret), header)
+
+
+def standard_key(secret: str) -> bytes:
+    """The Standard Webhooks signing key: base64 after ``whsec_``, else the secret's bytes."""
+    if secret.startswith(WHSEC_PREFIX):
+        # Padding added as the reference library does (b64decode ignores extra padding).
+        return base64.b64decode(secret[len(WHSEC_PREFIX) :] + "==")
+    return secret.encode()
+
+
+def standard_signature(msg_id: str, timestamp: int, body: bytes, secret: str) -> str:
+    """``v1,<base64 HMAC-SHA256 of "id.timestamp.body">`` (webhook-signature)."""
+    digest = hmac.new(standard_key(secret), f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def signed_headers(body: bytes, secret: str, msg_id: str, event: str, timestamp: int) -> list[tuple[str, str]]:
+    """Every header of a delivery: ours and the Standard Webhooks ones.
+
+    ``webhook-id`` is the job id, the same on every attempt, so a receiver can drop a
+    repeat; ``webhook-timestamp`` is the attempt's time, so it can refuse old replays.
+    """
+    return [
+        ("Content-Type", "application/json"),
+        ("User-Agent", "delineate-webhook/1"),
+        (SIGNATURE_HEADER, sign(body, secret)),
+        (EVENT_HEADER, event),
+        ("webhook-id", msg_id),
+        ("webhook-timestamp", str(timestamp)),
+        ("webhook-signature", standard_signature(msg_id, timestamp, body, secret)),
+    ]
 
 
 def backoff_seconds(retries: int) -> float:
@@ -112,25 +150,24 @@ class Attempt:
     retryable: bool = False
 
 
-def post(url: str, status: dict[str, Any], secret: str, client: httpx.Client | None = None) -> Attempt:
-    """POST the signed status once. Never follows redirects, never raises for HTTP."""
+def post(url: str, status: dict[str, Any], secret: str, *, allowed_hosts: tuple[str, ...] | None = None) -> Attempt:
+    """POST the signed status once, by the rules of :mod:`delineate.webhook_http`.
+
+    Never follows redirects, never raises for HTTP. ``allowed_hosts`` is
+    CALLBACK_ALLOWED_HOSTS; left out, it is the current app's (tasks run in its
+    context), and outside an app no host is allowed.
+    """
+    if allowed_hosts is None:
+        allowed_hosts = current_app.extensions["delineate"].settings.callback_allowed_hosts if has_app_context() else ()
     body = json.dumps(status, separators=(",", ":")).encode()
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": "delineate-webhook/1",
-        SIGNATURE_HEADER: sign(body, secret),
-        EVENT_HEADER: str(status["status"]),
-    }
-    own = client is None
-    client = client or httpx.Client(timeout=TIMEOUT_SECONDS, follow_redirects=False, trust_env=False)
+    headers = signed_headers(body, secret, str(status.get("jobId", "")), str(status["status"]), int(time.time()))
     try:
-        response = client.post(url, content=body, headers=headers)
-    except httpx.TransportError as exc:
+        answer = webhook_http.send(url, body, headers, CallbackPolicy(allowed_hosts), TIMEOUT_SECONDS)
+    except webhook_http.Refused as exc:
+        return Attempt(False, f"refused: {exc}")
+    except webhook_http.TRANSPORT_ERRORS as exc:
         return Attempt(False, f"{type(exc).__name__}: {exc}".rstrip(": "), retryable=True)
-    finally:
-        if own:
-            client.close()
-    code = response.status_code
+    code = answer.status
     if 200 <= code < 300:
         return Attempt(True)
     if 300 <= code < 400:

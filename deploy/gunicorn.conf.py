@@ -24,12 +24,18 @@ from delineate.logs import logging_config  # noqa: E402
 _settings = settings_or_exit()
 
 bind = f"0.0.0.0:{_settings.port}"
-worker_class = "delineate.gunicorn_worker.FairGeventWorker"  # gevent, fair between keep-alive connections
+# gevent, fair between keep-alive connections, and its refusals (below) answered in JSON
+worker_class = "delineate.gunicorn_errors.JsonErrorsWorker"
 workers = 2
 worker_connections = 4000  # open connections per worker (SSE streams count)
 timeout = 30  # a worker that stops answering its heartbeat for this long is replaced
 graceful_timeout = 30  # in-flight requests get this long on SIGTERM
 keepalive = 5  # seconds; a proxy's idle upstream connections must close before this (nginx: 4 s)
+# What a request may carry before the app sees it; past these gunicorn refuses it and
+# JsonErrorsWorker answers 414 (line), 431 (a header, or too many) in the API's JSON.
+limit_request_line = 4094  # bytes of method, target and version: ids, cursors and filters fit
+limit_request_field_size = 8190  # bytes of one header line
+limit_request_fields = 100
 control_socket_disable = True  # gunicorn 27's shared ~/.gunicorn socket would clash between stacks
 # JSON lines on stdout; the app writes one access line per request (delineate.access),
 # so gunicorn's own access log stays off.

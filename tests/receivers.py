@@ -1,7 +1,8 @@
-"""Protocol peers for the observability tests: an OTLP/HTTP trace receiver and a Sentry ingest.
+"""Protocol peers for the tests: an OTLP/HTTP trace receiver, a Sentry ingest and a webhook
+receiver.
 
-Both are plain HTTP servers on free ports that decode what the real SDKs send: OTLP
-protobuf (``ExportTraceServiceRequest``) and Sentry envelopes (gzip or brotli).
+All are plain HTTP servers on free ports; the first two decode what the real SDKs send:
+OTLP protobuf (``ExportTraceServiceRequest``) and Sentry envelopes (gzip or brotli).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
@@ -168,3 +169,49 @@ class SentryReceiver(_Receiver):
                     events.append(json.loads(lines[i + 1]))
                 i += 2
         return events
+
+
+class WebhookReceiver:
+    """Records webhook deliveries on 127.0.0.1; answers with ``statuses`` in turn (then 200),
+    or lets ``answer`` write the whole reply. A GET (where a redirect would lead) is recorded too."""
+
+    def __init__(
+        self,
+        statuses: Sequence[int] = (),
+        port: int = 0,
+        answer: Callable[[BaseHTTPRequestHandler], None] | None = None,
+    ) -> None:
+        self.statuses = list(statuses)
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                if answer is not None:
+                    answer(self)
+                    return
+                self.send_response(receiver.statuses.pop(0) if receiver.statuses else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_GET(self) -> None:
+                receiver.received.append(({"method": "GET"}, b""))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -131,9 +131,11 @@ def start_seaweed(settings: Settings, workdir: Path, s3_port: int | None = None)
     return service, port
 
 
-def start_worker(settings: Settings, workdir: Path, name: str, concurrency: int = 20, **env: str) -> Service:
+def start_worker(
+    settings: Settings, workdir: Path, name: str, concurrency: int = 20, app: str = "celery_app.worker", **env: str
+) -> Service:
     command = [
-        str(BIN / "celery"), "-A", "celery_app.worker", "--quiet", "worker",
+        str(BIN / "celery"), "-A", app, "--quiet", "worker",
         "--loglevel=INFO", "-c", str(concurrency), "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
     ]  # fmt: skip
     service = Service(name, command, workdir / f"{name}.log", settings_env(settings, **env)).start()
@@ -188,3 +190,28 @@ def poll_status(get: object, job_id: str, states: set[str], timeout: float = 30.
             return last
         time.sleep(0.05)
     raise AssertionError(f"job {job_id} never reached {states}; last status: {last}")
+
+
+def send_unreadable_job(settings: Settings) -> str:
+    """Queue a job whose record the task cannot read: an unhandled error in the worker (a
+    task failure, reported to Sentry). Returns its id."""
+    import uuid
+
+    import redis
+    from celery import Celery
+
+    from delineate.progress import job_key
+
+    job_id = str(uuid.uuid4())
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    now = "2025-01-01T00:00:00Z"
+    client.hset(job_key(job_id), mapping={"jobId": job_id, "status": "queued", "fileIds": "{broken",
+                                          "createdAt": now, "updatedAt": now, "version": 1})  # fmt: skip
+    client.expire(job_key(job_id), 600)
+    client.close()
+    sender = Celery(broker=settings.celery_broker_url)
+    try:
+        sender.send_task("delineate.prepare_download", args=[job_id], task_id=job_id, ignore_result=True)
+    finally:
+        sender.close()
+    return job_id

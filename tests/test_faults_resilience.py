@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 
-from delineate import create_app
 from delineate.seed import seed
 from delineate.storage import Storage
 from tests.stack import Service, free_port, poll_status, start_api, start_worker, wait_for
@@ -166,13 +165,15 @@ def test_poison_job_fails_after_the_redelivery_limit(make_settings: Any, workdir
         visibility_timeout_seconds=2,
         job_lease_seconds=2,
         max_redeliveries=2,
-        fault_crash_file_id=70007,
     )
     client, get = _client_and_get(settings)
     job_id = client.post("/v1/download/initiate", json={"file_ids": [70000, 70007]}).get_json()["jobId"]
     crashes = 0
     for n in range(6):  # a supervisor restarting the crashed worker each time
-        worker = start_worker(settings, workdir, f"worker-poison-{n}", concurrency=2)
+        # The crash hook exists only in the test suite's worker entry point.
+        worker = start_worker(
+            settings, workdir, f"worker-poison-{n}", concurrency=2, app="tests.fault_worker", TEST_CRASH_FILE_ID="70007"
+        )
         try:
             wait_for(lambda w=worker: not w.running() or get(job_id)["status"] == "failed", 60, "crash or failure")
         finally:
@@ -186,6 +187,10 @@ def test_poison_job_fails_after_the_redelivery_limit(make_settings: Any, workdir
     assert crashes == 3  # the original run and two redeliveries, then no more
 
 
-def test_app_reads_fault_hook_only_from_settings() -> None:
-    # The hook is off by default: a plain app never crashes on any id.
-    assert create_app({"redis_url": "redis://127.0.0.1:1/0"}).extensions["delineate"].settings.fault_crash_file_id == 0
+def test_no_crash_hook_in_the_production_worker() -> None:
+    # No setting or variable arms a crash: the seam is empty unless tests/fault_worker.py is the entry.
+    from delineate import jobs
+    from delineate.config import ENVIRONMENT
+
+    assert jobs.BEFORE_FILE_HOOKS == []
+    assert not [name for name in ENVIRONMENT if "FAULT" in name or "CRASH" in name]

@@ -16,12 +16,19 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 
 from delineate.config import Settings
-from delineate.progress import job_key
 from tests.receivers import OtlpReceiver, SentryReceiver, Span
-from tests.stack import Service, free_port, poll_status, settings_env, start_api, start_worker, wait_for
+from tests.stack import (
+    Service,
+    free_port,
+    poll_status,
+    send_unreadable_job,
+    settings_env,
+    start_api,
+    start_worker,
+    wait_for,
+)
 
 SERVER, CLIENT, CONSUMER = 2, 3, 5
 
@@ -143,20 +150,7 @@ def test_sentry_event_is_tagged_and_scrubbed(obs: ObsStack) -> None:
 
 
 def test_task_failure_reaches_sentry_with_the_job_id(obs: ObsStack) -> None:
-    job_id = str(uuid.uuid4())
-    client = redis.Redis.from_url(obs.settings.redis_url, decode_responses=True)
-    now = "2025-01-01T00:00:00Z"
-    # A record the task cannot read: an unhandled error in the task, i.e. a task failure.
-    client.hset(job_key(job_id), mapping={"jobId": job_id, "status": "queued", "fileIds": "{broken",
-                                          "createdAt": now, "updatedAt": now, "version": 1})  # fmt: skip
-    client.expire(job_key(job_id), 600)
-    from celery import Celery
-
-    sender = Celery(broker=obs.settings.celery_broker_url)
-    try:
-        sender.send_task("delineate.prepare_download", args=[job_id], task_id=job_id, ignore_result=True)
-    finally:
-        sender.close()
+    job_id = send_unreadable_job(obs.settings)
 
     def event() -> dict[str, Any] | None:
         found = [

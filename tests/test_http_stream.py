@@ -8,6 +8,7 @@ through the same JobStore writes a worker makes.
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import subprocess
@@ -16,13 +17,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import redis
+from standardwebhooks.webhooks import Webhook
 
 from delineate.config import Settings
 from delineate.models import Job, JobState, Phase
@@ -30,7 +31,8 @@ from delineate.progress import JobStore, events_channel
 from delineate.services import build_services
 from delineate.sse import CLIENT_NAME_PREFIX
 from delineate.webhooks import verify
-from tests.stack import Service, poll_status, start_api, start_worker, wait_for
+from tests.receivers import WebhookReceiver as Receiver
+from tests.stack import Service, free_port, poll_status, start_api, start_worker, wait_for
 
 SECRET = "test-webhook-secret"
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -54,7 +56,8 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(make_settings: Callable[..., Settings], workdir: Path) -> Iterator[Stack]:
     settings = make_settings(
-        callback_allowed_hosts=("127.0.0.1",),
+        # Receivers listen on these ports: a bare host would allow only 80 and 443.
+        callback_allowed_hosts=tuple(f"127.0.0.1:{port}" for port in RECEIVER_PORTS),
         callback_secret=SECRET,
         download_delay_min_ms=800,
         download_delay_max_ms=1200,
@@ -391,34 +394,9 @@ def test_stream_cap_answers_503(stack: Stack, workdir: Path) -> None:
 # -- webhooks -------------------------------------------------------------------------------
 
 
-class Receiver:
-    """A tiny HTTP server thread that records deliveries and answers the given statuses."""
-
-    def __init__(self, statuses: list[int]) -> None:
-        self.statuses = list(statuses)
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                code = receiver.statuses.pop(0) if receiver.statuses else 200
-                self.send_response(code)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+RECEIVER_PORTS = [free_port() for _ in range(8)]
+"""The receivers' ports, listed in CALLBACK_ALLOWED_HOSTS; receivers take them in turn."""
+_next_port = itertools.cycle(RECEIVER_PORTS)
 
 
 @pytest.fixture()
@@ -426,8 +404,13 @@ def receiver_factory() -> Iterator[Callable[[list[int]], Receiver]]:
     made: list[Receiver] = []
 
     def make(statuses: list[int]) -> Receiver:
-        made.append(Receiver(statuses))
-        return made[-1]
+        for _ in RECEIVER_PORTS:  # a listed port some other socket took meanwhile: the next one
+            try:
+                made.append(Receiver(statuses, next(_next_port)))
+                return made[-1]
+            except OSError:
+                continue
+        raise RuntimeError(f"every receiver port is taken: {RECEIVER_PORTS}")
 
     yield make
     for receiver in made:
@@ -444,6 +427,7 @@ def callback_of(http: httpx.Client, job_id: str, state: str) -> dict[str, Any]:
 
 def assert_signed(headers: dict[str, str], body: bytes, event: str) -> dict[str, Any]:
     assert verify(body, headers["x-delineate-signature"], SECRET)
+    Webhook(SECRET.encode()).verify(body, headers)  # the Standard Webhooks headers, by the reference library
     assert headers["x-delineate-event"] == event
     assert headers["content-type"] == "application/json"
     status = json.loads(body)

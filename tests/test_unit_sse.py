@@ -66,7 +66,7 @@ def test_throttle_publishes_at_most_every_interval_but_always_phase_and_terminal
     assert throttle.should_publish(_job(JobState.FAILED, Phase.DONE))
 
 
-def _settings(hosts: str = "127.0.0.1,hooks.example.com", secret: str = "s3cret"):
+def _settings(hosts: str = "127.0.0.1:8080,hooks.example.com", secret: str = "s3cret"):
     return load_settings(environ={"CALLBACK_ALLOWED_HOSTS": hosts, "CALLBACK_SECRET": secret}, dotenv_path=None)
 
 
@@ -76,6 +76,8 @@ def _settings(hosts: str = "127.0.0.1,hooks.example.com", secret: str = "s3cret"
         "http://127.0.0.1:8080/hook",
         "https://hooks.example.com/x?y=1",
         "https://HOOKS.example.com/x",
+        "http://hooks.example.com:80/x",
+        "https://hooks.example.com:443/x",
     ],
 )
 def test_callback_url_allowed(url: str) -> None:
@@ -87,6 +89,9 @@ def test_callback_url_allowed(url: str) -> None:
     [
         ("http://localhost:8080/hook", "not in CALLBACK_ALLOWED_HOSTS"),  # literal: not 127.0.0.1
         ("http://127.0.0.2/hook", "not in CALLBACK_ALLOWED_HOSTS"),
+        ("http://127.0.0.1/hook", "not in CALLBACK_ALLOWED_HOSTS"),  # listed with port 8080 only
+        ("http://hooks.example.com:8080/x", "not in CALLBACK_ALLOWED_HOSTS"),  # a bare host: 80 and 443
+        ("https://hooks.example.com:6379/x", "not in CALLBACK_ALLOWED_HOSTS"),
         ("http://hooks.example.com.evil.test/", "not in CALLBACK_ALLOWED_HOSTS"),
         ("ftp://127.0.0.1/hook", "only http and https"),
         ("file:///etc/passwd", "only http and https"),
@@ -117,7 +122,7 @@ def test_callback_host_entry_may_name_a_port() -> None:
 def test_webhooks_off_without_hosts_or_secret() -> None:
     for settings in (_settings(hosts=""), _settings(secret="")):
         with pytest.raises(InvalidRequest, match="not enabled"):
-            check_callback_url("http://127.0.0.1/hook", settings)
+            check_callback_url("http://127.0.0.1:8080/hook", settings)
 
 
 def test_signature_is_hmac_sha256_of_the_exact_body() -> None:

@@ -23,8 +23,10 @@ from delineate.errors import (
     JobNotFound,
     JobNotReady,
     ServiceUnavailable,
+    SourceUnavailable,
     TooManyActiveJobs,
 )
+from delineate.fanout import bounded_map
 from delineate.ids import new_uuid
 from delineate.models import Job, JobState, Phase
 from delineate.progress import JobGone, JobStore, TooManyActive
@@ -218,16 +220,38 @@ def cancel(job_id: str) -> tuple[Response, int]:
     return jsonify(svc.store.status(job)), 202
 
 
+ESTIMATE_CONCURRENCY = 16
+"""HEAD requests one estimate has in flight at most."""
+
+ESTIMATE_BUDGET_SECONDS = 10.0
+"""Time one estimate may spend on its HEAD requests, in seconds; past it, 503."""
+
+ESTIMATE_IDS_PER_REQUEST = 100
+"""An estimate counts as one request against the rate limit per this many ids (rounded up)."""
+
+
 @bp.post("/estimate")
 def estimate() -> Response:
     body = parse_body(FileIdsBody)
     ids = body.unique_ids()
+    extra = math.ceil(len(ids) / ESTIMATE_IDS_PER_REQUEST) - 1  # the edge counted one already
+    edge = current_app.extensions.get("delineate_edge")
+    if extra > 0 and edge is not None:
+        edge.count(cost=extra)
     storage = services().storage
+    try:
+        infos = bounded_map(
+            lambda file_id: storage.head(source_key(file_id)), ids, ESTIMATE_CONCURRENCY, ESTIMATE_BUDGET_SECONDS
+        )
+    except TimeoutError:
+        raise SourceUnavailable(
+            f"The object store did not answer for {len(ids)} files within {ESTIMATE_BUDGET_SECONDS:.0f} s; "
+            "try again shortly, or with fewer ids."
+        ) from None
     available: list[int] = []
     missing: list[int] = []
     total = 0
-    for file_id in ids:
-        info = storage.head(source_key(file_id))
+    for file_id, info in zip(ids, infos, strict=True):
         if info is None:
             missing.append(file_id)
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 
 from flask import Blueprint, Response, jsonify, request
 
@@ -16,6 +17,14 @@ bp = Blueprint("history", __name__, url_prefix="/v1/downloads")
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
+MAX_STATUS_LENGTH = 100
+"""Characters of the status filter: every state once, comma-separated, fits in 50."""
+MAX_CURSOR_LENGTH = 200
+"""Characters of a cursor; ours are under 100."""
+
+_LIMIT = re.compile(r"[0-9]{1,3}")
+"""ASCII digits only: ``str.isdigit`` also accepts ``²`` and other digits ``int`` refuses."""
+_SCORE = re.compile(r"[0-9]{1,20}")
 
 
 def _bad(parameter: str, message: str) -> InvalidRequest:
@@ -29,13 +38,15 @@ def _states() -> list[JobState]:
     raw = request.args.get("status")
     if not raw:  # absent or empty: every state
         return list(JobState)
+    if len(raw) > MAX_STATUS_LENGTH:
+        raise _bad("status", f"at most {MAX_STATUS_LENGTH} characters")
     states: list[JobState] = []
     for name in raw.split(","):
         try:
             state = JobState(name)
         except ValueError:
             allowed = ", ".join(s.value for s in JobState)
-            raise _bad("status", f"{name!r} is not a state (one or more of {allowed}, comma-separated)") from None
+            raise _bad("status", f"{name[:32]!r} is not a state (one or more of {allowed}, comma-separated)") from None
         if state not in states:
             states.append(state)
     return states
@@ -43,7 +54,7 @@ def _states() -> list[JobState]:
 
 def _limit() -> int:
     raw = request.args.get("limit", str(DEFAULT_LIMIT))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not _LIMIT.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
         raise _bad("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
     return int(raw)
 
@@ -54,10 +65,12 @@ def encode_cursor(score: int, job_id: str) -> str:
 
 def decode_cursor(raw: str) -> tuple[int, str]:
     """:raise InvalidRequest: the cursor is not one this server made."""
+    if len(raw) > MAX_CURSOR_LENGTH:
+        raise _bad("cursor", "not a cursor from a previous page (use nextCursor as given)")
     try:
         text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
         score, _, job_id = text.partition(":")
-        if not job_id or len(job_id) > 64:
+        if not job_id or len(job_id) > 64 or not _SCORE.fullmatch(score):
             raise ValueError
         return int(score), job_id
     except (ValueError, binascii.Error, UnicodeDecodeError):
