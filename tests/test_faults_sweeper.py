@@ -12,13 +12,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
+
 from celery_app.sweeper import sweeper_for
 from delineate import create_app
 from delineate.config import Settings
 from delineate.ids import new_uuid
 from delineate.models import Job, JobState
+from delineate.storage import Storage, bundle_key
 from delineate.task_queue import CELERY_QUEUE
-from tests.stack import BIN, Service, poll_status, settings_env, start_worker, wait_for
+from tests.stack import BIN, Service, free_port, poll_status, settings_env, start_api, start_worker, wait_for
 from tests.test_faults_core import _client_and_get
 
 SHORT = {"sweep_interval_seconds": 1, "job_lease_seconds": 3, "visibility_timeout_seconds": 120}
@@ -92,5 +96,142 @@ def test_broker_queue_emptied_behind_a_paused_worker_jobs_still_complete(make_se
         assert time.monotonic() - began < 6 * settings.sweep_interval_seconds + 10
         assert "had no message" in sweeper.log()
     finally:
+        worker.stop()
+        sweeper.stop()
+
+
+class Hook:
+    """A webhook receiver on a fixed port that can be down (connection refused) or up."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}/hook"
+        self.received: list[bytes] = []
+        self.server: Any = None
+
+    def up(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                hook.received.append(self.rfile.read(int(self.headers["Content-Length"])))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def down(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+def test_webhook_receiver_down_for_a_while_gets_its_delivery_once(make_settings: Any, workdir: Path) -> None:
+    hook = Hook(free_port())  # nothing listens yet: every attempt is refused
+    settings = make_settings(
+        download_delay_enabled=False,
+        callback_allowed_hosts=(f"127.0.0.1:{hook.port}",),
+        callback_secret="s3cret",
+        webhook_retry_base_seconds=0.3,
+        webhook_retry_max_delay_seconds=1.0,
+        webhook_retry_window_seconds=120,
+        **SHORT,
+    )
+    client, get = _client_and_get(settings)
+    worker = start_worker(settings, workdir, "worker-hook-down", concurrency=2)
+    sweeper = start_sweeper(settings, workdir, "sweeper-hook-down")
+    try:
+        job_id = client.post("/v1/download/initiate", json={"file_ids": [70000], "callback_url": hook.url}).get_json()[
+            "jobId"
+        ]
+        poll_status(get, job_id, {"completed"}, timeout=30)
+        wait_for(lambda: (get(job_id)["callback"] or {}).get("attempts", 0) >= 3, 30, "three refused attempts")
+        worker.stop()  # the schedule lives in Redis: a worker restart loses nothing
+        worker = start_worker(settings, workdir, "worker-hook-down-2", concurrency=2)
+        assert get(job_id)["callback"]["status"] == "retrying"
+        hook.up()
+        wait_for(lambda: get(job_id)["callback"]["status"] == "delivered", 30, "the delivery")
+        time.sleep(3 * settings.sweep_interval_seconds)  # nothing more is sent after that
+        callback = get(job_id)["callback"]
+        assert len(hook.received) == 1 and callback["attempts"] >= 4 and callback["lastError"] is None
+    finally:
+        hook.down()
+        worker.stop()
+        sweeper.stop()
+
+
+def test_expired_jobs_bundle_and_stale_uploads_leave_the_bucket(make_settings: Any, workdir: Path) -> None:
+    settings = make_settings(download_delay_enabled=False, job_ttl_seconds=4, multipart_abort_after_seconds=1, **SHORT)
+    storage = Storage(settings)
+    client, get = _client_and_get(settings)
+    worker = start_worker(settings, workdir, "worker-expiry", concurrency=2)
+    sweeper = start_sweeper(settings, workdir, "sweeper-expiry")
+    try:
+        job_id = client.post("/v1/download/initiate", json={"file_ids": [70000, 70007]}).get_json()["jobId"]
+        poll_status(get, job_id, {"completed"}, timeout=30)
+        assert storage.head(bundle_key(job_id)) is not None
+        abandoned = storage._client.create_multipart_upload(Bucket=storage.bucket, Key="bundles/abandoned.zip")
+        wait_for(lambda: client.get(f"/v1/download/status/{job_id}").status_code == 404, 10, "the job's expiry")
+        expired_at = time.monotonic()
+        wait_for(
+            lambda: storage.head(bundle_key(job_id)) is None, 3 * settings.sweep_interval_seconds + 2, "bundle gone"
+        )
+        assert time.monotonic() - expired_at <= 3 * settings.sweep_interval_seconds + 1
+        uploads = storage._client.list_multipart_uploads(Bucket=storage.bucket, Prefix="bundles/").get("Uploads", [])
+        assert abandoned["UploadId"] not in {u["UploadId"] for u in uploads}
+    finally:
+        worker.stop()
+        sweeper.stop()
+
+
+def test_sse_stream_whose_terminal_publish_was_dropped_still_ends(make_settings: Any, workdir: Path) -> None:
+    settings = make_settings()
+    app = create_app(settings)
+    store = app.extensions["delineate"].store
+    job_id = _create_queued(app, with_message=False)  # no worker will touch it
+    api, base = start_api(settings, workdir, "api-sse-backstop", SSE_HEARTBEAT_SECONDS="1")
+    try:
+        with httpx.Client(base_url=base, timeout=10) as http:
+            with http.stream("GET", f"/v1/download/stream/{job_id}") as response:
+                lines = response.iter_lines()
+                assert next(lines) == "event: connected"
+                store.write(job_id, status=JobState.FAILED, error="written, never published")  # no publish
+                began = time.monotonic()
+                events = [line for line in lines if line.startswith("event: ")]  # ends when the server closes
+                assert events == ["event: failed"]
+                assert time.monotonic() - began < 2.5  # within about one heartbeat
+    finally:
+        api.stop()
+
+
+def test_api_killed_between_record_and_publish_job_still_completes(make_settings: Any, workdir: Path) -> None:
+    base_settings = make_settings(download_delay_enabled=False, **SHORT)
+    # A broker apart from the job store: initiate writes the record, then publishes.
+    broker_url = (
+        base_settings.redis_url.rsplit("/", 1)[0] + "/" + str(int(base_settings.redis_url.rsplit("/", 1)[1]) + 100)
+    )
+    settings = base_settings.replace(celery_broker_url=broker_url)
+    worker = start_worker(settings, workdir, "worker-api-crash", concurrency=2)
+    sweeper = start_sweeper(settings, workdir, "sweeper-api-crash")
+    api, base = start_api(settings, workdir, "api-crash", FAULT_EXIT_BEFORE_PUBLISH="true")
+    store = create_app(settings).extensions["delineate"].store
+    try:
+        with httpx.Client(base_url=base, timeout=10) as http, pytest.raises(httpx.TransportError):
+            http.post("/v1/download/initiate", json={"file_ids": [70000, 70007]})  # the worker process dies
+        (key,) = store.redis.keys("delineate:job:*")
+        job_id = str(key).rsplit(":", 1)[1]
+        assert store.get(job_id).status is JobState.QUEUED  # written, its message never sent
+        done = poll_status(lambda j: store.status(store.get(j)), job_id, {"completed", "failed"}, timeout=30)
+        assert done["status"] == "completed" and done["attempts"] == 1
+    finally:
+        api.stop()
         worker.stop()
         sweeper.stop()
