@@ -18,6 +18,7 @@ import pytest
 from celery_app.sweeper import sweeper_for
 from delineate import create_app
 from delineate.config import Settings
+from delineate.devstack import sweeper_args
 from delineate.ids import new_uuid
 from delineate.models import Job, JobState
 from delineate.storage import Storage, bundle_key
@@ -33,9 +34,8 @@ def start_sweeper(settings: Settings, workdir: Path, name: str) -> Service:
     """The sweeper process as `make run`, compose and k8s start it: beat inside a worker
     that consumes only the sweep queue."""
     command = [
-        str(BIN / "celery"), "-A", "celery_app.worker", "--quiet", "worker", "--beat",
-        "-S", "celery.beat:Scheduler", "-Q", "delineate.sweep", "-c", "2", "-n", f"{name}@%h",
-        "--loglevel=INFO", "--without-gossip", "--without-mingle",
+        str(BIN / "celery"), "-A", "celery_app.worker", "--quiet", "worker", *sweeper_args(name),
+        "--without-gossip", "--without-mingle",
     ]  # fmt: skip
     service = Service(name, command, workdir / f"{name}.log", settings_env(settings)).start()
     wait_for(lambda: "ready." in service.log() or not service.running(), 60, f"sweeper {name}")
@@ -235,3 +235,46 @@ def test_api_killed_between_record_and_publish_job_still_completes(make_settings
         api.stop()
         worker.stop()
         sweeper.stop()
+
+
+def test_redis_killed_under_30_running_jobs_all_complete(make_settings: Any, workdir: Path) -> None:
+    from delineate.localstack import answers, redis_command, wait_until
+
+    port = free_port()
+    command = [*redis_command(port, workdir / f"redis-kill-{port}"), "--appendonly", "yes", "--appendfsync", "always"]
+
+    def start_redis() -> Service:
+        service = Service(f"redis-kill-{port}", command, workdir / "redis-kill.log").start()
+        wait_until(lambda: answers("127.0.0.1", port), 15, "redis with AOF")
+        return service
+
+    redis_service = start_redis()
+    settings = make_settings(
+        redis_url=f"redis://127.0.0.1:{port}/0", download_delay_min_ms=3000, download_delay_max_ms=4000, **SHORT
+    )
+    worker = start_worker(settings, workdir, "worker-redis-kill", concurrency=40)
+    sweeper = start_sweeper(settings, workdir, "sweeper-redis-kill")
+    worker_pid = worker.pid
+    try:
+        client, get = _client_and_get(settings)
+        ids = [
+            client.post("/v1/download/initiate", json={"file_ids": [70000, 70007, 70014]}).get_json()["jobId"]
+            for _ in range(30)
+        ]
+        wait_for(lambda: all(get(j)["status"] == "processing" for j in ids), 30, "30 jobs running")
+        redis_service.kill()  # SIGKILL: no shutdown, connections refused from now on
+        time.sleep(5)
+        redis_service = start_redis()
+        client, get = _client_and_get(settings)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not all(get(j)["status"] == "completed" for j in ids):
+            if not worker.running():  # a library bug may still end it: its supervisor restarts it
+                worker = start_worker(settings, workdir, "worker-redis-kill-restarted", concurrency=40)
+            time.sleep(0.5)
+        final = [get(j) for j in ids]
+        assert {s["status"] for s in final} == {"completed"}, [s["error"] for s in final if s["error"]]
+        assert worker.pid == worker_pid or "worker-redis-kill-restarted" in worker.name
+    finally:
+        worker.stop()
+        sweeper.stop()
+        redis_service.stop()
