@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from delineate.config import ENVIRONMENT, Settings
+from delineate.devstack import sweeper_args
 from delineate.localstack import SEAWEED_PORT_SPAN, answers, redis_command, seaweed_command, wait_until
 
 BIN = Path(sys.executable).parent
@@ -140,6 +141,20 @@ def start_worker(settings: Settings, workdir: Path, name: str, concurrency: int 
     wait_until(lambda: "ready." in service.log() or not service.running(), 60, f"worker {name}")
     if "ready." not in service.log():  # (a worker may be ready and already gone: a poison job)
         raise RuntimeError(f"worker {name} exited:\n{service.log()[-3000:]}")
+    return service
+
+
+def start_sweeper(settings: Settings, workdir: Path, name: str) -> Service:
+    """The sweeper process as `make run`, compose and k8s start it: beat inside a worker
+    that consumes only the sweep queue."""
+    command = [
+        str(BIN / "celery"), "-A", "celery_app.worker", "--quiet", "worker", *sweeper_args(name),
+        "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+    service = Service(name, command, workdir / f"{name}.log", settings_env(settings)).start()
+    wait_until(lambda: "ready." in service.log() or not service.running(), 60, f"sweeper {name}")
+    if not service.running():
+        raise RuntimeError(f"sweeper {name} exited:\n{service.log()[-3000:]}")
     return service
 
 

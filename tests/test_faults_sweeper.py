@@ -17,31 +17,15 @@ import pytest
 
 from celery_app.sweeper import sweeper_for
 from delineate import create_app
-from delineate.config import Settings
-from delineate.devstack import sweeper_args
 from delineate.ids import new_uuid
 from delineate.models import Job, JobState
 from delineate.storage import Storage, bundle_key
 from delineate.task_queue import CELERY_QUEUE
-from tests.stack import BIN, Service, free_port, poll_status, settings_env, start_api, start_worker, wait_for
+from tests.stack import Service, free_port, poll_status, start_api, start_sweeper, start_worker, wait_for
 from tests.test_faults_core import _client_and_get
 
 SHORT = {"sweep_interval_seconds": 1, "job_lease_seconds": 3, "visibility_timeout_seconds": 120}
 """A sweep every second; leases short enough that a dead runner is noticed in seconds."""
-
-
-def start_sweeper(settings: Settings, workdir: Path, name: str) -> Service:
-    """The sweeper process as `make run`, compose and k8s start it: beat inside a worker
-    that consumes only the sweep queue."""
-    command = [
-        str(BIN / "celery"), "-A", "celery_app.worker", "--quiet", "worker", *sweeper_args(name),
-        "--without-gossip", "--without-mingle",
-    ]  # fmt: skip
-    service = Service(name, command, workdir / f"{name}.log", settings_env(settings)).start()
-    wait_for(lambda: "ready." in service.log() or not service.running(), 60, f"sweeper {name}")
-    if not service.running():
-        raise RuntimeError(f"sweeper {name} exited:\n{service.log()[-3000:]}")
-    return service
 
 
 def _create_queued(app: Any, with_message: bool) -> str:
@@ -73,6 +57,17 @@ def test_a_long_queue_is_not_multiplied_and_lost_messages_come_back(make_setting
     assert not any(r.restored for r in reports)
     assert reports[0].republished == []  # first seen suspect, acted on at the next sweep
     assert app.extensions["delineate"].store.get(waiting[0]).status is JobState.QUEUED
+
+
+def test_a_job_past_its_deadline_fails_saying_why(make_settings: Any) -> None:
+    settings = make_settings(job_deadline_seconds=2, **SHORT)
+    app = create_app(settings)
+    job_id = _create_queued(app, with_message=True)  # waiting in a queue no worker serves
+    time.sleep(2.2)
+    report = sweeper_for(app.extensions["celery"]).sweep()
+    assert report.deadline_failed == [job_id]
+    job = app.extensions["delineate"].store.get(job_id)
+    assert job.status is JobState.FAILED and "not finished within JOB_DEADLINE_SECONDS (2 s" in job.error
 
 
 def test_broker_queue_emptied_behind_a_paused_worker_jobs_still_complete(make_settings: Any, workdir: Path) -> None:
