@@ -22,13 +22,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bundle_memory import MIB, PeakSampler, rss_bytes
-from bench.run_all import bucket_ready
+from bench.stack import start_stack
 from delineate import create_app
-from delineate.config import load_settings
 from delineate.jobs import bundle_slots
 from delineate.seed import seed
 from delineate.storage import Storage
-from tests.stack import start_redis, start_seaweed, start_worker, wait_for
+from tests.stack import wait_for
 
 POD_LIMIT_BYTES = 1024 * MIB
 """The worker pod's memory limit in deploy/k8s/worker-deployment.yaml."""
@@ -44,34 +43,27 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="also write the result as JSON here")
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="delineate-bench-"))
-    redis, redis_port = start_redis(workdir)
-    seaweed, s3_port = start_seaweed(load_settings(environ={}, dotenv_path=None), workdir)
-    settings = load_settings(
-        environ={},
-        dotenv_path=None,
-        overrides={
-            "redis_url": f"redis://127.0.0.1:{redis_port}/0",
-            "s3_endpoint": f"http://127.0.0.1:{s3_port}",
-            "download_delay_enabled": False,
-            "rate_limit_max_requests": 1_000_000_000,
-            "worker_memory_limit_bytes": POD_LIMIT_BYTES,
-            "bundle_concurrency": args.bundle_concurrency,
-            "job_ttl_seconds": 3600,
-        },
+    stack = start_stack(
+        Path(tempfile.mkdtemp(prefix="delineate-bench-")),
+        workers=1,
+        api_workers=0,
+        concurrency=100,
+        download_delay_enabled=False,
+        worker_memory_limit_bytes=POD_LIMIT_BYTES,
+        bundle_concurrency=args.bundle_concurrency,
     )
-    storage = Storage(settings)
-    wait_for(lambda: bucket_ready(storage), 30, "bucket")
+    settings, worker = stack.settings, stack.workers[0]
     ids = list(range(FIRST_ID, FIRST_ID + args.files))
-    seed(storage, tuple(ids), size=MIB)
-    worker = start_worker(settings, workdir, "worker-memory-bench", concurrency=100)
+    seed(Storage(settings), tuple(ids), size=MIB)
     try:
         client = create_app(settings).test_client()
         idle = rss_bytes(worker.pid)
         sampler = PeakSampler(worker.pid)
         sampler.start()
         began = time.perf_counter()
-        jobs = [client.post("/v1/download/initiate", json={"file_ids": ids}).get_json()["jobId"] for _ in range(args.jobs)]
+        jobs = [
+            client.post("/v1/download/initiate", json={"file_ids": ids}).get_json()["jobId"] for _ in range(args.jobs)
+        ]
 
         def all_done() -> bool:
             states = [client.get(f"/v1/download/status/{j}").get_json()["status"] for j in jobs]
@@ -84,9 +76,7 @@ def main() -> int:
         final = [client.get(f"/v1/download/status/{j}").get_json() for j in jobs]
         assert all(s["status"] == "completed" for s in final), {s["error"] for s in final}
     finally:
-        worker.stop()
-        seaweed.stop()
-        redis.stop()
+        stack.stop()
     row = {
         "jobs": args.jobs,
         "files_per_job": args.files,
@@ -102,7 +92,9 @@ def main() -> int:
     if args.out:
         args.out.write_text(json.dumps(row, indent=2))
     fits = sampler.peak < POD_LIMIT_BYTES
-    print(f"worker peak RSS {row['worker_peak_rss_mb']} MB of a {row['limit_mb']} MB limit -> {'fits' if fits else 'OVER'}")
+    print(
+        f"worker peak RSS {row['worker_peak_rss_mb']} MB of a {row['limit_mb']} MB limit -> {'fits' if fits else 'OVER'}"
+    )
     return 0 if fits else 1
 
 

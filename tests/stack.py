@@ -124,6 +124,15 @@ def start_redis(workdir: Path) -> tuple[Service, int]:
     return service, port
 
 
+def start_aof_redis(workdir: Path, port: int) -> Service:
+    """A redis-server on ``port`` that writes every command to its AOF before answering: it
+    can be killed and started again (same port, same folder) with nothing lost."""
+    command = [*redis_command(port, workdir / f"redis-aof-{port}"), "--appendonly", "yes", "--appendfsync", "always"]
+    service = Service(f"redis-aof-{port}", command, workdir / f"redis-aof-{port}.log").start()
+    wait_until(lambda: answers("127.0.0.1", port), 15, "redis with AOF")
+    return service
+
+
 def start_seaweed(settings: Settings, workdir: Path, s3_port: int | None = None) -> tuple[Service, int]:
     port = s3_port or free_port_block(SEAWEED_PORT_SPAN)
     command = seaweed_command(settings, port, workdir / f"seaweedfs-{port}")

@@ -21,7 +21,7 @@ from delineate.ids import new_uuid
 from delineate.models import Job, JobState
 from delineate.storage import Storage, bundle_key
 from delineate.task_queue import CELERY_QUEUE
-from tests.stack import Service, free_port, poll_status, start_api, start_sweeper, start_worker, wait_for
+from tests.stack import free_port, poll_status, start_aof_redis, start_api, start_sweeper, start_worker, wait_for
 from tests.test_faults_core import _client_and_get
 
 SHORT = {"sweep_interval_seconds": 1, "job_lease_seconds": 3, "visibility_timeout_seconds": 120}
@@ -233,17 +233,8 @@ def test_api_killed_between_record_and_publish_job_still_completes(make_settings
 
 
 def test_redis_killed_under_30_running_jobs_all_complete(make_settings: Any, workdir: Path) -> None:
-    from delineate.localstack import answers, redis_command, wait_until
-
     port = free_port()
-    command = [*redis_command(port, workdir / f"redis-kill-{port}"), "--appendonly", "yes", "--appendfsync", "always"]
-
-    def start_redis() -> Service:
-        service = Service(f"redis-kill-{port}", command, workdir / "redis-kill.log").start()
-        wait_until(lambda: answers("127.0.0.1", port), 15, "redis with AOF")
-        return service
-
-    redis_service = start_redis()
+    redis_service = start_aof_redis(workdir, port)
     settings = make_settings(
         redis_url=f"redis://127.0.0.1:{port}/0", download_delay_min_ms=3000, download_delay_max_ms=4000, **SHORT
     )
@@ -259,7 +250,7 @@ def test_redis_killed_under_30_running_jobs_all_complete(make_settings: Any, wor
         wait_for(lambda: all(get(j)["status"] == "processing" for j in ids), 30, "30 jobs running")
         redis_service.kill()  # SIGKILL: no shutdown, connections refused from now on
         time.sleep(5)
-        redis_service = start_redis()
+        redis_service = start_aof_redis(workdir, port)
         client, get = _client_and_get(settings)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and not all(get(j)["status"] == "completed" for j in ids):
