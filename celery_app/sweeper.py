@@ -263,11 +263,9 @@ class Sweeper:
     # -- 2. webhooks ---------------------------------------------------------------------------
 
     def drive_webhooks(self, report: SweepReport) -> None:
-        from delineate.progress import WEBHOOK_CLAIM_SECONDS
-
         now = time.time()
         for job_id in self.store.due_webhooks(now, BATCH):
-            if self.store.claim_webhook(job_id, now, now + WEBHOOK_CLAIM_SECONDS):
+            if self.store.claim_webhook(job_id, now, now + self.store.webhook_claim_seconds):
                 job = self.store.get(job_id)
                 attempt = ((job.callback or {}).get("attempts", 0) if job else 0) + 1
                 self.celery.send_task(DELIVER_WEBHOOK, args=[job_id, attempt], ignore_result=True)

@@ -73,9 +73,10 @@ WEBHOOKS_KEY = f"{PREFIX}sweep:webhooks"
 SUSPECTS_KEY = f"{PREFIX}sweep:suspects"
 SWEEP_LOCK_KEY = f"{PREFIX}sweep:lock"
 
-WEBHOOK_CLAIM_SECONDS = 60
-"""A webhook delivery sent (or claimed by the sweeper) is due again after this many seconds
-unless its attempt reschedules or ends it: a lost delivery message costs this much delay."""
+WEBHOOK_CLAIM_INTERVALS = 4
+"""A webhook delivery sent (or claimed by the sweeper) is due again after this many sweep
+intervals (60 s by default) unless its attempt reschedules or ends it: a lost delivery
+message costs this much delay."""
 
 
 def history_key(owner: str, state: str) -> str:
@@ -144,7 +145,7 @@ else
 end
 redis.call('ZADD', '$PREFIX:sweep:expiry', swept_at + tonumber(ARGV[1]), id)
 return {1, redis.call('HGETALL', KEYS[1])}
-""".replace("$PREFIX:", PREFIX).replace("$CLAIM", str(WEBHOOK_CLAIM_SECONDS))
+""".replace("$PREFIX:", PREFIX)  # $CLAIM: set per store (JobStore.webhook_claim_seconds)
 
 # Create a job in one step: answer an earlier request with the same idempotency key,
 # or refuse past the owner's cap on active jobs, or write the hash, note it and push the
@@ -276,17 +277,19 @@ class JobStore:
         ttl_seconds: int,
         presign: Callable[[Job], str] | None = None,
         direct: DirectRedis | None = None,
+        webhook_claim_seconds: int = 60,
     ) -> None:
         self.redis = client
         # The per-job reads and writes (every status read, every progress step) go
         # through the direct lane; the rare ones (history, cleanup) through redis-py.
         self.direct = direct or lane_for(client)
         self.ttl_seconds = ttl_seconds
+        self.webhook_claim_seconds = webhook_claim_seconds
         self.presign = presign
         #: Called with the record when a write makes a job terminal (webhooks, metrics):
         #: exactly once per job, since the update script refuses a second terminal write.
         self.terminal_hooks: list[Callable[[Job], None]] = []
-        self._update = self.direct.script(_UPDATE_SCRIPT)
+        self._update = self.direct.script(_UPDATE_SCRIPT.replace("$CLAIM", str(int(webhook_claim_seconds))))
         self._callback = self.direct.script(_CALLBACK_SCRIPT)
         self._create = self.direct.script(_CREATE_SCRIPT)
         self._history_count = client.register_script(_HISTORY_COUNT_SCRIPT)

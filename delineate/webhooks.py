@@ -9,7 +9,7 @@ retries: the job script puts a job that ends with a callback URL in the ``sweep:
 index, the first attempt is sent at once, and a 5xx, 429 or connection error schedules
 the next one (exponential backoff with jitter, capped) for WEBHOOK_RETRY_WINDOW_SECONDS
 after the job ended; the sweeper sends what is due. So retries survive worker restarts,
-a lost message costs one claim period (``WEBHOOK_CLAIM_SECONDS``), and each attempt
+a lost message costs one claim period (four sweep intervals), and each attempt
 carries its number, so a duplicate message for an attempt already made does nothing.
 Redirects are never followed (a redirect could lead anywhere).
 """
@@ -193,7 +193,7 @@ def pending_callback() -> dict[str, Any]:
 def init_app(app: Flask) -> None:
     """Send the first delivery attempt whenever a write makes a job with a callback URL
     terminal. (The job script has scheduled it too: if this send is lost, the sweeper
-    sends it after WEBHOOK_CLAIM_SECONDS.)"""
+    sends it after four sweep intervals.)"""
     store: JobStore = app.extensions["delineate"].store
     celery = app.extensions["celery"]
 

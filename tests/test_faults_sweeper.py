@@ -19,6 +19,7 @@ from celery_app.sweeper import sweeper_for
 from delineate import create_app
 from delineate.ids import new_uuid
 from delineate.models import Job, JobState
+from delineate.services import build_services
 from delineate.storage import Storage, bundle_key
 from delineate.task_queue import CELERY_QUEUE
 from tests.stack import free_port, poll_status, start_aof_redis, start_api, start_sweeper, start_worker, wait_for
@@ -264,3 +265,23 @@ def test_redis_killed_under_30_running_jobs_all_complete(make_settings: Any, wor
         worker.stop()
         sweeper.stop()
         redis_service.stop()
+
+
+def test_webhook_never_queued_is_sent_by_the_sweeper(make_settings: Any, workdir: Path) -> None:
+    hook = Hook(free_port())
+    hook.up()
+    settings = make_settings(callback_allowed_hosts=(f"127.0.0.1:{hook.port}",), callback_secret="s3cret", **SHORT)
+    store = build_services(settings).store  # a store without the hook that queues attempt 1
+    job = Job(job_id=new_uuid(), status=JobState.QUEUED, file_ids=[70000], callback_url=hook.url)
+    job.callback = {"status": "pending", "attempts": 0, "lastError": None}
+    store.create(job)
+    store.update(job.job_id, status=JobState.COMPLETED, progress=100)  # as a worker dying right after would
+    worker = start_worker(settings, workdir, "worker-hook-lost", concurrency=2)
+    sweeper = start_sweeper(settings, workdir, "sweeper-hook-lost")
+    try:
+        wait_for(lambda: (store.get(job.job_id).callback or {}).get("status") == "delivered", 20, "the delivery")
+        assert len(hook.received) == 1 and store.get(job.job_id).callback["attempts"] == 1
+    finally:
+        hook.down()
+        worker.stop()
+        sweeper.stop()
