@@ -32,6 +32,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -100,7 +101,7 @@ class SweepReport:
     restored: list[str] = field(default_factory=list)
     deadline_failed: list[str] = field(default_factory=list)
     webhooks_sent: int = 0
-    bundles_deleted: int = 0
+    expired_cleaned: int = 0
     uploads_aborted: int = 0
     skipped: bool = False
 
@@ -108,8 +109,6 @@ class SweepReport:
 def _eta_seconds(value: Any) -> float | None:
     if not value:
         return None
-    from datetime import datetime
-
     try:
         return datetime.fromisoformat(str(value)).timestamp()
     except ValueError:
@@ -279,7 +278,7 @@ class Sweeper:
         if ids:
             self.storage.delete_many([bundle_key(j) for j in ids])
             self.store.forget_expired(ids)
-            report.bundles_deleted += len(ids)
+            report.expired_cleaned += len(ids)
         report.uploads_aborted += self.storage.abort_stale_uploads(
             "bundles/", older_than_seconds=self.settings.multipart_abort_after_seconds
         )
