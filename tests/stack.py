@@ -141,11 +141,16 @@ def start_seaweed(settings: Settings, workdir: Path, s3_port: int | None = None)
     return service, port
 
 
-def start_worker(settings: Settings, workdir: Path, name: str, concurrency: int = 20, **env: str) -> Service:
+def start_worker(
+    settings: Settings, workdir: Path, name: str, concurrency: int = 20, supervised: bool = False, **env: str
+) -> Service:
+    """A Celery worker; ``supervised``: under ``delineate.supervise``, as `make run` starts it."""
     command = [
         str(BIN / "celery"), "-A", "celery_app.worker", "--quiet", "worker",
         "--loglevel=INFO", "-c", str(concurrency), "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
     ]  # fmt: skip
+    if supervised:
+        command = [sys.executable, "-m", "delineate.supervise", "--", *command]
     service = Service(name, command, workdir / f"{name}.log", settings_env(settings, **env)).start()
     wait_until(lambda: "ready." in service.log() or not service.running(), 60, f"worker {name}")
     if "ready." not in service.log():  # (a worker may be ready and already gone: a poison job)

@@ -239,9 +239,8 @@ def test_redis_killed_under_30_running_jobs_all_complete(make_settings: Any, wor
     settings = make_settings(
         redis_url=f"redis://127.0.0.1:{port}/0", download_delay_min_ms=3000, download_delay_max_ms=4000, **SHORT
     )
-    worker = start_worker(settings, workdir, "worker-redis-kill", concurrency=40)
+    worker = start_worker(settings, workdir, "worker-redis-kill", concurrency=40, supervised=True)
     sweeper = start_sweeper(settings, workdir, "sweeper-redis-kill")
-    worker_pid = worker.pid
     try:
         client, get = _client_and_get(settings)
         ids = [
@@ -253,14 +252,14 @@ def test_redis_killed_under_30_running_jobs_all_complete(make_settings: Any, wor
         time.sleep(5)
         redis_service = start_aof_redis(workdir, port)
         client, get = _client_and_get(settings)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not all(get(j)["status"] == "completed" for j in ids):
-            if not worker.running():  # a library bug may still end it: its supervisor restarts it
-                worker = start_worker(settings, workdir, "worker-redis-kill-restarted", concurrency=40)
-            time.sleep(0.5)
+        wait_for(lambda: all(get(j)["status"] in {"completed", "failed"} for j in ids), 90, "all 30 jobs")
         final = [get(j) for j in ids]
         assert {s["status"] for s in final} == {"completed"}, [s["error"] for s in final if s["error"]]
-        assert worker.pid == worker_pid or "worker-redis-kill-restarted" in worker.name
+        # The worker lived through it, or (a kombu bug on the lost connection) its supervisor
+        # restarted it, as `make run`, compose and Kubernetes do.
+        assert worker.running()
+        log = worker.log()
+        assert log.count("ready.") == 1 or "supervise: celery exited" in log
     finally:
         worker.stop()
         sweeper.stop()
