@@ -16,7 +16,8 @@ would only waste messages. Each sweep:
    already suspect at the previous sweep, since a message is briefly in neither place
    while a worker takes it. A job older than JOB_DEADLINE_SECONDS fails with a message
    saying so.
-2. **Drives webhooks**: each due delivery (``sweep:webhooks``) is claimed and sent.
+2. **Drives webhooks**: each due delivery (``sweep:webhooks``) is claimed and sent,
+   unless a delivery message for it still waits in the queue.
 3. **Deletes the bundles of expired jobs** (``sweep:expiry``) and aborts multipart
    uploads left incomplete for MULTIPART_ABORT_AFTER_SECONDS.
 
@@ -64,6 +65,7 @@ _PRIORITY_STEPS = (3, 6, 9)  # kombu's other priority lists (priority 0 is the q
 
 _TASK_ID = re.compile(r'"id": ?"([0-9a-f-]{36})"')
 _TASK_NAME = re.compile(r'"task": ?"([^"]+)"')
+_FIRST_ARG = re.compile(r"\"argsrepr\": ?\"\['([0-9a-f-]{36})'")
 
 # Put one unacknowledged message back at the head of its queue, unless it was meanwhile
 # acknowledged or restored (as kombu's own restore does, but for one message, now).
@@ -92,6 +94,8 @@ class BrokerView:
     """Which jobs have a message waiting in the queue, and which a worker holds."""
 
     queued: set[str] = field(default_factory=set)
+    #: jobs with a deliver_webhook message waiting in the queue
+    webhooks_queued: set[str] = field(default_factory=set)
     held: dict[str, Held] = field(default_factory=dict)
 
 
@@ -116,7 +120,8 @@ def _eta_seconds(value: Any) -> float | None:
 
 
 def read_broker(broker: redis.Redis) -> BrokerView:
-    """The broker's view of prepare_download messages (job id = task id)."""
+    """The broker's view of prepare_download messages (job id = task id), and of the
+    deliver_webhook messages waiting (job id = first argument)."""
     view = BrokerView()
     for queue in (CELERY_QUEUE, *(f"{CELERY_QUEUE}{_PRIORITY_SEP}{p}" for p in _PRIORITY_STEPS)):
         start = 0
@@ -127,6 +132,8 @@ def read_broker(broker: redis.Redis) -> BrokerView:
                 name, task_id = _TASK_NAME.search(text), _TASK_ID.search(text)
                 if name and task_id and name[1] == PREPARE_DOWNLOAD:
                     view.queued.add(task_id[1])
+                elif name and name[1] == DELIVER_WEBHOOK and (arg := _FIRST_ARG.search(text)):
+                    view.webhooks_queued.add(arg[1])
             if len(chunk) < 1000:
                 break
             start += 1000
@@ -158,6 +165,13 @@ class Sweeper:
         self.celery = celery
         self.interval = settings.sweep_interval_seconds
         self._restore = broker.register_script(_RESTORE_SCRIPT)
+        self._view: BrokerView | None = None
+
+    def broker_view(self) -> BrokerView:
+        """The broker read at most once per sweep (it is linear in the queue's length)."""
+        if self._view is None:
+            self._view = read_broker(self.broker)
+        return self._view
 
     def sweep(self) -> SweepReport:
         """One sweep (skipped when another is running). Each part survives the others' errors."""
@@ -167,6 +181,7 @@ class Sweeper:
         if not redis_.set(SWEEP_LOCK_KEY, token, nx=True, ex=max(self.interval * 4, 30)):
             report.skipped = True
             return report
+        self._view = None
         try:
             for part in (self.redrive, self.drive_webhooks, self.delete_expired):
                 try:
@@ -209,7 +224,7 @@ class Sweeper:
         ripe = {j for j, at in marks.items() if float(at) <= now - self.interval / 2}
         suspects_now: set[str] = set()
         if candidates:
-            view = read_broker(self.broker)
+            view = self.broker_view()
             fresh_after = now - self.settings.job_lease_seconds - self.interval
             for job_id in candidates:
                 if job_id in view.queued:
@@ -263,8 +278,12 @@ class Sweeper:
 
     def drive_webhooks(self, report: SweepReport) -> None:
         now = time.time()
-        for job_id in self.store.due_webhooks(now, BATCH):
+        due = self.store.due_webhooks(now, BATCH)
+        waiting = self.broker_view().webhooks_queued if due else set()
+        for job_id in due:
             if self.store.claim_webhook(job_id, now, now + self.store.webhook_claim_seconds):
+                if job_id in waiting:
+                    continue  # its message still waits in a long queue: do not add another
                 job = self.store.get(job_id)
                 attempt = ((job.callback or {}).get("attempts", 0) if job else 0) + 1
                 self.celery.send_task(DELIVER_WEBHOOK, args=[job_id, attempt], ignore_result=True)

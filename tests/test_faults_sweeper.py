@@ -284,3 +284,21 @@ def test_webhook_never_queued_is_sent_by_the_sweeper(make_settings: Any, workdir
         hook.down()
         worker.stop()
         sweeper.stop()
+
+
+def test_webhook_waiting_in_a_long_queue_is_not_sent_again(make_settings: Any) -> None:
+    settings = make_settings(callback_allowed_hosts=("127.0.0.1:9",), callback_secret="s3cret", **SHORT)
+    app = create_app(settings)  # its store queues attempt 1 when the job ends; no worker takes it
+    store, broker = app.extensions["delineate"].store, app.extensions["delineate"].redis
+    job = Job(job_id=new_uuid(), status=JobState.QUEUED, file_ids=[70000], callback_url="http://127.0.0.1:9/hook")
+    job.callback = {"status": "pending", "attempts": 0, "lastError": None}
+    store.create(job)
+    store.update(job.job_id, status=JobState.COMPLETED, progress=100)
+    assert broker.llen(CELERY_QUEUE) == 1  # attempt 1, waiting
+    sweeper = sweeper_for(app.extensions["celery"])
+    claim = store.webhook_claim_seconds
+    time.sleep(claim + 0.5)  # the delivery is due again, its message still waits
+    assert sweeper.sweep().webhooks_sent == 0 and broker.llen(CELERY_QUEUE) == 1
+    broker.delete(CELERY_QUEUE)  # now the message is lost
+    time.sleep(claim + 0.5)
+    assert sweeper.sweep().webhooks_sent == 1 and broker.llen(CELERY_QUEUE) == 1
