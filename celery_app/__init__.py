@@ -12,6 +12,11 @@ from delineate.config import Settings
 RESULT_EXPIRES_SECONDS = 3600
 """How long Celery's own task results stay in Redis, in seconds (our job hash lives longer)."""
 
+SWEEP_TASK = "delineate.sweep"
+SWEEP_QUEUE = "delineate.sweep"
+"""The sweeper's own queue: only the sweeper process (``worker --beat -Q delineate.sweep``)
+consumes it, so a sweep never waits behind downloads."""
+
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     transport = {
@@ -40,6 +45,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_track_started": True,
         "worker_send_task_events": True,
         "imports": ["celery_app.tasks", "celery_app.signals"],
+        # The sweeper (celery_app/sweeper.py). A sweep not started within one interval is
+        # dropped: the next one does the same work.
+        "task_routes": {SWEEP_TASK: {"queue": SWEEP_QUEUE}},
+        "beat_schedule": {
+            "sweep": {
+                "task": SWEEP_TASK,
+                "schedule": float(settings.sweep_interval_seconds),
+                "options": {"queue": SWEEP_QUEUE, "expires": float(settings.sweep_interval_seconds)},
+            }
+        },
     }
 
 

@@ -7,8 +7,10 @@ import os
 import socket
 import uuid
 
-from celery import Task, shared_task
+from celery import Task, current_app, shared_task
 
+from celery_app import SWEEP_TASK
+from celery_app.sweeper import sweeper_for
 from delineate import webhooks
 from delineate.errors import StorageError
 from delineate.jobs import TRANSIENT_ERRORS, DownloadRun, backoff_seconds
@@ -44,14 +46,20 @@ def prepare_download(self: Task, job_id: str) -> None:
         run.fail(f"Storage error: {exc.message}")
 
 
-@shared_task(bind=True, name=DELIVER_WEBHOOK, acks_late=True, max_retries=webhooks.MAX_RETRIES)
-def deliver_webhook(self: Task, job_id: str) -> None:
-    """POST a terminal job's signed status to its callback URL; retry 5xx and network errors.
+@shared_task(name=DELIVER_WEBHOOK, acks_late=True, ignore_result=True)
+def deliver_webhook(job_id: str, attempt: int | None = None) -> None:
+    """Make webhook delivery attempt ``attempt`` for a terminal job (see ``webhooks``).
 
-    acks_late: a worker that dies mid-delivery leaves the message for another, so a
-    receiver may see a delivery twice (it should treat jobId + status as idempotent).
+    No Celery retries: the next attempt is scheduled in Redis and sent by the sweeper, so
+    it survives worker restarts. acks_late: a worker that dies mid-delivery leaves the
+    message for another, so a receiver may see a delivery twice (it should treat jobId +
+    status as idempotent); a message for an attempt already made does nothing.
     """
     svc = services()
-    attempt = webhooks.deliver(svc.store, svc.settings, job_id, self.request.retries + 1)
-    if attempt is not None and attempt.retryable:
-        raise self.retry(countdown=webhooks.backoff_seconds(self.request.retries))
+    webhooks.deliver(svc.store, svc.settings, job_id, attempt)
+
+
+@shared_task(name=SWEEP_TASK, ignore_result=True)
+def sweep() -> None:
+    """One sweep (``celery_app/sweeper.py``); beat sends this every SWEEP_INTERVAL_SECONDS."""
+    sweeper_for(current_app._get_current_object()).sweep()  # type: ignore[attr-defined]

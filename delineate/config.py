@@ -61,6 +61,16 @@ def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
     return value
 
 
+def _seconds(name: str, raw: str, minimum: float = 0.0) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not minimum <= value < float("inf"):
+        raise ConfigError(f"{name} must be at least {minimum:g} seconds, got {raw!r}")
+    return value
+
+
 def _csv(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
@@ -238,6 +248,18 @@ class Settings:
     max_redeliveries: int = 3
     max_retries: int = 5
     retry_backoff_base_seconds: float = 2.0
+    # The sweeper (celery_app/sweeper.py) and what it drives.
+    sweep_interval_seconds: int = 15
+    job_deadline_seconds: int = 21_600
+    webhook_retry_base_seconds: float = 15.0
+    webhook_retry_max_delay_seconds: float = 600.0
+    webhook_retry_window_seconds: int = 10_800
+    multipart_abort_after_seconds: int = 3600
+    # Bounded worker memory: bundles built at once per worker process (0: from the limit).
+    bundle_concurrency: int = 0
+    worker_memory_limit_bytes: int = 0
+    # Testing hook: the API process exits between writing a job and publishing its message.
+    fault_exit_before_publish: bool = False
 
     def __post_init__(self) -> None:
         if self.download_delay_min_ms > self.download_delay_max_ms:
@@ -342,6 +364,15 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "JOB_LEASE_SECONDS": ("job_lease_seconds", lambda n, v: _int(n, v, 2)),
     "MAX_REDELIVERIES": ("max_redeliveries", lambda n, v: _int(n, v, 0, 100)),
     "MAX_RETRIES": ("max_retries", lambda n, v: _int(n, v, 0, 20)),
+    "SWEEP_INTERVAL_SECONDS": ("sweep_interval_seconds", lambda n, v: _int(n, v, 1, 3600)),
+    "JOB_DEADLINE_SECONDS": ("job_deadline_seconds", lambda n, v: _int(n, v, 1)),
+    "WEBHOOK_RETRY_BASE_SECONDS": ("webhook_retry_base_seconds", lambda n, v: _seconds(n, v, 0.1)),
+    "WEBHOOK_RETRY_MAX_DELAY_SECONDS": ("webhook_retry_max_delay_seconds", lambda n, v: _seconds(n, v, 0.1)),
+    "WEBHOOK_RETRY_WINDOW_SECONDS": ("webhook_retry_window_seconds", lambda n, v: _int(n, v, 0)),
+    "MULTIPART_ABORT_AFTER_SECONDS": ("multipart_abort_after_seconds", lambda n, v: _int(n, v, 1)),
+    "BUNDLE_CONCURRENCY": ("bundle_concurrency", lambda n, v: _int(n, v, 0, 1000)),
+    "WORKER_MEMORY_LIMIT_BYTES": ("worker_memory_limit_bytes", _int),
+    "FAULT_EXIT_BEFORE_PUBLISH": ("fault_exit_before_publish", _bool),
 }
 
 

@@ -1,9 +1,11 @@
 """``make run``: the whole stack in the foreground, under honcho.
 
 Starts Redis and SeaweedFS only when nothing answers at REDIS_URL / S3_ENDPOINT and
-the host is local; then the worker, the API and Flower. A set-up thread creates the
-bucket and seeds the sample files once the store answers. Ctrl-C or SIGTERM stops
-every process honcho started.
+the host is local; then the worker, the sweeper (Celery beat and the sweep queue's
+consumer, exactly one), the API and Flower. Each runs under ``delineate.supervise``,
+which restarts it when it dies, so one crashed process does not make honcho stop the
+whole stack. A set-up thread creates the bucket and seeds the sample files once the
+store answers. Ctrl-C or SIGTERM stops every process honcho started.
 """
 
 from __future__ import annotations
@@ -26,8 +28,19 @@ DEV_DEFAULTS = {"DOWNLOAD_DELAY_MIN_MS": "5000", "DOWNLOAD_DELAY_MAX_MS": "15000
 RUN_DIR = Path(".run")
 
 
+def sweeper_args(name: str) -> list[str]:
+    """``celery worker`` arguments of the sweeper: beat inside (an in-memory schedule, no
+    file), consuming only the sweep queue. Run exactly one (a second would only send
+    sweeps that the sweep lock turns into no-ops)."""
+    from celery_app import SWEEP_QUEUE
+
+    return ["--beat", "--scheduler", "celery.beat:Scheduler", "-Q", SWEEP_QUEUE, "-c", "2",
+            "--loglevel=INFO", "-n", f"{name}@%h"]  # fmt: skip
+
+
 def _command(args: list[str]) -> str:
-    return shlex.join(args)
+    """The shell line honcho runs: ``args`` under the restarting supervisor."""
+    return shlex.join([sys.executable, "-m", "delineate.supervise", "--", *args])
 
 
 def _setup(settings: Settings, manager: Manager) -> None:
@@ -103,6 +116,11 @@ def main() -> int:
                 f"worker-{settings.port}@%h",
             ]
         ),
+        env=env,
+    )
+    manager.add_process(
+        "sweeper",
+        _command([celery, "-A", "celery_app.worker", "--quiet", "worker", *sweeper_args(f"sweeper-{settings.port}")]),
         env=env,
     )
     manager.add_process(

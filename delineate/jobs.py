@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -46,6 +47,47 @@ WAIT_SLICE_SECONDS = 1.0
 
 PROGRESS_WRITE_INTERVAL_SECONDS = 0.25
 """Least time between two byte-progress writes while bundling, in seconds."""
+
+WORKER_BASE_MEMORY_BYTES = 160 * 1024 * 1024
+"""A worker process's memory before any bundle (idle ~92 MB RSS, plus threads and margin)."""
+
+BUNDLE_MEMORY_BYTES = 40 * 1024 * 1024
+"""Worst-case memory of one bundle being built: one part (PART_SIZE_BYTES, 8 MiB) in the
+buffer, its copy for the PUT, botocore's request and SigV4 hashing copies, the read
+chunks. Measured with bench/worker_memory.py (see ARCHITECTURE.md)."""
+
+DEFAULT_BUNDLE_CONCURRENCY = 8
+"""Bundles built at once per worker process when neither BUNDLE_CONCURRENCY nor
+WORKER_MEMORY_LIMIT_BYTES is set."""
+
+MEMORY_LIMIT_SHARE = 0.75
+"""Share of WORKER_MEMORY_LIMIT_BYTES the bundles may plan for (the rest is margin)."""
+
+
+def bundle_slots(settings: Settings) -> int:
+    """How many bundles one worker process builds at once: BUNDLE_CONCURRENCY, else what
+    fits in WORKER_MEMORY_LIMIT_BYTES (the pod's limit, given by Kubernetes' Downward API)."""
+    if settings.bundle_concurrency:
+        return settings.bundle_concurrency
+    if settings.worker_memory_limit_bytes:
+        budget = settings.worker_memory_limit_bytes * MEMORY_LIMIT_SHARE - WORKER_BASE_MEMORY_BYTES
+        return max(1, int(budget // BUNDLE_MEMORY_BYTES))
+    return DEFAULT_BUNDLE_CONCURRENCY
+
+
+_bundle_gate: tuple[int, threading.BoundedSemaphore] | None = None
+_bundle_gate_lock = threading.Lock()
+
+
+def bundle_gate(settings: Settings) -> threading.BoundedSemaphore:
+    """The process-wide semaphore that bounds concurrent bundling (one per process)."""
+    global _bundle_gate
+    slots = bundle_slots(settings)
+    with _bundle_gate_lock:
+        if _bundle_gate is None or _bundle_gate[0] != slots:
+            _bundle_gate = (slots, threading.BoundedSemaphore(slots))
+        return _bundle_gate[1]
+
 
 PUBLISH_INTERVAL_SECONDS = 0.1
 """Least time between two progress events of one job, in seconds (at most ~10 events/s).
@@ -235,11 +277,16 @@ class DownloadRun:
                 self._renew_lease()
 
         key = bundle_key(self.job_id)
+        gate = bundle_gate(self.settings)
+        while not gate.acquire(timeout=WAIT_SLICE_SECONDS):  # bounded memory: wait for a slot
+            self._renew_lease()  # (keeps the lease, and notices a cancel while waiting)
         try:
             size = self.storage.upload_stream(key, stream_bundle(self.job_id, sources, missing, on_bytes))
         except (ValueError, FileNotFoundError) as exc:
             # A source changed or vanished after its check: a retry checks again.
             raise SourceUnavailable(f"a source changed while bundling: {exc}") from None
+        finally:
+            gate.release()
         try:
             self._write(
                 status=JobState.COMPLETED,
@@ -297,12 +344,15 @@ class DownloadRun:
         logger.error("job %s failed: %s", self.job_id, message)
 
 
-def backoff_seconds(retries: int, base: float, rng: random.Random | None = None) -> float:
+def backoff_seconds(retries: int, base: float, rng: random.Random | None = None, cap: float | None = None) -> float:
     """Exponential backoff with "equal jitter": half fixed, half random.
 
-    Retry ``n`` (0-based) waits between ``base * 2**n / 2`` and ``base * 2**n``, so
-    five retries at the default base of 2 s span 31-62 s (long enough to ride out a
-    store restart) while workers that failed together do not retry in lockstep.
+    Retry ``n`` (0-based) waits between ``base * 2**n / 2`` and ``base * 2**n`` (that
+    ceiling capped at ``cap``), so five retries at the default base of 2 s span 31-62 s
+    (long enough to ride out a store restart) while workers that failed together do not
+    retry in lockstep.
     """
-    ceiling = base * (2**retries)
+    ceiling = base * (2 ** min(retries, 40))
+    if cap is not None:
+        ceiling = min(ceiling, cap)
     return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)

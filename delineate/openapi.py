@@ -68,6 +68,11 @@ OPERATIONS: tuple[Op, ...] = (
         tags=("meta",), keyed=False,
     ),
     Op(
+        "get", "/livez", "/livez", "livez", "Liveness: the process serves (no Redis, no S3 call)",
+        {200: Resp("alive", schemas.Live)},
+        tags=("meta",), limited=False, keyed=False,
+    ),
+    Op(
         "get", "/health", "/health", "health", "Health of Redis and the object store",
         {
             200: Resp("both answer", schemas.Health),

@@ -13,6 +13,11 @@ Keys (all prefixed ``delineate:``):
   with the time (epoch seconds) its hash expires; kept by the create and update scripts
 - ``idem:{owner}:{sha256(Idempotency-Key)}`` string ``"{jobId} {fingerprint}"``; TTL JOB_TTL_SECONDS
 - ``ratelimit:...``  Flask-Limiter's counters (the prefix is :data:`RATE_LIMIT_PREFIX`)
+- ``sweep:live``    sorted set, every queued or processing job id scored by its last write
+  (epoch seconds); ``sweep:expiry`` every job id scored by when its hash expires;
+  ``sweep:webhooks`` job ids with a webhook delivery due, scored by when (epoch seconds).
+  Written by the same scripts that write the job, read by the sweeper
+  (``celery_app/sweeper.py``); ``sweep:suspects`` and ``sweep:lock`` are the sweeper's own.
 - ``history:{owner}:{state}`` sorted set, the owner's job ids in that state, scored by
   creation time (epoch ms); ``owner`` is ``-`` in open mode. Moved between states by the
   update script; entries whose hash expired are dropped when a page meets them,
@@ -64,6 +69,18 @@ def active_key(owner: str) -> str:
 def idempotency_key(owner: str, key: str) -> str:
     digest = hashlib.sha256(key.encode()).hexdigest()
     return f"{PREFIX}idem:{owner or '-'}:{digest}"
+
+
+LIVE_KEY = f"{PREFIX}sweep:live"
+EXPIRY_KEY = f"{PREFIX}sweep:expiry"
+WEBHOOKS_KEY = f"{PREFIX}sweep:webhooks"
+SUSPECTS_KEY = f"{PREFIX}sweep:suspects"
+SWEEP_LOCK_KEY = f"{PREFIX}sweep:lock"
+
+WEBHOOK_CLAIM_INTERVALS = 4
+"""A webhook delivery sent (or claimed by the sweeper) is due again after this many sweep
+intervals (60 s by default) unless its attempt reschedules or ends it: a lost delivery
+message costs this much delay."""
 
 
 def history_key(owner: str, state: str) -> str:
@@ -135,8 +152,19 @@ if owner ~= '' then
     redis.call('ZADD', active, 'XX', tonumber(redis.call('TIME')[1]) + tonumber(ARGV[1]), id)
   end
 end
+-- Sweeper indexes: live jobs by last write, every job by expiry, a terminal job's webhook.
+local swept_at = tonumber(redis.call('TIME')[1])
+if new_status == 'completed' or new_status == 'failed' or new_status == 'cancelled' then
+  redis.call('ZREM', '$PREFIX:sweep:live', id)
+  if redis.call('HEXISTS', KEYS[1], 'callbackUrl') == 1 then
+    redis.call('ZADD', '$PREFIX:sweep:webhooks', 'NX', swept_at + $CLAIM, id)
+  end
+else
+  redis.call('ZADD', '$PREFIX:sweep:live', swept_at, id)
+end
+redis.call('ZADD', '$PREFIX:sweep:expiry', swept_at + tonumber(ARGV[1]), id)
 return {1, redis.call('HGETALL', KEYS[1])}
-""".replace("$PREFIX:", PREFIX).replace("$MARGIN", str(HISTORY_MARGIN_SECONDS))
+""".replace("$PREFIX:", PREFIX).replace("$MARGIN", str(HISTORY_MARGIN_SECONDS))  # $CLAIM: per store
 
 # Create a job in one step: answer an earlier request with the same idempotency key,
 # or refuse past the owner's cap on active jobs, or write the hash, note it and push the
@@ -179,6 +207,10 @@ redis.call('ZADD', KEYS[7], tonumber(clock[1]) + tonumber(clock[2]) / 1000000 + 
 redis.call('EXPIRE', KEYS[7], ttl + $MARGIN)
 if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[3] .. ' ' .. ARGV[4], 'EX', ttl) end
 if ARGV[6] ~= '' then redis.call('LPUSH', KEYS[5], ARGV[6]) end
+-- Sweeper indexes (see the update script).
+local swept_at = tonumber(redis.call('TIME')[1])
+redis.call('ZADD', '$PREFIX:sweep:live', swept_at, ARGV[3])
+redis.call('ZADD', '$PREFIX:sweep:expiry', swept_at + ttl, ARGV[3])
 return {1}
 """.replace("$PREFIX:", PREFIX).replace("$MARGIN", str(HISTORY_MARGIN_SECONDS))
 
@@ -191,9 +223,13 @@ return 1
 """
 
 # Record a webhook delivery outcome: allowed on a terminal job (the only write that is).
-# Bumps version and refreshes the TTL; returns 0 when the job no longer exists.
+# Bumps version and refreshes the TTL; schedules the next attempt at ARGV[3] (epoch s) or,
+# when '', ends the schedule; ARGV[4] is the job id. Returns 0 when the job no longer exists.
 _CALLBACK_SCRIPT = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('ZREM', '$PREFIX:sweep:webhooks', ARGV[4])
+  return 0
+end
 redis.call('HSET', KEYS[1], 'callback', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[1])
@@ -204,6 +240,22 @@ if who == '' then who = '-' end
 local clock = redis.call('TIME')
 redis.call('ZADD', '$PREFIX:count:' .. who .. ':' .. job[1], 'XX',
   tonumber(clock[1]) + tonumber(clock[2]) / 1000000 + tonumber(ARGV[1]), job[3])
+local now = tonumber(redis.call('TIME')[1])
+redis.call('ZADD', '$PREFIX:sweep:expiry', now + tonumber(ARGV[1]), ARGV[4])
+if ARGV[3] == '' then
+  redis.call('ZREM', '$PREFIX:sweep:webhooks', ARGV[4])
+else
+  redis.call('ZADD', '$PREFIX:sweep:webhooks', tonumber(ARGV[3]), ARGV[4])
+end
+return 1
+""".replace("$PREFIX:", PREFIX)
+
+# The sweeper claims a due webhook: move its due time forward unless another claimed it.
+# KEYS: the webhook index. ARGV: job id, now, claimed until. Returns 1 when claimed.
+_CLAIM_WEBHOOK_SCRIPT = """
+local due = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not due or tonumber(due) > tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], tonumber(ARGV[3]), ARGV[1])
 return 1
 """.replace("$PREFIX:", PREFIX)
 
@@ -240,19 +292,22 @@ class JobStore:
         ttl_seconds: int,
         presign: Callable[[Job], str] | None = None,
         direct: DirectRedis | None = None,
+        webhook_claim_seconds: int = 60,
     ) -> None:
         self.redis = client
         # The per-job reads and writes (every status read, every progress step) go
         # through the direct lane; the rare ones (history, cleanup) through redis-py.
         self.direct = direct or lane_for(client)
         self.ttl_seconds = ttl_seconds
+        self.webhook_claim_seconds = webhook_claim_seconds
         self.presign = presign
         #: Called with the record when a write makes a job terminal (webhooks, metrics):
         #: exactly once per job, since the update script refuses a second terminal write.
         self.terminal_hooks: list[Callable[[Job], None]] = []
-        self._update = self.direct.script(_UPDATE_SCRIPT)
+        self._update = self.direct.script(_UPDATE_SCRIPT.replace("$CLAIM", str(int(webhook_claim_seconds))))
         self._callback = self.direct.script(_CALLBACK_SCRIPT)
         self._create = self.direct.script(_CREATE_SCRIPT)
+        self._claim_webhook = client.register_script(_CLAIM_WEBHOOK_SCRIPT)
         self._lease = self.direct.script(_LEASE_SCRIPT)
         self._release = self.direct.script(_RELEASE_SCRIPT)
 
@@ -344,6 +399,8 @@ class JobStore:
         pipe.delete(job_key(job_id))
         pipe.zrem(history_key(owner, JobState.QUEUED.value), job_id)
         pipe.zrem(count_key(owner, JobState.QUEUED.value), job_id)
+        pipe.zrem(LIVE_KEY, job_id)
+        pipe.zrem(EXPIRY_KEY, job_id)
         if owner:
             pipe.zrem(active_key(owner), job_id)
         if idempotency_key_:
@@ -469,10 +526,69 @@ class JobStore:
                     logger.exception("job %s: terminal hook failed", job_id)
         return job, written
 
-    def set_callback(self, job_id: str, outcome: dict[str, Any]) -> bool:
-        """Store a webhook delivery outcome (also on a terminal job). False: job gone."""
+    def set_callback(self, job_id: str, outcome: dict[str, Any], next_attempt_at: float | None = None) -> bool:
+        """Store a webhook delivery outcome (also on a terminal job), and schedule the next
+        attempt at ``next_attempt_at`` (epoch seconds; None: no more). False: job gone."""
         encoded = encode_fields(callback=outcome)["callback"]
-        return bool(self._callback(keys=[job_key(job_id)], args=[self.ttl_seconds, encoded]))
+        due = "" if next_attempt_at is None else str(int(next_attempt_at))
+        return bool(self._callback(keys=[job_key(job_id)], args=[self.ttl_seconds, encoded, due, job_id]))
+
+    # -- the sweeper's indexes (celery_app/sweeper.py) ----------------------------------
+
+    def stale_live(self, written_before: float, limit: int) -> list[str]:
+        """Queued or processing jobs not written since ``written_before`` (epoch s), oldest first."""
+        return [str(j) for j in self.redis.zrange(LIVE_KEY, "-inf", written_before, byscore=True, offset=0, num=limit)]
+
+    def sweep_states(self, job_ids: list[str]) -> list[tuple[str | None, int | None, bool]]:
+        """Per job: its status (None: no record), creation ms, and whether a lease is held."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hmget(job_key(job_id), "status", "createdMs")
+            pipe.exists(lease_key(job_id))
+        replies = pipe.execute()
+        rows: list[tuple[str | None, int | None, bool]] = []
+        for (status, created), leased in zip(replies[::2], replies[1::2], strict=True):
+            rows.append((status, int(created) if created else None, bool(leased)))
+        return rows
+
+    def forget_live(self, job_ids: list[str]) -> None:
+        if job_ids:
+            self.redis.zrem(LIVE_KEY, *job_ids)
+
+    def expired(self, now: float, limit: int) -> list[str]:
+        """Jobs whose hash expired by ``now`` (epoch s) by the index; a job written since
+        without the index noticing is put back with its real expiry, not returned."""
+        ids = [str(j) for j in self.redis.zrange(EXPIRY_KEY, "-inf", now, byscore=True, offset=0, num=limit)]
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.ttl(job_key(job_id))
+        gone: list[str] = []
+        later: dict[str, float] = {}
+        for job_id, ttl in zip(ids, pipe.execute(), strict=True):
+            if ttl is None or ttl < 0:  # -2: no such key (-1, no TTL, cannot happen here)
+                gone.append(job_id)
+            else:
+                later[job_id] = now + ttl
+        if later:
+            self.redis.zadd(EXPIRY_KEY, later)  # type: ignore[arg-type]
+        return gone
+
+    def forget_expired(self, job_ids: list[str]) -> None:
+        if job_ids:
+            self.redis.zrem(EXPIRY_KEY, *job_ids)
+
+    def due_webhooks(self, now: float, limit: int) -> list[str]:
+        return [str(j) for j in self.redis.zrange(WEBHOOKS_KEY, "-inf", now, byscore=True, offset=0, num=limit)]
+
+    def claim_webhook(self, job_id: str, now: float, until: float) -> bool:
+        """Move a due delivery's time to ``until``; False when it was not due (any more)."""
+        return bool(self._claim_webhook(keys=[WEBHOOKS_KEY], args=[job_id, now, until]))
+
+    def webhook_due_at(self, job_id: str) -> float | None:
+        score = self.redis.zscore(WEBHOOKS_KEY, job_id)
+        return None if score is None else float(score)
 
     def publish(self, job: Job) -> None:
         """Publish the status in flask-sse's format: {"data", "type", "id"}."""

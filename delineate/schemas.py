@@ -113,6 +113,10 @@ class Health(_Body):
     error: str | None = Field(default=None, description="names the failing checks (503 only)")
 
 
+class Live(_Body):
+    status: Literal["alive"]
+
+
 class Index(_Body):
     message: str
     docs: str

@@ -15,7 +15,7 @@ from redis import Redis
 
 from delineate.config import Settings
 from delineate.models import Job
-from delineate.progress import JobStore
+from delineate.progress import WEBHOOK_CLAIM_INTERVALS, JobStore
 from delineate.redis_direct import DirectRedis, lane_for
 from delineate.storage import Storage
 
@@ -60,6 +60,7 @@ class Services:
             self.settings.job_ttl_seconds,
             presign=lambda job: self.storage.presign_reused(job.result_key, download_name(job)),
             direct=self.direct_redis,
+            webhook_claim_seconds=WEBHOOK_CLAIM_INTERVALS * self.settings.sweep_interval_seconds,
         )
 
     # Short-fused clients for /health, so a hung dependency answers "error" quickly.

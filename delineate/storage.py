@@ -315,6 +315,50 @@ class Storage:
         except (BotoCoreError, ClientError, OSError) as exc:
             raise self._convert(exc, f"DELETE {key}") from None
 
+    def delete_many(self, keys: list[str]) -> None:
+        """Delete up to 1000 keys in one request; missing keys are no error.
+
+        :raise StorageError: the store refused or did not answer (nothing is retried here:
+            the sweeper calls again next time).
+        """
+        if not keys:
+            return
+        try:
+            response = self._client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys[:1000]], "Quiet": True}
+            )
+        except (BotoCoreError, ClientError, OSError) as exc:
+            raise self._convert(exc, f"DELETE {len(keys)} objects") from None
+        errors = [e for e in response.get("Errors", []) if e.get("Code") not in {"NoSuchKey", "404"}]
+        if errors:
+            raise StorageError(f"DELETE {len(keys)} objects failed for {len(errors)}: {errors[0].get('Code')}")
+
+    def abort_stale_uploads(self, prefix: str, older_than_seconds: float) -> int:
+        """Abort multipart uploads under ``prefix`` started more than ``older_than_seconds``
+        ago (a worker that died mid-upload leaves its parts behind). Returns how many.
+
+        :raise StorageError: the store refused or did not answer.
+        """
+        cutoff = time.time() - older_than_seconds
+        aborted = 0
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        try:
+            while True:
+                page = self._client.list_multipart_uploads(**kwargs)
+                for upload in page.get("Uploads", []):
+                    started = upload.get("Initiated")
+                    if started is not None and started.timestamp() < cutoff:
+                        self._client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                        aborted += 1
+                if not page.get("IsTruncated"):
+                    return aborted
+                kwargs["KeyMarker"] = page.get("NextKeyMarker", "")
+                kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
+        except (BotoCoreError, ClientError, OSError) as exc:
+            raise self._convert(exc, "list or abort multipart uploads") from None
+
     def upload_stream(self, key: str, chunks: Iterable[bytes]) -> int:
         """Write ``chunks`` to ``key``; returns the byte count.
 
@@ -383,7 +427,7 @@ class Storage:
         try:
             self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
         except (BotoCoreError, ClientError, OSError) as exc:
-            # The bucket's lifecycle rule cleans up what an abort could not.
+            # The sweeper aborts what an abort here could not (abort_stale_uploads).
             logger.warning("could not abort multipart upload of %s: %s", key, exc)
 
     # -- links ----------------------------------------------------------------

@@ -19,6 +19,7 @@ the message headers, as the Celery instrumentation does for ``send_task``.
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -100,6 +101,7 @@ class TaskQueue:
         #: Whether the message can go in the job store's script (same Redis, same database).
         self.atomic = settings.celery_broker_url == settings.redis_url
         self._origin = anon_nodename()
+        self._fault_exit = settings.fault_exit_before_publish
         self._reply_to = str(celery.thread_oid)
 
     @contextmanager
@@ -133,6 +135,8 @@ class TaskQueue:
 
     def send(self, job_id: str) -> None:
         """Publish through Celery (when the broker is not the job store's Redis)."""
+        if self._fault_exit:  # the fault tests: die after the record, before its message
+            os._exit(70)
         # ignore_result: the API never waits on Celery's result, and asking for it would
         # subscribe to a result channel per job.
         self.celery.send_task(PREPARE_DOWNLOAD, args=[job_id], task_id=job_id, ignore_result=True)

@@ -4,11 +4,17 @@ A job created with a ``callback_url`` gets one POST when it reaches a terminal s
 the status JSON, signed ``X-Delineate-Signature: sha256=<hex HMAC-SHA256 of the exact
 body with CALLBACK_SECRET>``, with ``X-Delineate-Event: <status>`` and the Standard
 Webhooks headers (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``), so a
-receiver can verify with the ``standardwebhooks`` library and refuse replays. The Celery task
-``delineate.deliver_webhook`` (``celery_app/tasks.py``) sends it and retries 5xx answers
-and connection errors with exponential backoff; the outcome is stored in the job's
-``callback`` field. Where a delivery may go, and how long it may take, is
-:mod:`delineate.webhook_http`'s concern; redirects are never followed.
+receiver can verify with the ``standardwebhooks`` library and refuse replays. The Celery
+task ``delineate.deliver_webhook`` (``celery_app/tasks.py``) makes one attempt and stores
+the outcome in the job's ``callback`` field. The schedule lives in Redis, not in Celery
+retries: the job script puts a job that ends with a callback URL in the ``sweep:webhooks``
+index, the first attempt is sent at once, and a 5xx, 429 or connection error schedules
+the next one (exponential backoff with jitter, capped) for WEBHOOK_RETRY_WINDOW_SECONDS
+after the job ended; the sweeper sends what is due. So retries survive worker restarts,
+a lost message costs one claim period (four sweep intervals), and each attempt
+carries its number, so a duplicate message for an attempt already made does nothing.
+Where a delivery may go, and how long it may take, is :mod:`delineate.webhook_http`'s
+concern; redirects are never followed.
 """
 
 from __future__ import annotations
@@ -18,14 +24,16 @@ import hashlib
 import hmac
 import json
 import logging
+import random
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, current_app, has_app_context
 
-from delineate import metrics, webhook_http
+from delineate import jobs, metrics, webhook_http
 from delineate.config import Settings
 from delineate.errors import InvalidRequest
 from delineate.models import Job
@@ -38,12 +46,6 @@ DELIVER_WEBHOOK = "delineate.deliver_webhook"
 
 TIMEOUT_SECONDS = webhook_http.DELIVERY_DEADLINE_SECONDS
 """Time limit of one whole delivery attempt, in seconds."""
-
-MAX_RETRIES = 6
-"""Retries after the first attempt (so at most 7 POSTs), on 5xx and connection errors."""
-
-BACKOFF_BASE_SECONDS = 1.0
-"""First retry waits about this long, in seconds; each next one twice as long."""
 
 SIGNATURE_HEADER = "X-Delineate-Signature"
 EVENT_HEADER = "X-Delineate-Event"
@@ -136,9 +138,14 @@ def signed_headers(body: bytes, secret: str, msg_id: str, event: str, timestamp:
     ]
 
 
-def backoff_seconds(retries: int) -> float:
-    """Wait before retry ``retries`` + 1: 1, 2, 4, 8, 16, 32 s."""
-    return float(BACKOFF_BASE_SECONDS * 2**retries)
+def backoff_seconds(retries: int, settings: Settings, rng: random.Random | None = None) -> float:
+    """Wait before retry ``retries`` + 1: WEBHOOK_RETRY_BASE_SECONDS doubled each time up
+    to WEBHOOK_RETRY_MAX_DELAY_SECONDS, with equal jitter (between half and all of it), so
+    the senders of a receiver that comes back do not all hit it at once. With the
+    defaults (15 s, 600 s): 7.5-15, 15-30, 30-60, ... then 300-600 s each."""
+    return jobs.backoff_seconds(
+        retries, settings.webhook_retry_base_seconds, rng, cap=settings.webhook_retry_max_delay_seconds
+    )
 
 
 @dataclass(frozen=True)
@@ -175,23 +182,45 @@ def post(url: str, status: dict[str, Any], secret: str, *, allowed_hosts: tuple[
     return Attempt(False, f"HTTP {code}", retryable=code >= 500 or code == 429)
 
 
-def deliver(store: JobStore, settings: Settings, job_id: str, attempt_number: int) -> Attempt | None:
-    """Make delivery attempt ``attempt_number`` (1-based) for a terminal job.
+def _ended_at(completed_at: str | None, fallback: float) -> float:
+    try:
+        return datetime.fromisoformat(completed_at.replace("Z", "+00:00")).timestamp() if completed_at else fallback
+    except ValueError:
+        return fallback
 
-    Records ``callback: {status, attempts, lastError}`` on the job: ``delivered``,
-    ``retrying`` (the caller will retry) or ``failed``. Returns None when there is
-    nothing to send (no callback URL, job gone or not terminal).
+
+def deliver(store: JobStore, settings: Settings, job_id: str, attempt: int | None = None) -> Attempt | None:
+    """Make the next delivery attempt for a terminal job, and schedule the one after.
+
+    ``attempt`` (1-based) is the attempt the caller was sent for: when the job's record
+    shows it was already made, nothing happens (a duplicate message). Records
+    ``callback: {status, attempts, lastError}``: ``delivered``, ``retrying`` (the next
+    attempt is scheduled) or ``failed``. Returns None when there is nothing to send (no
+    callback URL, job gone or not terminal, delivery already over, a duplicate).
     """
     job = store.get(job_id)
     if job is None or not job.callback_url or not job.status.terminal:
         return None
-    outcome = post(job.callback_url, store.status(job), settings.callback_secret)
-    will_retry = not outcome.delivered and outcome.retryable and attempt_number <= MAX_RETRIES
-    state = "delivered" if outcome.delivered else "retrying" if will_retry else "failed"
-    store.set_callback(job_id, {"status": state, "attempts": attempt_number, "lastError": outcome.error})
-    metrics.record_webhook_delivery(state, store.redis)
+    state = job.callback or pending_callback()
+    if state.get("status") in ("delivered", "failed"):
+        store.set_callback(job_id, state, None)  # (ends a schedule left behind)
+        return None
+    number = int(state.get("attempts") or 0) + 1
+    if attempt is not None and attempt != number:
+        logger.info("job %s: webhook attempt %d already made; skipping a duplicate", job_id, attempt)
+        return None
+    outcome = post(
+        job.callback_url, store.status(job), settings.callback_secret, allowed_hosts=settings.callback_allowed_hosts
+    )
+    now = time.time()
+    within = now - _ended_at(job.completed_at, now) < settings.webhook_retry_window_seconds
+    will_retry = not outcome.delivered and outcome.retryable and within
+    next_at = now + backoff_seconds(number - 1, settings) if will_retry else None
+    status = "delivered" if outcome.delivered else "retrying" if will_retry else "failed"
+    store.set_callback(job_id, {"status": status, "attempts": number, "lastError": outcome.error}, next_at)
+    metrics.record_webhook_delivery(status, store.redis)
     log = logger.info if outcome.delivered else logger.warning
-    log("job %s: webhook attempt %d %s (%s)", job_id, attempt_number, state, outcome.error or "ok")
+    log("job %s: webhook attempt %d %s (%s)", job_id, number, status, outcome.error or "ok")
     return Attempt(outcome.delivered, outcome.error, will_retry)
 
 
@@ -200,12 +229,14 @@ def pending_callback() -> dict[str, Any]:
 
 
 def init_app(app: Flask) -> None:
-    """Enqueue a delivery whenever a write makes a job with a callback URL terminal."""
+    """Send the first delivery attempt whenever a write makes a job with a callback URL
+    terminal. (The job script has scheduled it too: if this send is lost, the sweeper
+    sends it after four sweep intervals.)"""
     store: JobStore = app.extensions["delineate"].store
     celery = app.extensions["celery"]
 
     def on_terminal(job: Job) -> None:
         if job.callback_url:
-            celery.send_task(DELIVER_WEBHOOK, args=[job.job_id])
+            celery.send_task(DELIVER_WEBHOOK, args=[job.job_id, 1], ignore_result=True)
 
     store.terminal_hooks.append(on_terminal)

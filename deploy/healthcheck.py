@@ -1,6 +1,7 @@
 """Container health checks that need no curl, wget or shell in the image.
 
-    healthcheck.py                 GET / on the API port (PORT): the process serves
+    healthcheck.py                 GET /livez on the API port (PORT): the process serves
+                                   (no Redis, no S3, never rate limited)
     healthcheck.py http URL        GET URL answers 2xx (e.g. /health, which checks Redis and S3)
     healthcheck.py tcp HOST:PORT   something accepts connections there (Flower)
     healthcheck.py process NAME    PID 1's command line names NAME and it is neither a zombie
@@ -52,7 +53,7 @@ def main(argv: list[str]) -> int:
     if not argv:
         from delineate.config import load_settings
 
-        return 0 if http_ok(f"http://127.0.0.1:{load_settings().port}/") else 1
+        return 0 if http_ok(f"http://127.0.0.1:{load_settings().port}/livez") else 1
     kind, target = argv[0], argv[1] if len(argv) > 1 else ""
     checks = {"http": http_ok, "tcp": tcp_ok, "process": process_ok}
     if kind not in checks or not target:

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from delineate.config import ENVIRONMENT, Settings
+from delineate.devstack import sweeper_args
 from delineate.localstack import SEAWEED_PORT_SPAN, answers, redis_command, seaweed_command, wait_until
 
 BIN = Path(sys.executable).parent
@@ -123,6 +124,15 @@ def start_redis(workdir: Path) -> tuple[Service, int]:
     return service, port
 
 
+def start_aof_redis(workdir: Path, port: int) -> Service:
+    """A redis-server on ``port`` that writes every command to its AOF before answering: it
+    can be killed and started again (same port, same folder) with nothing lost."""
+    command = [*redis_command(port, workdir / f"redis-aof-{port}"), "--appendonly", "yes", "--appendfsync", "always"]
+    service = Service(f"redis-aof-{port}", command, workdir / f"redis-aof-{port}.log").start()
+    wait_until(lambda: answers("127.0.0.1", port), 15, "redis with AOF")
+    return service
+
+
 def start_seaweed(settings: Settings, workdir: Path, s3_port: int | None = None) -> tuple[Service, int]:
     port = s3_port or free_port_block(SEAWEED_PORT_SPAN)
     command = seaweed_command(settings, port, workdir / f"seaweedfs-{port}")
@@ -132,16 +142,39 @@ def start_seaweed(settings: Settings, workdir: Path, s3_port: int | None = None)
 
 
 def start_worker(
-    settings: Settings, workdir: Path, name: str, concurrency: int = 20, app: str = "celery_app.worker", **env: str
+    settings: Settings,
+    workdir: Path,
+    name: str,
+    concurrency: int = 20,
+    app: str = "celery_app.worker",
+    supervised: bool = False,
+    **env: str,
 ) -> Service:
+    """A Celery worker of ``app``; ``supervised``: under ``delineate.supervise``, as `make run` starts it."""
     command = [
         str(BIN / "celery"), "-A", app, "--quiet", "worker",
         "--loglevel=INFO", "-c", str(concurrency), "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
     ]  # fmt: skip
+    if supervised:
+        command = [sys.executable, "-m", "delineate.supervise", "--", *command]
     service = Service(name, command, workdir / f"{name}.log", settings_env(settings, **env)).start()
     wait_until(lambda: "ready." in service.log() or not service.running(), 60, f"worker {name}")
     if "ready." not in service.log():  # (a worker may be ready and already gone: a poison job)
         raise RuntimeError(f"worker {name} exited:\n{service.log()[-3000:]}")
+    return service
+
+
+def start_sweeper(settings: Settings, workdir: Path, name: str) -> Service:
+    """The sweeper process as `make run`, compose and k8s start it: beat inside a worker
+    that consumes only the sweep queue."""
+    command = [
+        str(BIN / "celery"), "-A", "celery_app.worker", "--quiet", "worker", *sweeper_args(name),
+        "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+    service = Service(name, command, workdir / f"{name}.log", settings_env(settings)).start()
+    wait_until(lambda: "ready." in service.log() or not service.running(), 60, f"sweeper {name}")
+    if not service.running():
+        raise RuntimeError(f"sweeper {name} exited:\n{service.log()[-3000:]}")
     return service
 
 

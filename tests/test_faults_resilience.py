@@ -14,7 +14,7 @@ import httpx
 
 from delineate.seed import seed
 from delineate.storage import Storage
-from tests.stack import Service, free_port, poll_status, start_api, start_worker, wait_for
+from tests.stack import free_port, poll_status, start_aof_redis, start_api, start_worker, wait_for
 from tests.test_faults_core import _assert_whole_bundle, _client_and_get
 
 BIG_IDS = tuple(range(300_000, 300_040))
@@ -111,18 +111,8 @@ def test_store_outage_jobs_recover_or_fail_clearly(make_settings: Any, seaweed: 
 
 
 def test_redis_restart_api_answers_503_then_recovers(make_settings: Any, workdir: Path) -> None:
-    from delineate.localstack import answers, redis_command, wait_until
-
     port = free_port()
-    data = workdir / f"redis-aof-{port}"
-    command = [*redis_command(port, data), "--appendonly", "yes", "--appendfsync", "always"]
-
-    def start_redis() -> Service:
-        service = Service(f"redis-aof-{port}", command, workdir / "redis-aof.log").start()
-        wait_until(lambda: answers("127.0.0.1", port), 15, "redis with AOF")
-        return service
-
-    redis_service = start_redis()
+    redis_service = start_aof_redis(workdir, port)
     settings = make_settings(
         redis_url=f"redis://127.0.0.1:{port}/0", download_delay_min_ms=200, download_delay_max_ms=400
     )
@@ -144,7 +134,7 @@ def test_redis_restart_api_answers_503_then_recovers(make_settings: Any, workdir
                 assert time.monotonic() - began < 2.0
                 assert response.status_code == 503, response.text
                 assert response.headers["content-type"] == "application/json"
-            redis_service = start_redis()
+            redis_service = start_aof_redis(workdir, port)
 
             wait_for(lambda: http.get(f"/v1/download/status/{before}").status_code == 200, 30, "API recovery")
             assert http.get(f"/v1/download/status/{before}").json()["status"] == "completed"  # kept by AOF

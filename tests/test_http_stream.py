@@ -32,7 +32,7 @@ from delineate.services import build_services
 from delineate.sse import CLIENT_NAME_PREFIX
 from delineate.webhooks import verify
 from tests.receivers import WebhookReceiver as Receiver
-from tests.stack import Service, free_port, poll_status, start_api, start_worker, wait_for
+from tests.stack import Service, free_port, poll_status, start_api, start_sweeper, start_worker, wait_for
 
 SECRET = "test-webhook-secret"
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -61,8 +61,13 @@ def stack(make_settings: Callable[..., Settings], workdir: Path) -> Iterator[Sta
         callback_secret=SECRET,
         download_delay_min_ms=800,
         download_delay_max_ms=1200,
+        # Webhook retries are sent by the sweeper: a short schedule and a sweep a second.
+        sweep_interval_seconds=1,
+        webhook_retry_base_seconds=0.2,
+        webhook_retry_max_delay_seconds=0.5,
     )
     workers = [start_worker(settings, workdir, f"worker-sse-{n}", concurrency=2) for n in (1, 2)]
+    workers.append(start_sweeper(settings, workdir, "sweeper-sse"))
     api, base = start_api(settings, workdir, "api-sse", workers=2, SSE_HEARTBEAT_SECONDS="1")
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     yield Stack(settings, base, workers, api, build_services(settings).store, client)

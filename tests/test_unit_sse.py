@@ -135,4 +135,11 @@ def test_signature_is_hmac_sha256_of_the_exact_body() -> None:
 
 
 def test_webhook_backoff_doubles() -> None:
-    assert [backoff_seconds(n) for n in range(6)] == [1, 2, 4, 8, 16, 32]
+    settings = load_settings(environ={}, dotenv_path=None)
+    delays = [backoff_seconds(n, settings) for n in range(40)]
+    assert all(15 * 2**n / 2 <= d <= 15 * 2**n for n, d in enumerate(delays[:5]))
+    assert all(300 <= d <= 600 for d in delays[6:])  # capped at WEBHOOK_RETRY_MAX_DELAY_SECONDS
+    elapsed, n = 0.0, 0
+    while elapsed < settings.webhook_retry_window_seconds:
+        elapsed, n = elapsed + backoff_seconds(n, settings), n + 1
+    assert elapsed >= 3600 and n < 40  # retried for over an hour, without a storm of attempts

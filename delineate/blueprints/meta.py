@@ -1,4 +1,4 @@
-"""Service-level routes: the index and the health check."""
+"""Service-level routes: the index, liveness (``/livez``) and readiness (``/health``)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,14 @@ HEALTH_CHECK_TIMEOUT_SECONDS = 1.0
 @bp.get("/")
 def index() -> Response:
     return jsonify(message="delineate: long-running downloads. Start at POST /v1/download/initiate.", docs="/docs")
+
+
+@bp.get("/livez")
+def livez() -> Response:
+    """Liveness: this process serves requests. Touches neither Redis nor S3 and is never
+    counted by the rate limiter (``security.UNCOUNTED_PATHS``), so a Redis outage does not
+    make Kubernetes restart every API pod (and drop every SSE stream) at once."""
+    return jsonify(status="alive")
 
 
 @bp.get("/health")

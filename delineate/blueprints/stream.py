@@ -5,7 +5,9 @@ event (``completed``, ``failed`` or ``cancelled``), then the server closes the s
 Each event's data is the full status and its id the status ``version``. The stream
 subscribes before it reads the snapshot, so a job that ends in between still delivers
 its terminal event; events at or below the last version sent are dropped (publishes
-can arrive out of order).
+can arrive out of order). At each heartbeat a quiet stream re-reads the job (one HGETALL),
+so a lost publish (Redis failing over, a worker dying between its write and its
+publish) costs at most one heartbeat, never a stream that hangs.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import redis
 from flask import Blueprint, Response, current_app, request, stream_with_context
 
 from delineate import metrics
@@ -120,14 +123,20 @@ def _events(
         if now >= next_beat:  # whether or not events are flowing
             next_beat = now + heartbeat_seconds
             yield comment("heartbeat")
+            if item is None:
+                item = RESYNC  # the backstop: a lost publish costs at most one heartbeat
         if now >= next_check:
             next_check = now + DISCONNECT_CHECK_SECONDS
             if _client_gone(sock):
                 return
         if item is None:
             continue
-        if item is RESYNC:  # events may have been lost while Redis was away
-            fresh = store.get(job.job_id)
+        if item is RESYNC:  # events may have been lost (Redis away, a publish dropped)
+            try:
+                fresh = store.get(job.job_id)
+            except redis.RedisError as exc:  # Redis away: the next heartbeat tries again
+                logger.debug("job %s: stream re-read failed: %s", job.job_id, exc)
+                continue
             if fresh is None:
                 return  # expired: nothing more will come
             event = _event_for(fresh, store)
