@@ -258,8 +258,6 @@ class Settings:
     # Bounded worker memory: bundles built at once per worker process (0: from the limit).
     bundle_concurrency: int = 0
     worker_memory_limit_bytes: int = 0
-    # Testing hook: the API process exits between writing a job and publishing its message.
-    fault_exit_before_publish: bool = False
 
     def __post_init__(self) -> None:
         if self.download_delay_min_ms > self.download_delay_max_ms:
@@ -372,7 +370,6 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "MULTIPART_ABORT_AFTER_SECONDS": ("multipart_abort_after_seconds", lambda n, v: _int(n, v, 1)),
     "BUNDLE_CONCURRENCY": ("bundle_concurrency", lambda n, v: _int(n, v, 0, 1000)),
     "WORKER_MEMORY_LIMIT_BYTES": ("worker_memory_limit_bytes", _int),
-    "FAULT_EXIT_BEFORE_PUBLISH": ("fault_exit_before_publish", _bool),
 }
 
 

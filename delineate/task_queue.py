@@ -19,8 +19,7 @@ the message headers, as the Celery instrumentation does for ``send_task``.
 from __future__ import annotations
 
 import base64
-import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -93,6 +92,11 @@ def task_message(
     return orjson.dumps(envelope).decode()
 
 
+BEFORE_SEND_HOOKS: list[Callable[[str], None]] = []
+"""Called with the job id just before its message is published through Celery. Empty in
+every production process; ``tests/fault_api.py`` puts a crash here."""
+
+
 class TaskQueue:
     """Sends ``prepare_download`` for a job: inside the job store's script, or by Celery."""
 
@@ -101,7 +105,6 @@ class TaskQueue:
         #: Whether the message can go in the job store's script (same Redis, same database).
         self.atomic = settings.celery_broker_url == settings.redis_url
         self._origin = anon_nodename()
-        self._fault_exit = settings.fault_exit_before_publish
         self._reply_to = str(celery.thread_oid)
 
     @contextmanager
@@ -135,8 +138,8 @@ class TaskQueue:
 
     def send(self, job_id: str) -> None:
         """Publish through Celery (when the broker is not the job store's Redis)."""
-        if self._fault_exit:  # the fault tests: die after the record, before its message
-            os._exit(70)
+        for hook in BEFORE_SEND_HOOKS:  # empty, unless the fault tests' entry point armed one
+            hook(job_id)
         # ignore_result: the API never waits on Celery's result, and asking for it would
         # subscribe to a result channel per job.
         self.celery.send_task(PREPARE_DOWNLOAD, args=[job_id], task_id=job_id, ignore_result=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -28,13 +29,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def free_port_block(span: int, attempts: int = 50) -> int:
-    """A base port whose next ``span`` ports are all free right now."""
+BLOCK_PORTS = range(20_000, 32_000)
+"""Where port blocks are taken from: below Linux's ephemeral range (32768-60999), so the
+outgoing connections of a busy machine (a benchmark, another test run) cannot be sitting
+on a port of the block when the server binds it."""
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port_block(span: int, attempts: int = 200) -> int:
+    """A base port whose next ``span`` ports can all be bound right now."""
+    rng = random.Random()
     for _ in range(attempts):
-        base = free_port()
-        if base + span >= 65535:
-            continue
-        if all(not answers("127.0.0.1", base + i, timeout=0.05) for i in range(span)):
+        base = rng.randrange(BLOCK_PORTS.start, BLOCK_PORTS.stop - span)
+        if all(_bindable(base + i) for i in range(span)):
             return base
     raise RuntimeError(f"no block of {span} free ports")
 
@@ -134,11 +149,18 @@ def start_aof_redis(workdir: Path, port: int) -> Service:
 
 
 def start_seaweed(settings: Settings, workdir: Path, s3_port: int | None = None) -> tuple[Service, int]:
-    port = s3_port or free_port_block(SEAWEED_PORT_SPAN)
-    command = seaweed_command(settings, port, workdir / f"seaweedfs-{port}")
-    service = Service("seaweedfs", command, workdir / "seaweedfs.log").start()
-    wait_until(lambda: answers("127.0.0.1", port), 30, "SeaweedFS S3")
-    return service, port
+    """``weed mini`` on a block of free ports (tried again on another block if one of its
+    ports was taken in the meantime: it then exits at once)."""
+    for attempt in range(3):
+        port = s3_port or free_port_block(SEAWEED_PORT_SPAN)
+        command = seaweed_command(settings, port, workdir / f"seaweedfs-{port}")
+        service = Service("seaweedfs", command, workdir / "seaweedfs.log").start()
+        wait_until(lambda p=port, s=service: answers("127.0.0.1", p) or not s.running(), 30, "SeaweedFS S3")
+        if service.running():
+            return service, port
+        if s3_port or attempt == 2:
+            raise RuntimeError(f"SeaweedFS exited:\n{service.log()[-2000:]}")
+    raise AssertionError("not reached")
 
 
 def start_worker(
@@ -184,12 +206,13 @@ def start_api(
     name: str = "api",
     workers: int = 1,
     port: int | None = None,
+    app: str = "delineate.wsgi:app",
     **env: str,
 ) -> tuple[Service, str]:
     port = port or free_port()
     command = [
         str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py",
-        "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "delineate.wsgi:app",
+        "--bind", f"127.0.0.1:{port}", "--workers", str(workers), app,
     ]  # fmt: skip
     service = Service(name, command, workdir / f"{name}.log", settings_env(settings, **env)).start()
     base = f"http://127.0.0.1:{port}"

@@ -178,9 +178,9 @@ def test_poison_job_fails_after_the_redelivery_limit(make_settings: Any, workdir
 
 
 def test_no_crash_hook_in_the_production_worker() -> None:
-    # No setting or variable arms a crash: the seam is empty unless tests/fault_worker.py is the entry.
-    from delineate import jobs
+    # No setting or variable arms a crash: the seams are empty unless tests/fault_*.py is the entry.
+    from delineate import jobs, task_queue
     from delineate.config import ENVIRONMENT
 
-    assert jobs.BEFORE_FILE_HOOKS == []
+    assert jobs.BEFORE_FILE_HOOKS == [] and task_queue.BEFORE_SEND_HOOKS == []
     assert not [name for name in ENVIRONMENT if "FAULT" in name or "CRASH" in name]

@@ -217,7 +217,7 @@ def test_api_killed_between_record_and_publish_job_still_completes(make_settings
     settings = base_settings.replace(celery_broker_url=broker_url)
     worker = start_worker(settings, workdir, "worker-api-crash", concurrency=2)
     sweeper = start_sweeper(settings, workdir, "sweeper-api-crash")
-    api, base = start_api(settings, workdir, "api-crash", FAULT_EXIT_BEFORE_PUBLISH="true")
+    api, base = start_api(settings, workdir, "api-crash", app="tests.fault_api:app", TEST_EXIT_BEFORE_PUBLISH="1")
     store = create_app(settings).extensions["delineate"].store
     try:
         with httpx.Client(base_url=base, timeout=10) as http, pytest.raises(httpx.TransportError):
