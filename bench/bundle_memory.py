@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.run_all import bucket_ready
+from bench.stack import bucket_ready
 from delineate import create_app
 from delineate.config import load_settings
 from delineate.seed import seed

@@ -22,7 +22,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.run_all import start_stack
+from bench.stack import start_stack
 
 
 def percentile(values: list[float], q: float) -> float:
