@@ -12,7 +12,7 @@ Keys (all prefixed ``delineate:``):
 - ``active:{owner}`` sorted set, the owner's queued and processing job ids, each scored
   with the time (epoch seconds) its hash expires; kept by the create and update scripts
 - ``idem:{owner}:{sha256(Idempotency-Key)}`` string ``"{jobId} {fingerprint}"``; TTL JOB_TTL_SECONDS
-- ``ratelimit:...``  Flask-Limiter's counters (the prefix is :data:`RATE_LIMIT_PREFIX`)
+- ``ratelimit:{caller}``  rate-limit counters (:data:`RATE_LIMIT_PREFIX`, `delineate/ratelimit.py`)
 - ``sweep:live``    sorted set, every queued or processing job id scored by its last write
   (epoch seconds); ``sweep:expiry`` every job id scored by when its hash expires;
   ``sweep:webhooks`` job ids with a webhook delivery due, scored by when (epoch seconds).
@@ -22,6 +22,8 @@ Keys (all prefixed ``delineate:``):
   creation time (epoch ms); ``owner`` is ``-`` in open mode. Moved between states by the
   update script; entries whose hash expired are dropped when a page meets them,
   and everything older than JOB_TTL + a day is trimmed as new jobs arrive.
+- ``history:{owner}:last`` string, the owner's latest history score: a new job's score is
+  bumped past it, so jobs made in the same ms keep their creation order
 - ``count:{owner}:{state}`` sorted set, the owner's job ids in that state, each scored with
   the time (epoch seconds) its hash expires; moved and re-scored by the create, update and
   callback scripts, so the summary is one ZCOUNT per state of the entries not yet expired
@@ -102,7 +104,7 @@ HISTORY_SCAN_SLACK = 32
 """Extra entries read per page, to step over expired ones and ties in creation time."""
 
 RATE_LIMIT_PREFIX = f"{PREFIX}ratelimit"
-"""Prefix of Flask-Limiter's keys (it builds the rest of each name itself)."""
+"""Prefix of the rate limiter's counters: ``{prefix}:{caller}``, one per window."""
 
 
 # Write fields unless the job is terminal; bump version, refresh TTL, return the record.
