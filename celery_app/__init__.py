@@ -8,6 +8,7 @@ from celery import Celery, Task
 from flask import Flask
 
 from delineate.config import Settings
+from delineate.redis_clients import celery_transport_options, celery_url
 
 RESULT_EXPIRES_SECONDS = 3600
 """How long Celery's own task results stay in Redis, in seconds (our job hash lives longer)."""
@@ -26,11 +27,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "unacked_restore_interval": settings.unacked_restore_interval_seconds,
         "unacked_restore_throttle": 0,
     }
+    sentinel = celery_transport_options(settings)
     return {
-        "broker_url": settings.celery_broker_url,
-        "result_backend": settings.celery_result_backend,
-        "broker_transport_options": transport,
-        "result_backend_transport_options": {"retry_policy": {"timeout": 5.0}},
+        # Through Sentinel when configured: sentinel:// URLs and the master's name.
+        "broker_url": celery_url(settings, settings.celery_broker_url),
+        "result_backend": celery_url(settings, settings.celery_result_backend),
+        "broker_transport_options": {**transport, **sentinel},
+        "result_backend_transport_options": {"retry_policy": {"timeout": 5.0}, **sentinel},
         "broker_connection_retry_on_startup": True,
         "result_expires": RESULT_EXPIRES_SECONDS,
         "task_serializer": "json",

@@ -44,6 +44,7 @@ from delineate.config import Settings
 from delineate.errors import StorageError
 from delineate.models import JobState, Phase
 from delineate.progress import SUSPECTS_KEY, SWEEP_LOCK_KEY, JobGone, JobStore
+from delineate.redis_clients import redis_client
 from delineate.storage import Storage, bundle_key
 from delineate.task_queue import CELERY_QUEUE, PREPARE_DOWNLOAD
 from delineate.webhooks import DELIVER_WEBHOOK
@@ -311,8 +312,12 @@ def sweeper_for(celery: Celery) -> Sweeper:
     sweeper = _per_process.get(id(celery))
     if sweeper is None:
         svc = celery.flask_app.extensions["delineate"]  # type: ignore[attr-defined]
-        broker = redis.Redis.from_url(
-            svc.settings.celery_broker_url, decode_responses=True, socket_connect_timeout=2, socket_timeout=10
+        broker = redis_client(
+            svc.settings,
+            svc.settings.celery_broker_url,
+            decode_responses=True,
+            socket_connect_timeout=2,
+            socket_timeout=10,
         )
         sweeper = _per_process[id(celery)] = Sweeper(svc.settings, svc.store, svc.storage, broker, celery)
     return sweeper

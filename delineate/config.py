@@ -112,6 +112,29 @@ def _callback_hosts(name: str, raw: str) -> tuple[str, ...]:
     return entries
 
 
+def _sentinels(name: str, raw: str) -> tuple[tuple[str, int], ...]:
+    """``host:port,host:port`` (``[v6]:port`` too): every entry needs its port."""
+    nodes: list[tuple[str, int]] = []
+    for entry in _csv(raw):
+        try:
+            host, port = split_host_port(entry)
+        except ValueError:
+            port = None
+        if port is None:
+            raise ConfigError(f"{name} entries must look like host:port, got {entry!r}")
+        nodes.append((host, port))
+    if raw.strip() and not nodes:
+        raise ConfigError(f"{name} must list host:port entries, got {raw!r}")
+    return tuple(nodes)
+
+
+def _sentinel_master(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not value or any(ch.isspace() for ch in value):
+        raise ConfigError(f"{name} must be a name without spaces, got {raw!r}")
+    return value
+
+
 def _callback_secret(name: str, raw: str) -> str:
     """Any text; one starting with ``whsec_`` must be base64 after it (Standard Webhooks)."""
     if raw.startswith("whsec_"):
@@ -174,7 +197,16 @@ def _api_keys(name: str, raw: str) -> dict[str, str]:
 
 REDACTED = "[redacted]"
 
-SECRET_FIELDS = frozenset({"s3_secret_access_key", "callback_secret", "api_keys", "flower_basic_auth", "sentry_dsn"})
+SECRET_FIELDS = frozenset(
+    {
+        "s3_secret_access_key",
+        "callback_secret",
+        "api_keys",
+        "flower_basic_auth",
+        "sentry_dsn",
+        "redis_sentinel_password",
+    }
+)
 """Fields whose values never appear in a repr, a log line or an error report."""
 
 URL_FIELDS = ("redis_url", "celery_broker_url", "celery_result_backend")
@@ -210,6 +242,10 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     celery_broker_url: str = ""
     celery_result_backend: str = ""
+    # Sentinel (empty: none). With it, REDIS_URL gives only the database and the password.
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = "delineate"
+    redis_sentinel_password: str = ""
     s3_endpoint: str = "http://127.0.0.1:8333"
     s3_public_endpoint: str = ""
     s3_region: str = "us-east-1"
@@ -297,6 +333,7 @@ class Settings:
         """Every configured secret as text, to be searched for and removed from free text
         (log lines, error events): keys, passwords, the Sentry DSN and its key."""
         values: set[str] = {self.s3_secret_access_key, self.callback_secret, self.sentry_dsn, *self.api_keys}
+        values.add(self.redis_sentinel_password)
         values.add(self.flower_basic_auth)
         values.add(self.flower_basic_auth.partition(":")[2])
         for url in (self.sentry_dsn, *(getattr(self, name) for name in URL_FIELDS)):
@@ -317,6 +354,9 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "REDIS_URL": ("redis_url", lambda n, v: _url(n, v, _REDIS)),
     "CELERY_BROKER_URL": ("celery_broker_url", lambda n, v: _url(n, v, _REDIS)),
     "CELERY_RESULT_BACKEND": ("celery_result_backend", lambda n, v: _url(n, v, _REDIS)),
+    "REDIS_SENTINELS": ("redis_sentinels", _sentinels),
+    "REDIS_SENTINEL_MASTER": ("redis_sentinel_master", _sentinel_master),
+    "REDIS_SENTINEL_PASSWORD": ("redis_sentinel_password", lambda n, v: v.strip()),
     "S3_ENDPOINT": ("s3_endpoint", lambda n, v: _url(n, v, _HTTP)),
     "S3_PUBLIC_ENDPOINT": ("s3_public_endpoint", lambda n, v: _url(n, v, _HTTP)),
     "S3_REGION": ("s3_region", lambda n, v: v.strip()),

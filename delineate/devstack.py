@@ -85,7 +85,8 @@ def main() -> int:
     bin_dir = Path(sys.executable).parent
 
     redis_host, redis_port = host_port(settings.redis_url, 6379)
-    if not answers(redis_host, redis_port):
+    # With Sentinel the data nodes are found through it: none is started here.
+    if not settings.redis_sentinels and not answers(redis_host, redis_port):
         if not is_local(settings.redis_url):
             print(f"delineate: nothing answers at REDIS_URL={settings.redis_url}", file=sys.stderr)
             return 2

@@ -44,6 +44,7 @@ from prometheus_client.registry import Collector
 
 from delineate.config import Settings
 from delineate.logs import AccessLog
+from delineate.redis_clients import redis_client
 from delineate.task_queue import CELERY_QUEUE, PREPARE_DOWNLOAD
 
 logger = logging.getLogger(__name__)
@@ -263,8 +264,9 @@ def scrape_client(settings: Settings) -> redis.Redis:
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
-            client = redis.Redis.from_url(
-                settings.redis_url,
+            client = redis_client(
+                settings,
+                None,
                 decode_responses=True,
                 socket_connect_timeout=SCRAPE_REDIS_TIMEOUT_SECONDS,
                 socket_timeout=SCRAPE_REDIS_TIMEOUT_SECONDS,
@@ -273,7 +275,8 @@ def scrape_client(settings: Settings) -> redis.Redis:
             client.broker = (  # type: ignore[attr-defined]
                 client
                 if settings.celery_broker_url == settings.redis_url
-                else redis.Redis.from_url(
+                else redis_client(
+                    settings,
                     settings.celery_broker_url,
                     socket_connect_timeout=SCRAPE_REDIS_TIMEOUT_SECONDS,
                     socket_timeout=SCRAPE_REDIS_TIMEOUT_SECONDS,

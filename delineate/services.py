@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from functools import cached_property
 
-import redis
 from flask import current_app
 from redis import Redis
 
 from delineate.config import Settings
 from delineate.models import Job
 from delineate.progress import WEBHOOK_CLAIM_INTERVALS, JobStore
+from delineate.redis_clients import redis_client
 from delineate.redis_direct import DirectRedis, lane_for
 from delineate.storage import Storage
 
@@ -33,16 +33,15 @@ class Services:
 
     @cached_property
     def redis(self) -> Redis:
-        pool = redis.BlockingConnectionPool.from_url(
-            self.settings.redis_url,
+        return redis_client(
+            self.settings,
+            blocking_timeout=2,
             decode_responses=True,
             max_connections=REDIS_MAX_CONNECTIONS,
-            timeout=2,
             socket_connect_timeout=2,
             socket_timeout=5,
             health_check_interval=30,
         )
-        return Redis(connection_pool=pool)
 
     @cached_property
     def direct_redis(self) -> DirectRedis:
@@ -66,9 +65,7 @@ class Services:
     # Short-fused clients for /health, so a hung dependency answers "error" quickly.
     @cached_property
     def health_redis(self) -> Redis:
-        return Redis.from_url(
-            self.settings.redis_url, socket_connect_timeout=0.8, socket_timeout=0.8, max_connections=20
-        )
+        return redis_client(self.settings, socket_connect_timeout=0.8, socket_timeout=0.8, max_connections=20)
 
     @cached_property
     def health_storage(self) -> Storage:

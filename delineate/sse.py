@@ -38,6 +38,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from delineate.config import Settings
+from delineate.redis_clients import redis_client
+
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.05
@@ -166,12 +169,15 @@ class EventHub:
         self._thread.start()
 
     @classmethod
-    def from_url(cls, url: str) -> EventHub:
+    def for_settings(cls, settings: Settings) -> EventHub:
+        """A hub on REDIS_URL's server (through Sentinel when configured: each reconnect
+        asks for the current primary)."""
+
         def factory() -> redis.Redis:
             # No health-check interval (its PINGs would be written from other callers'
             # paths) and no hidden retries: the listener reconnects on its own terms.
-            return redis.Redis.from_url(
-                url,
+            return redis_client(
+                settings,
                 decode_responses=True,
                 socket_connect_timeout=2,
                 socket_timeout=10,

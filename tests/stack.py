@@ -61,8 +61,8 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
         value = getattr(settings, attr)
         if isinstance(value, bool):
             env[name] = "true" if value else "false"
-        elif isinstance(value, tuple):
-            env[name] = ",".join(value)
+        elif isinstance(value, tuple):  # a list of names, or of (host, port) pairs
+            env[name] = ",".join(v if isinstance(v, str) else f"{v[0]}:{v[1]}" for v in value)
         elif isinstance(value, Mapping):
             env[name] = ",".join(f"{owner}:{key}" for key, owner in value.items())
         else:

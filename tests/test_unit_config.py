@@ -50,3 +50,47 @@ def test_api_keys_parse_to_owner_by_key() -> None:
 def test_unknown_override_is_refused() -> None:
     with pytest.raises(ConfigError, match="unknown setting"):
         load_settings(environ={}, overrides={"NOPE": 1}, dotenv_path=None)
+
+
+def test_sentinel_settings_parse_and_the_password_is_redacted() -> None:
+    s = load_settings(
+        environ={"REDIS_SENTINELS": "s1:26379, [::1]:26380,10.0.0.3:26381", "REDIS_SENTINEL_PASSWORD": "sentinel-pw"},
+        dotenv_path=None,
+    )
+    assert s.redis_sentinels == (("s1", 26379), ("::1", 26380), ("10.0.0.3", 26381))
+    assert s.redis_sentinel_master == "delineate"
+    assert "sentinel-pw" not in repr(s)
+    assert "sentinel-pw" in s.secret_values()
+    assert load_settings(environ={}, dotenv_path=None).redis_sentinels == ()
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"REDIS_SENTINELS": "s1"}, "REDIS_SENTINELS"),
+        ({"REDIS_SENTINELS": "s1:26379,s2:port"}, "REDIS_SENTINELS"),
+        ({"REDIS_SENTINELS": "s1:0"}, "REDIS_SENTINELS"),
+        ({"REDIS_SENTINELS": ":26379"}, "REDIS_SENTINELS"),
+        ({"REDIS_SENTINELS": ","}, "REDIS_SENTINELS"),
+        ({"REDIS_SENTINEL_MASTER": ""}, "REDIS_SENTINEL_MASTER"),
+        ({"REDIS_SENTINEL_MASTER": "my master"}, "REDIS_SENTINEL_MASTER"),
+    ],
+)
+def test_bad_sentinel_values_name_the_variable(env: dict[str, str], name: str) -> None:
+    with pytest.raises(ConfigError, match=name) as info:
+        load_settings(environ=env, dotenv_path=None)
+    assert "\n" not in str(info.value)
+
+
+def test_celery_goes_through_sentinel_only_when_configured() -> None:
+    from celery_app import celery_config
+
+    plain = celery_config(load_settings(environ={"REDIS_URL": "redis://:pw@r:6379/2"}, dotenv_path=None))
+    assert plain["broker_url"] == plain["result_backend"] == "redis://:pw@r:6379/2"
+    assert "master_name" not in plain["broker_transport_options"]
+    env = {"REDIS_URL": "redis://:pw@ignored:1/2", "REDIS_SENTINELS": "s1:26379,s2:26380", "REDIS_SENTINEL_MASTER": "m"}
+    ha = celery_config(load_settings(environ=env, dotenv_path=None))
+    assert ha["broker_url"] == ha["result_backend"] == "sentinel://:pw@s1:26379/2;sentinel://:pw@s2:26380/2"
+    assert ha["broker_transport_options"]["master_name"] == "m"
+    assert ha["broker_transport_options"]["visibility_timeout"] == 180
+    assert ha["result_backend_transport_options"]["master_name"] == "m"

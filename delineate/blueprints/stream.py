@@ -74,7 +74,7 @@ def stream_state() -> StreamState:
             if state is None:
                 settings = services().settings
                 holder.clear()  # a parent's hub is not ours after a fork
-                state = StreamState(EventHub.from_url(settings.redis_url), StreamSlots(settings.sse_max_streams))
+                state = StreamState(EventHub.for_settings(settings), StreamSlots(settings.sse_max_streams))
                 holder[pid] = state
     return state
 
