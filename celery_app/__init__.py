@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from celery import Celery, Task
@@ -61,6 +62,21 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _environment_follows_sentinel(settings: Settings) -> None:
+    """Celery reads CELERY_BROKER_URL and CELERY_RESULT_BACKEND from the environment
+    itself, ahead of its configuration (``celery.app.utils.Settings.broker_url``): with
+    Sentinel those would be the plain redis:// URLs, so they are rewritten to the
+    sentinel:// ones Celery is configured with."""
+    if not settings.redis_sentinels:
+        return
+    for name, url in (
+        ("CELERY_BROKER_URL", settings.celery_broker_url),
+        ("CELERY_RESULT_BACKEND", settings.celery_result_backend),
+    ):
+        if name in os.environ:
+            os.environ[name] = celery_url(settings, url)
+
+
 def init_celery(app: Flask) -> Celery:
     """Attach a Celery app to ``app`` whose tasks run inside its app context."""
 
@@ -70,6 +86,7 @@ def init_celery(app: Flask) -> Celery:
                 return self.run(*args, **kwargs)
 
     settings: Settings = app.extensions["delineate"].settings
+    _environment_follows_sentinel(settings)
     celery = Celery(app.name, task_cls=FlaskTask)
     celery.config_from_object(celery_config(settings))
     celery.set_default()
