@@ -246,6 +246,8 @@ class Settings:
     redis_sentinels: tuple[tuple[str, int], ...] = ()
     redis_sentinel_master: str = "delineate"
     redis_sentinel_password: str = ""
+    # With Sentinel: how long initiate waits for a replica to acknowledge the new job (WAIT).
+    redis_replica_ack_timeout_ms: int = 500
     s3_endpoint: str = "http://127.0.0.1:8333"
     s3_public_endpoint: str = ""
     s3_region: str = "us-east-1"
@@ -357,6 +359,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "REDIS_SENTINELS": ("redis_sentinels", _sentinels),
     "REDIS_SENTINEL_MASTER": ("redis_sentinel_master", _sentinel_master),
     "REDIS_SENTINEL_PASSWORD": ("redis_sentinel_password", lambda n, v: v.strip()),
+    "REDIS_REPLICA_ACK_TIMEOUT_MS": ("redis_replica_ack_timeout_ms", lambda n, v: _int(n, v, 1, 10_000)),
     "S3_ENDPOINT": ("s3_endpoint", lambda n, v: _url(n, v, _HTTP)),
     "S3_PUBLIC_ENDPOINT": ("s3_public_endpoint", lambda n, v: _url(n, v, _HTTP)),
     "S3_REGION": ("s3_region", lambda n, v: v.strip()),

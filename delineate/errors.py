@@ -11,6 +11,7 @@
     │   └── TooManyActiveJobs (429)
     ├── GatewayTimeout (504)
     ├── ServiceUnavailable (503)
+    │   └── NotReplicated (503)       no replica confirmed a new job in time (Sentinel)
     └── StorageError (500)            raised by storage.py, never a botocore type
         ├── SourceUnavailable (503)   transient: the store did not answer or throttled
         └── StorageMisconfigured (500) permanent: bucket missing, access denied
@@ -94,6 +95,13 @@ class ServiceUnavailable(DelineateError):
     error = "service_unavailable"
 
 
+class NotReplicated(ServiceUnavailable):
+    """Behind Sentinel, no replica acknowledged a new job's write within
+    REDIS_REPLICA_ACK_TIMEOUT_MS: a 202 would promise a job a failover could lose."""
+
+    error = "not_replicated"
+
+
 class StorageError(DelineateError):
     error = "storage_error"
 
@@ -171,6 +179,8 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(redis.exceptions.ConnectionError)
     @app.errorhandler(redis.exceptions.TimeoutError)
     @app.errorhandler(redis.exceptions.BusyLoadingError)
+    @app.errorhandler(redis.exceptions.ReadOnlyError)  # a demoted primary, mid-failover
+    @app.errorhandler(redis.exceptions.MasterDownError)
     def handle_redis_down(exc: Exception) -> Response:
         logger.error("redis unavailable: %s", exc)
         return error_response(

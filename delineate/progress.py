@@ -46,6 +46,7 @@ from redis.exceptions import NoScriptError
 
 from delineate.models import Job, JobState, encode_fields, utcnow
 from delineate.redis_direct import DirectRedis, lane_for, pairs_to_dict
+from delineate.replica_ack import ReplicaAck
 
 logger = logging.getLogger(__name__)
 
@@ -295,8 +296,11 @@ class JobStore:
         presign: Callable[[Job], str] | None = None,
         direct: DirectRedis | None = None,
         webhook_claim_seconds: int = 60,
+        replica_ack: ReplicaAck | None = None,
     ) -> None:
         self.redis = client
+        #: Behind Sentinel: creates wait for a replica's acknowledgement (the 202 rule).
+        self.replica_ack = replica_ack
         # The per-job reads and writes (every status read, every progress step) go
         # through the direct lane; the rare ones (history, cleanup) through redis-py.
         self.direct = direct or lane_for(client)
@@ -351,6 +355,7 @@ class JobStore:
         (the broker must be this Redis), so the record never exists without it.
 
         :raise TooManyActive: the owner is at ``max_active``.
+        :raise NoReplicaAck: behind Sentinel, no replica acknowledged the write in time.
         """
         now = utcnow()
         created_ms = int(time.time() * 1000)
@@ -387,7 +392,12 @@ class JobStore:
         args: list[Any] = [self.ttl_seconds, max_active or 0, job.job_id, fingerprint, created_ms, message]
         for name, value in fields.items():
             args += [name, value]
-        result = self._create(keys=keys, args=args)
+        if self.replica_ack is None:
+            result = self._create(keys=keys, args=args)
+        else:
+            result, acked = self.replica_ack.execute(self._create, keys, args)
+            if result[0] == 1:  # written (a replay or a refusal wrote nothing)
+                self.replica_ack.confirm(acked, job.job_id)
         if result[0] == 2:
             earlier_id, _, earlier_fingerprint = str(result[1]).partition(" ")
             return Replay(earlier_id, earlier_fingerprint)

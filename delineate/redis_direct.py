@@ -40,7 +40,7 @@ from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
+from redis.exceptions import BusyLoadingError, MasterDownError, NoScriptError, ReadOnlyError, ResponseError
 from redis.retry import Retry
 
 logger = logging.getLogger(__name__)
@@ -52,6 +52,24 @@ WATCHDOG_INTERVAL_SECONDS = 0.1
 
 WAIT_SLICE_SECONDS = 0.005
 """How long a caller sleeps between looks for a free connection when all are taken."""
+
+
+FAILOVER_ERRORS = (ReadOnlyError, MasterDownError, BusyLoadingError)
+"""Error replies of a node that is not (or no longer, or not yet) a writable primary."""
+
+
+def failover_reply(reply: Any) -> bool:
+    """True for an error reply that a failover causes: a demoted primary (READONLY), a
+    replica cut off from its primary (MASTERDOWN), a node still loading its data, or a
+    blocked command (WAIT) that a role change ended (UNBLOCKED)."""
+    if isinstance(reply, FAILOVER_ERRORS):
+        return True
+    return isinstance(reply, ResponseError) and str(reply).startswith("UNBLOCKED")
+
+
+def failover_error() -> redis.ConnectionError:
+    # As a connection error, so every caller treats it as "Redis away" (the API: 503).
+    return redis.ConnectionError("Redis is changing primaries (failover); try again shortly.")
 
 
 class _Watchdog:
@@ -221,11 +239,11 @@ class DirectRedis:
             self._drop(connection)
             raise
         # A primary demoted by a failover answers writes with READONLY: drop what points
-        # at it and report Redis as unavailable until Sentinel names the new one.
-        if any(isinstance(reply, ReadOnlyError) for reply in replies):
+        # at it (the next connection asks Sentinel again) and report Redis as unavailable.
+        if any(failover_reply(reply) for reply in replies):
             self._drop(connection)
             self.disconnect()
-            raise redis.ConnectionError("Redis answered READONLY: the primary changed (failover).")
+            raise failover_error()
         self._idle.append(connection)
         if raise_on_error:
             for reply in replies:

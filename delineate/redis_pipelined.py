@@ -38,9 +38,17 @@ from typing import Any
 
 import hiredis
 import redis
-from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
+from redis._parsers.base import BaseParser  # redis-py's own reply-error mapping
+from redis.exceptions import ResponseError
 
-from delineate.redis_direct import Command, DirectScript, lane_connection_kwargs, the_watchdog
+from delineate.redis_direct import (
+    Command,
+    DirectScript,
+    failover_error,
+    failover_reply,
+    lane_connection_kwargs,
+    the_watchdog,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +59,10 @@ READ_BYTES = 65536
 PushNotification = getattr(hiredis, "PushNotification", ())
 
 
-def _reply_error(message: str) -> ResponseError:
-    """An error reply as redis-py's exception type for it (scripts need NOSCRIPT apart)."""
-    code = message.split(" ", 1)[0]
-    if code == "NOSCRIPT":
-        return NoScriptError(message)
-    if code == "READONLY":
-        return ReadOnlyError(message)
-    return ResponseError(message)
+def _reply_error(message: str) -> Exception:
+    """An error reply as redis-py's exception type for it (NOSCRIPT for scripts, READONLY
+    and the other failover replies to drop the connection)."""
+    return BaseParser.parse_error(message)  # type: ignore[no-any-return]
 
 
 def _reply_reader(connection: Any) -> hiredis.Reader:
@@ -213,9 +217,10 @@ class PipelinedRedis:
                 self._broken(connection, error, retry=not timed_out)
                 continue
             self._inflight.popleft()
-            if any(isinstance(reply, ReadOnlyError) for reply in call.replies):
-                # A primary demoted by a failover: drop the connection, report Redis away.
-                failover = redis.ConnectionError("Redis answered READONLY: the primary changed (failover).")
+            if any(failover_reply(reply) for reply in call.replies):
+                # A primary demoted by a failover: drop the connection (the next one asks
+                # Sentinel for the new primary) and report Redis away.
+                failover = failover_error()
                 self._broken(connection, failover)
                 call.result.set_exception(failover)
                 continue

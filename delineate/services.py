@@ -15,8 +15,9 @@ from redis import Redis
 from delineate.config import Settings
 from delineate.models import Job
 from delineate.progress import WEBHOOK_CLAIM_INTERVALS, JobStore
-from delineate.redis_clients import redis_client
+from delineate.redis_clients import redis_client, sentinel_enabled
 from delineate.redis_direct import DirectRedis, lane_for
+from delineate.replica_ack import ReplicaAck
 from delineate.storage import Storage
 
 REDIS_MAX_CONNECTIONS = 1000
@@ -60,7 +61,16 @@ class Services:
             presign=lambda job: self.storage.presign_reused(job.result_key, download_name(job)),
             direct=self.direct_redis,
             webhook_claim_seconds=WEBHOOK_CLAIM_INTERVALS * self.settings.sweep_interval_seconds,
+            replica_ack=self.replica_ack,
         )
+
+    @cached_property
+    def replica_ack(self) -> ReplicaAck | None:
+        """Behind Sentinel, initiate's WAIT for a replica (its own lane: a WAIT must not
+        hold up the shared one); None without Sentinel (no WAIT at all)."""
+        if not sentinel_enabled(self.settings):
+            return None
+        return ReplicaAck(DirectRedis.for_client(self.redis), self.settings.redis_replica_ack_timeout_ms)
 
     # Short-fused clients for /health, so a hung dependency answers "error" quickly.
     @cached_property

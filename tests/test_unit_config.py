@@ -94,3 +94,33 @@ def test_celery_goes_through_sentinel_only_when_configured() -> None:
     assert ha["broker_transport_options"]["master_name"] == "m"
     assert ha["broker_transport_options"]["visibility_timeout"] == 180
     assert ha["result_backend_transport_options"]["master_name"] == "m"
+
+
+def test_replica_acknowledgement_only_behind_sentinel() -> None:
+    from delineate.services import build_services
+
+    plain = load_settings(environ={}, dotenv_path=None)
+    assert plain.redis_replica_ack_timeout_ms == 500
+    assert build_services(plain).replica_ack is None  # no Sentinel: no WAIT at all
+    ha = load_settings(
+        environ={"REDIS_SENTINELS": "127.0.0.1:26379", "REDIS_REPLICA_ACK_TIMEOUT_MS": "250"}, dotenv_path=None
+    )
+    ack = build_services(ha).replica_ack
+    assert ack is not None and ack.timeout_ms == 250
+    with pytest.raises(ConfigError, match="REDIS_REPLICA_ACK_TIMEOUT_MS"):
+        load_settings(environ={"REDIS_REPLICA_ACK_TIMEOUT_MS": "0"}, dotenv_path=None)
+
+
+def test_flower_reads_the_sentinel_broker() -> None:
+    from celery import Celery
+    from flower.utils.broker import Broker, RedisSentinel
+
+    from celery_app import celery_config
+
+    env = {"REDIS_SENTINELS": "127.0.0.1:26379,127.0.0.1:26380", "REDIS_SENTINEL_MASTER": "m"}
+    capp = Celery(set_as_current=False)
+    capp.config_from_object(celery_config(load_settings(environ=env, dotenv_path=None)))
+    with capp.connection() as conn:  # as Flower's broker page builds it (flower/app.py)
+        uri = conn.as_uri(include_password=True)
+    broker = Broker(uri, broker_options=capp.conf.broker_transport_options)
+    assert isinstance(broker, RedisSentinel) and broker.master_name == "m"

@@ -22,6 +22,7 @@ from delineate.errors import (
     InvalidRequest,
     JobNotFound,
     JobNotReady,
+    NotReplicated,
     ServiceUnavailable,
     SourceUnavailable,
     TooManyActiveJobs,
@@ -30,6 +31,7 @@ from delineate.fanout import bounded_map
 from delineate.ids import new_uuid
 from delineate.models import Job, JobState, Phase
 from delineate.progress import JobGone, JobStore, TooManyActive
+from delineate.replica_ack import NoReplicaAck
 from delineate.services import download_name, services
 from delineate.storage import source_key
 from delineate.task_queue import TaskQueue
@@ -104,6 +106,7 @@ def _create_or_replay(job: Job, idem_key: str | None, enqueue: tuple[str, str] |
     or return the earlier job of ``idem_key``.
 
     :raise Conflict: ``idem_key`` was used before with other ids.
+    :raise NotReplicated: behind Sentinel, no replica acknowledged the new job in time (503).
     :raise TooManyActiveJobs: the caller's key has MAX_ACTIVE_JOBS_PER_KEY jobs running.
     """
     svc = services()
@@ -113,6 +116,13 @@ def _create_or_replay(job: Job, idem_key: str | None, enqueue: tuple[str, str] |
         replay = svc.store.create(
             job, max_active=cap, idempotency=(idem_key, fingerprint) if idem_key else None, enqueue=enqueue
         )
+    except NoReplicaAck:
+        # The record and message exist on the primary only: a failover could lose them,
+        # so no 202. (The job may still run; an Idempotency-Key retry replays it.)
+        raise NotReplicated(
+            "The new job could not be confirmed on a replica in time; try again shortly.",
+            headers={"Retry-After": "1"},
+        ) from None
     except TooManyActive as exc:
         raise TooManyActiveJobs(
             f"This API key already has {exc.count} queued or processing jobs "
