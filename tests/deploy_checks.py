@@ -43,6 +43,26 @@ def load_yaml_all(path: Path) -> list[Doc]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
+_INTERPOLATION = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+
+
+def interpolate(doc: Any, env: Mapping[str, str | None]) -> Any:
+    """Compose's ``${NAME}`` / ``${NAME:-default}`` substitution on every string of ``doc``."""
+    if isinstance(doc, str):
+        return _INTERPOLATION.sub(lambda m: env.get(m[1]) or (m[2] or ""), doc)
+    if isinstance(doc, list):
+        return [interpolate(item, env) for item in doc]
+    if isinstance(doc, dict):
+        return {key: interpolate(value, env) for key, value in doc.items()}
+    return doc
+
+
+def load_compose(env_file: Path | None = None) -> Doc:
+    """compose.yml as ``docker compose [--env-file FILE]`` reads it (interpolated)."""
+    env = dotenv_values(env_file) if env_file else {}
+    return interpolate(load_yaml(ROOT / "compose.yml"), env)  # type: ignore[no-any-return]
+
+
 def settings_from(env: Mapping[str, str]) -> Settings:
     """The settings a process would build from exactly ``env`` (no ``.env`` file)."""
     return load_settings(environ={k: v for k, v in env.items() if k in ENVIRONMENT}, dotenv_path=None)
@@ -173,6 +193,57 @@ def compose_problems(compose: Doc, root: Path = ROOT) -> list[str]:
     problems += _command_problems(services)
     problems += _nginx_problems(services, settings, root)
     problems += _metrics_problems(services, settings, root)
+    return problems
+
+
+HA_PROFILE = "ha"
+
+
+def compose_ha_problems(compose: Doc, root: Path = ROOT) -> list[str]:
+    """Profile ha (read with deploy/ha.env): every app service finds the primary through
+    three or more sentinels of the profile, which all watch `redis` under the configured
+    master name with a majority quorum, and a replica of the profile copies that primary."""
+    services: dict[str, Doc] = compose.get("services") or {}
+    ha = {name: svc for name, svc in services.items() if HA_PROFILE in (svc.get("profiles") or [])}
+    app_image = services.get("api", {}).get("image", "")
+    app = {name: settings_from(service_env(svc, root)) for name, svc in services.items() if is_app(svc, app_image)}
+    api = app.get("api")
+    if api is None or not api.redis_sentinels:
+        return ["compose ha: api is not pointed at any sentinel (REDIS_SENTINELS)"]
+    problems: list[str] = []
+    for name, s in app.items():
+        if (s.redis_sentinels, s.redis_sentinel_master) != (api.redis_sentinels, api.redis_sentinel_master):
+            problems.append(f"compose ha: {name} uses other sentinels or another master name than api")
+        for target in services[name].get("depends_on") or {}:
+            if target in ha:  # without the profile, compose would refuse the whole file
+                problems.append(f"compose ha: {name} depends on {target}, which only runs under profile ha")
+    if len(api.redis_sentinels) < 3:
+        problems.append("compose ha: at least three sentinels are needed (a majority must survive one)")
+    primaries = set()
+    for host, port in api.redis_sentinels:
+        if host not in ha:
+            problems.append(f"compose ha: REDIS_SENTINELS names {host}, which is no service of profile ha")
+            continue
+        if port not in listening_ports(ha[host]):
+            problems.append(f"compose ha: {host} does not listen on {port}")
+        monitor = re.search(r"sentinel monitor (\S+) (\S+) (\d+) (\d+)", " ".join(_words(ha[host].get("command"))))
+        if monitor is None:
+            problems.append(f"compose ha: {host} monitors no primary")
+            continue
+        master, primary, primary_port, quorum = monitor.groups()
+        if master != api.redis_sentinel_master:
+            problems.append(f"compose ha: {host} watches {master!r}, the app asks for {api.redis_sentinel_master!r}")
+        if int(quorum) * 2 <= len(api.redis_sentinels):
+            problems.append(f"compose ha: {host}'s quorum {quorum} is not a majority of the sentinels")
+        problems += _target_problems(f"{host} monitor", f"redis://{primary}:{primary_port}", services)
+        primaries.add((primary, primary_port))
+    replicas = [_words(svc.get("command")) for svc in ha.values() if "--replicaof" in _words(svc.get("command"))]
+    if not replicas:
+        problems.append("compose ha: no replica (a redis-server with --replicaof) in profile ha")
+    for words in replicas:
+        at = words.index("--replicaof")
+        if (words[at + 1], words[at + 2]) not in primaries:
+            problems.append(f"compose ha: a replica copies {words[at + 1]}:{words[at + 2]}, not the watched primary")
     return problems
 
 

@@ -47,7 +47,13 @@ def schema_errors(instance: object, schema: dict[str, Any]) -> list[str]:
 
 @pytest.fixture
 def compose() -> Doc:
-    return dc.load_yaml(ROOT / "compose.yml")
+    return dc.load_compose()
+
+
+@pytest.fixture
+def compose_ha() -> Doc:
+    """compose.yml as `docker compose --profile ha --env-file deploy/ha.env` reads it."""
+    return dc.load_compose(ROOT / "deploy" / "ha.env")
 
 
 @pytest.fixture
@@ -256,12 +262,55 @@ COMPOSE_BREAKS: dict[str, tuple[Mutation, str]] = {
 }
 
 
+def _problems_of_broken(mutate: Mutation, doc: Doc, check: Callable[[Doc], list[str]]) -> list[str]:
+    broken = copy.deepcopy(doc)
+    mutate(broken)
+    return check(broken)
+
+
 @pytest.mark.parametrize("name", sorted(COMPOSE_BREAKS))
 def test_compose_check_catches(name: str, compose: Doc) -> None:
     mutate, expected = COMPOSE_BREAKS[name]
-    broken = copy.deepcopy(compose)
-    mutate(broken)
-    problems = dc.compose_problems(broken)
+    problems = _problems_of_broken(mutate, compose, dc.compose_problems)
+    assert any(expected in p for p in problems), problems
+
+
+def test_compose_ha_wiring(compose_ha: Doc) -> None:
+    assert dc.compose_problems(compose_ha) == []
+    assert dc.compose_ha_problems(compose_ha) == []
+
+
+def test_compose_without_the_profile_uses_no_sentinel(compose: Doc) -> None:
+    env = dc.service_env(compose["services"]["api"])
+    assert dc.settings_from(env).redis_sentinels == ()
+
+
+def _two_sentinels_only(compose: Doc) -> None:
+    for service in compose["services"].values():
+        if "REDIS_SENTINELS" in (service.get("environment") or {}):
+            service["environment"]["REDIS_SENTINELS"] = "sentinel-1:26379,sentinel-2:26379"
+
+
+HA_BREAKS: dict[str, tuple[Mutation, str]] = {
+    "sentinel port": (lambda c: _svc("sentinel-2")(c).update(expose=["26380"]), "sentinel-2 does not listen on 26379"),
+    "master name": (
+        lambda c: [_env(n)(c).update(REDIS_SENTINEL_MASTER="other") for n in ("api", "worker", "sweeper", "flower")],
+        "the app asks for 'other'",
+    ),
+    "one app apart": (lambda c: _env("worker")(c).update(REDIS_SENTINELS=""), "worker uses other sentinels"),
+    "no replica": (lambda c: c["services"].pop("redis-replica"), "no replica"),
+    "depends on ha": (
+        lambda c: _svc("api")(c)["depends_on"].update({"sentinel-1": {"condition": "service_healthy"}}),
+        "api depends on sentinel-1",
+    ),
+    "two sentinels": (lambda c: _two_sentinels_only(c), "at least three sentinels"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HA_BREAKS))
+def test_compose_ha_check_catches(name: str, compose_ha: Doc) -> None:
+    mutate, expected = HA_BREAKS[name]
+    problems = _problems_of_broken(mutate, compose_ha, dc.compose_ha_problems)
     assert any(expected in p for p in problems), problems
 
 
@@ -410,6 +459,25 @@ def test_k8s_check_catches_an_unlisted_file(k8s_docs: list[Doc], kustomization: 
 
 
 # -- README ----------------------------------------------------------------------------------
+
+
+def test_k8s_sentinel_overlay_matches_its_redis_values() -> None:
+    ha = K8S / "ha"
+    overlay = dc.load_yaml(ha / "kustomization.yaml")
+    assert overlay["resources"] == [".."] and [p["path"] for p in overlay["patches"]] == ["configmap-sentinel.yaml"]
+    patch, values = dc.load_yaml(ha / "configmap-sentinel.yaml"), dc.load_yaml(ha / "redis-sentinel-values.yaml")
+    base = next(d for d in dc.load_yaml_all(K8S / "configmap.yaml") if d["kind"] == "ConfigMap")
+    assert patch["metadata"]["name"] == base["metadata"]["name"]
+    settings = dc.settings_from({**base["data"], **patch["data"]})
+    release = "delineate-redis"  # the helm release name the README installs
+    nodes = values["replica"]["replicaCount"]
+    assert settings.redis_sentinels == tuple(
+        (f"{release}-node-{i}.{release}-headless.delineate.svc.cluster.local", 26379) for i in range(nodes)
+    )
+    assert settings.redis_sentinel_master == values["sentinel"]["masterSet"]
+    assert values["sentinel"]["quorum"] * 2 > nodes >= 3  # a majority elects; one node may go
+    assert values["pdb"]["minAvailable"] * 2 > nodes
+    assert "maxmemory-policy noeviction" in values["commonConfiguration"]
 
 
 def test_readme_configuration_table_matches_the_settings() -> None:
