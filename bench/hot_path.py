@@ -67,7 +67,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         otlp, sentry = OtlpReceiver().start(), SentryReceiver().start()
         receivers = [otlp, sentry]
         overrides = {"otel_exporter_otlp_endpoint": otlp.endpoint, "sentry_dsn": sentry.dsn}
-        env = dict(SAMPLER_ENV)
+        # The SDK's own variables; at 1 they are left unset: the SDK then keeps every trace.
+        env = {**SAMPLER_ENV, "OTEL_TRACES_SAMPLER_ARG": str(args.sampling)} if args.sampling < 1 else {}
     stack = start_stack(
         workdir,
         workers=0 if args.no_worker else 1,
@@ -144,6 +145,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--api-workers", type=int, default=2)
     parser.add_argument("--telemetry", action="store_true", help="OTLP + Sentry to local sinks, 10 %% sampling")
+    parser.add_argument("--sampling", type=float, default=0.1, help="with --telemetry: the trace ratio (1: all)")
     parser.add_argument("--no-worker", action="store_true", help="no Celery worker (jobs only queue)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     return parser
