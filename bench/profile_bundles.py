@@ -113,8 +113,8 @@ def main() -> int:
         spies = [spy(worker.pid, raw, args.seconds) for worker, raw in zip(stack.workers, raws, strict=True)]
         bundles = e2e.run_jobs(stack, client, sets)
         spent = {name: _cpu_seconds(pids) - before[name] for name, pids in trees.items()}
-        for spy in spies:
-            spy.wait(timeout=args.seconds + 60)
+        for sampler in spies:
+            sampler.wait(timeout=args.seconds + 60)
         source = e2e.source_bytes(Storage(stack.settings), sets)
         copy_before = {name: _cpu_seconds(pids) for name, pids in trees.items()}
         children_before = _children_cpu()
