@@ -16,7 +16,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def _gevent_patched() -> bool:
+def gevent_patched() -> bool:
+    """True in a gevent-patched process (the API's workers), False with real threads."""
     try:
         from gevent import monkey
     except ImportError:  # pragma: no cover - gevent is a dependency
@@ -34,7 +35,7 @@ def bounded_map(fn: Callable[[T], R], items: Sequence[T], concurrency: int, budg
     if not items:
         return []
     workers = max(1, min(concurrency, len(items)))
-    if _gevent_patched():
+    if gevent_patched():
         import gevent
         import gevent.pool
 

@@ -43,6 +43,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import BusyLoadingError, MasterDownError, NoScriptError, ReadOnlyError, ResponseError
 from redis.retry import Retry
 
+from delineate.fanout import gevent_patched
+
 logger = logging.getLogger(__name__)
 
 Command = Sequence[Any]
@@ -128,13 +130,7 @@ def lane_for(client: redis.Redis) -> Any:
     """The hot path's lane to ``client``'s server: shared round trips under gevent
     (:class:`~delineate.redis_pipelined.PipelinedRedis`), a connection per call with
     threads (:class:`DirectRedis`)."""
-    try:
-        from gevent import monkey
-
-        patched = monkey.is_module_patched("socket")
-    except ImportError:
-        patched = False
-    if patched:
+    if gevent_patched():
         from delineate.redis_pipelined import PipelinedRedis
 
         return PipelinedRedis.for_client(client)
@@ -225,16 +221,17 @@ class DirectRedis:
         :raise redis.ConnectionError, redis.TimeoutError: Redis did not answer.
         """
         connection, reused = self._take()
+        replies: list[Any] = []
         try:
             try:
-                replies = self._round_trip(connection, commands)
+                self._round_trip(connection, commands, replies)
             except redis.ConnectionError:
-                if not reused:
-                    raise
+                if not reused or replies:
+                    raise  # a reply came back: the batch ran, at least in part; never twice
                 # A connection that sat idle may have been closed by a restarted server;
                 # nothing was read back, so send once more on a fresh one.
                 connection.disconnect()
-                replies = self._round_trip(connection, commands)
+                self._round_trip(connection, commands, replies)
         except BaseException:
             self._drop(connection)
             raise
@@ -251,7 +248,9 @@ class DirectRedis:
                     raise reply
         return replies
 
-    def _round_trip(self, connection: Any, commands: Sequence[Command]) -> list[Any]:
+    def _round_trip(self, connection: Any, commands: Sequence[Command], replies: list[Any]) -> None:
+        """Send ``commands`` and append their replies to ``replies`` as they arrive (so a
+        caller sees how far a broken round trip got)."""
         dog = the_watchdog()
         token = id(connection)
         dog.inflight[token] = (time.monotonic() + self.timeout_seconds, connection)
@@ -261,13 +260,11 @@ class DirectRedis:
                 connection.send_packed_command(connection.pack_command(*commands[0]), check_health=False)
             else:
                 connection.send_packed_command(connection.pack_commands(commands), check_health=False)
-            replies: list[Any] = []
             for _ in commands:
                 try:
                     replies.append(connection.read_response())
                 except ResponseError as exc:  # keep reading: the connection must end clean
                     replies.append(exc)
-            return replies
         except (redis.ConnectionError, OSError) as exc:
             if token in dog.expired:
                 raise redis.TimeoutError(f"Redis did not answer within {self.timeout_seconds:g} s") from None
