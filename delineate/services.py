@@ -21,6 +21,9 @@ from delineate.replica_ack import ReplicaAck
 from delineate.storage import Storage
 
 REDIS_MAX_CONNECTIONS = 1000
+
+REDIS_ANSWER_SECONDS = 5
+"""How long a command may wait for Redis's answer (the socket timeout of the shared client)."""
 """Connections per process in the Redis pool (redis-py's default of 100 is too few for SSE)."""
 
 
@@ -40,7 +43,7 @@ class Services:
             decode_responses=True,
             max_connections=REDIS_MAX_CONNECTIONS,
             socket_connect_timeout=2,
-            socket_timeout=5,
+            socket_timeout=REDIS_ANSWER_SECONDS,
             health_check_interval=30,
         )
 
@@ -70,7 +73,11 @@ class Services:
         hold up the shared one); None without Sentinel (no WAIT at all)."""
         if not sentinel_enabled(self.settings):
             return None
-        return ReplicaAck(DirectRedis.for_client(self.redis), self.settings.redis_replica_ack_timeout_ms)
+        timeout_ms = self.settings.redis_replica_ack_timeout_ms
+        # The lane's deadline covers the WAIT's own timeout, so a long WAIT ends as "no
+        # replica acknowledged" (503 not_replicated), never as a lane timeout.
+        lane = DirectRedis(self.redis.connection_pool, timeout_seconds=REDIS_ANSWER_SECONDS + timeout_ms / 1000)
+        return ReplicaAck(lane, timeout_ms)
 
     # Short-fused clients for /health, so a hung dependency answers "error" quickly.
     @cached_property
