@@ -303,6 +303,12 @@ class Settings:
                 "DOWNLOAD_DELAY_MIN_MS must not exceed DOWNLOAD_DELAY_MAX_MS "
                 f"({self.download_delay_min_ms} > {self.download_delay_max_ms})"
             )
+        if self.redis_sentinels:
+            for name, url in (("REDIS_URL", self.redis_url), ("CELERY_BROKER_URL", self.celery_broker_url)):
+                if url.startswith("rediss:"):
+                    # Sentinel's clients here would reach the data nodes in plain text: refuse
+                    # rather than drop the TLS that the URL asks for.
+                    raise ConfigError(f"{name}: TLS (rediss://) is not supported together with REDIS_SENTINELS")
         # Derived defaults: the broker and result backend follow REDIS_URL.
         if not self.celery_broker_url:
             object.__setattr__(self, "celery_broker_url", self.redis_url)

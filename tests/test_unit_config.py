@@ -74,6 +74,7 @@ def test_sentinel_settings_parse_and_the_password_is_redacted() -> None:
         ({"REDIS_SENTINELS": ","}, "REDIS_SENTINELS"),
         ({"REDIS_SENTINEL_MASTER": ""}, "REDIS_SENTINEL_MASTER"),
         ({"REDIS_SENTINEL_MASTER": "my master"}, "REDIS_SENTINEL_MASTER"),
+        ({"REDIS_SENTINELS": "s1:26379", "REDIS_URL": "rediss://r:6379/0"}, "REDIS_URL"),
     ],
 )
 def test_bad_sentinel_values_name_the_variable(env: dict[str, str], name: str) -> None:
