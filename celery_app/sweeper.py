@@ -39,6 +39,7 @@ from typing import Any
 import orjson
 import redis
 from celery import Celery
+from kombu.exceptions import OperationalError
 
 from delineate.config import Settings
 from delineate.errors import StorageError
@@ -187,8 +188,10 @@ class Sweeper:
             for part in (self.redrive, self.drive_webhooks, self.delete_expired):
                 try:
                     part(report)
-                except (redis.RedisError, StorageError) as exc:
+                except (redis.RedisError, StorageError, OperationalError) as exc:
                     logger.warning("sweep: %s failed: %s", part.__name__, exc)
+                except Exception:  # a bug in one part must not starve the others
+                    logger.exception("sweep: %s failed", part.__name__)
         finally:
             try:
                 if redis_.get(SWEEP_LOCK_KEY) == token:
@@ -286,7 +289,10 @@ class Sweeper:
                 if job_id in waiting:
                     continue  # its message still waits in a long queue: do not add another
                 job = self.store.get(job_id)
-                attempt = ((job.callback or {}).get("attempts", 0) if job else 0) + 1
+                if job is None:  # expired before its delivery ended: the script drops its entry
+                    self.store.set_callback(job_id, {}, None)
+                    continue
+                attempt = (job.callback or {}).get("attempts", 0) + 1
                 self.celery.send_task(DELIVER_WEBHOOK, args=[job_id, attempt], ignore_result=True)
                 report.webhooks_sent += 1
 
