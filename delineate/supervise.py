@@ -42,6 +42,8 @@ def supervise(command: list[str], name: str) -> int:
     while True:
         started = time.monotonic()
         child = subprocess.Popen(command)
+        if stopping.is_set():  # the signal came while the child was being started
+            child.send_signal(signal.SIGTERM)
         code = child.wait()
         if stopping.is_set():
             return code
