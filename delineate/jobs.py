@@ -321,9 +321,9 @@ class DownloadRun:
             self._renew_lease()
 
     def _renew_lease(self) -> None:
-        if not self.store.acquire_lease(self.job_id, self.holder, self.settings.job_lease_seconds):
+        ours, job = self.store.lease_and_get(self.job_id, self.holder, self.settings.job_lease_seconds)
+        if not ours:
             raise Stopped("lease lost to another worker")
-        job = self.store.get(self.job_id)
         if job is None:
             raise JobGone(self.job_id)
         if job.status.terminal:

@@ -514,7 +514,7 @@ class JobStore:
         """Write ``fields`` unless the job is terminal; publish nothing.
 
         Returns the record and whether the write happened. When the write made the job
-        terminal, ``on_terminal`` is called with the record.
+        terminal, each of ``terminal_hooks`` is called with the record.
 
         :raise JobGone: the job does not exist (any more).
         """
@@ -598,10 +598,6 @@ class JobStore:
         """Move a due delivery's time to ``until``; False when it was not due (any more)."""
         return bool(self._claim_webhook(keys=[WEBHOOKS_KEY], args=[job_id, now, until]))
 
-    def webhook_due_at(self, job_id: str) -> float | None:
-        score = self.redis.zscore(WEBHOOKS_KEY, job_id)
-        return None if score is None else float(score)
-
     def publish(self, job: Job) -> None:
         """Publish the status in flask-sse's format: {"data", "type", "id"}."""
         event = job.status.value if job.status.terminal else "progress"
@@ -612,9 +608,6 @@ class JobStore:
             logger.warning("could not publish event for job %s: %s", job.job_id, exc)
 
     # -- leases: which worker runs a job right now ----------------------------------
-
-    def acquire_lease(self, job_id: str, holder: str, ttl_seconds: int) -> bool:
-        return bool(self._lease(keys=[lease_key(job_id)], args=[holder, ttl_seconds]))
 
     def lease_and_get(self, job_id: str, holder: str, ttl_seconds: int) -> tuple[bool, Job | None]:
         """Take or renew the lease and read the job, in one round trip.
@@ -635,7 +628,3 @@ class JobStore:
 
     def release_lease(self, job_id: str, holder: str) -> None:
         self._release(keys=[lease_key(job_id)], args=[holder])
-
-    def lease_holder(self, job_id: str) -> str | None:
-        value = self.direct.command("GET", lease_key(job_id))
-        return value if value is None else str(value)
