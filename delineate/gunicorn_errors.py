@@ -12,6 +12,7 @@ Used by ``deploy/gunicorn.conf.py`` (``worker_class``).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import orjson
@@ -65,6 +66,18 @@ def refusal(exc: BaseException) -> tuple[int, str, str, str]:
     return 500, "Internal Server Error", "internal_error", "An unexpected error occurred."
 
 
+@functools.cache
+def _security_lines() -> str:
+    """The app's security headers, on gunicorn's refusals as on every other answer.
+
+    Imported on first use, in a worker: this module is loaded by gunicorn's master before
+    gevent patches the standard library, and the app's modules would import ssl too early.
+    """
+    from delineate.security import SECURITY_HEADERS
+
+    return "".join(f"{name}: {value}\r\n" for name, value in SECURITY_HEADERS.items())
+
+
 def error_bytes(status: int, reason: str, error: str, message: str, request_id: str) -> bytes:
     """A whole HTTP/1.1 response carrying the API's error body; the connection closes."""
     body = orjson.dumps({"error": error, "message": message, "requestId": request_id})
@@ -74,7 +87,7 @@ def error_bytes(status: int, reason: str, error: str, message: str, request_id: 
         "Content-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n"
         f"X-Request-ID: {request_id}\r\n"
-        "X-Content-Type-Options: nosniff\r\n"
+        f"{_security_lines()}"
         "Cache-Control: no-store\r\n"
         "\r\n"
     )

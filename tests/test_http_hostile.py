@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from delineate.security import REQUEST_ID
+from delineate.security import REQUEST_ID, SECURITY_HEADERS
 from tests.stack import start_api
 
 KEY = "hostile-key-0123456789"
@@ -44,11 +44,16 @@ def http(base: str) -> Iterator[httpx.Client]:
         yield client
 
 
-def raw_request(base: str, data: bytes, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
-    """Send ``data`` as is; return the status, headers and body of the answer."""
+def raw_request(
+    base: str, data: bytes, timeout: float = 5.0, half_close: bool = False
+) -> tuple[int, dict[str, str], bytes]:
+    """Send ``data`` as is (then end the sending side when ``half_close``); return the
+    status, headers and body of the answer."""
     host, port = base.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=timeout) as sock:
         sock.sendall(data)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
         chunks = []
         while True:
             try:
@@ -86,6 +91,13 @@ def request_bytes(target: str, *headers: str, body: bytes = b"", method: str = "
 
 
 # -- refused by gunicorn before the app: answered in JSON ------------------------------------------
+
+
+def test_gunicorn_refusals_carry_the_security_headers(base: str) -> None:
+    status, headers, _ = raw_request(base, request_bytes("/" + "a" * 5000))
+    assert status == 414
+    for name, value in SECURITY_HEADERS.items():
+        assert headers[name.lower()] == value
 
 
 def test_request_line_over_4_kib_is_414_json(base: str) -> None:
@@ -156,6 +168,16 @@ def test_bad_transfer_codings_are_400_json(base: str) -> None:
     )
     status, headers, body = raw_request(base, bad_chunk)
     assert_json_error(status, headers, body, 400, "bad_request")
+
+
+def test_chunked_body_cut_off_mid_chunk_is_400_json(base: str) -> None:
+    cut = (
+        request_bytes(
+            "/v1/download/check", "Content-Type: application/json", "Transfer-Encoding: chunked", method="POST"
+        )
+        + b'40\r\n{"file_id": 70000'  # a 64-byte chunk announced, 17 bytes sent, then the end
+    )
+    assert_json_error(*raw_request(base, cut, half_close=True), 400, "bad_request")
 
 
 # -- refused by the app -----------------------------------------------------------------------------
