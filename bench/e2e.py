@@ -51,8 +51,11 @@ def _bundle_ids(n: int) -> list[int]:
     return [SAMPLE_IDS[(3 * n + k) % len(SAMPLE_IDS)] for k in range(3)]
 
 
-def _completed(redis_client: Any) -> int:
-    return int(redis_client.hget("delineate:metrics:jobs", "completed") or 0)
+def _finished(redis_client: Any) -> int:
+    """Jobs the workers finished in any terminal state (a failed one is then counted lost,
+    rather than the run waiting out its timeout for it)."""
+    counts = redis_client.hmget("delineate:metrics:jobs", "completed", "failed", "cancelled")
+    return sum(int(n or 0) for n in counts)
 
 
 def _submit_all(base: str, bodies: list[list[int]]) -> list[str]:
@@ -66,11 +69,11 @@ def _submit_all(base: str, bodies: list[list[int]]) -> list[str]:
 
 
 def run_jobs(stack: Any, redis_client: Any, bodies: list[list[int]], timeout: float = 600) -> dict[str, Any]:
-    before = _completed(redis_client)
+    before = _finished(redis_client)
     began = time.perf_counter()
     job_ids = _submit_all(stack.base, bodies)
     deadline = time.monotonic() + timeout
-    while _completed(redis_client) - before < len(bodies) and time.monotonic() < deadline:
+    while _finished(redis_client) - before < len(bodies) and time.monotonic() < deadline:
         time.sleep(0.02)
     elapsed = time.perf_counter() - began
     pipe = redis_client.pipeline(transaction=False)
