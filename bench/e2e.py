@@ -8,8 +8,11 @@ Celery workers), then, per run:
   time from the first submit to the last completion. Every job is then read back: any
   that is not ``completed`` counts as lost.
 - ``bundles``: N jobs of 3 files each (a zip streamed into S3). Throughput is the source
-  bytes bundled per second, beside a raw boto3 copy of the same bytes (GET the three
-  sources, PUT them as one object) by 2 processes of 16 threads, measured in the same run.
+  bytes bundled per second, beside two raw copies of the same bytes (GET the three
+  sources, PUT them as one object) by 2 processes of 16 threads, measured in the same run:
+  one through boto3's client (``get_object``/``put_object``: the issue's baseline), one
+  through the project's ``Storage`` (the direct requests of ``delineate/s3_direct.py`` the
+  worker uses), which shows what the job itself adds to moving the bytes.
 - ``latency``: one job at a time, initiate -> ``completed`` as a client polling the status
   every 2 ms sees it; the median of 20.
 
@@ -90,29 +93,42 @@ def run_jobs(stack: Any, redis_client: Any, bodies: list[list[int]], timeout: fl
     }
 
 
-def _copy_worker(args: tuple[Any, list[list[int]], Any]) -> None:
-    settings, sets, queue = args
-    from delineate.storage import Storage, source_key
+COPY_CLIENTS = ("boto3", "direct")
+"""The raw copy's S3 clients: boto3's own, or the project's Storage (direct requests)."""
+
+
+def _copy_worker(args: tuple[Any, list[list[int]], Any, str]) -> None:
+    settings, sets, queue, client = args
+    from delineate.storage import READ_CHUNK_BYTES, Storage, source_key
 
     storage = Storage(settings)
+    s3, bucket = storage._client, settings.s3_bucket_name  # the boto3 baseline, as before the direct requests
+
+    def get(key: str) -> bytes:
+        return b"".join(s3.get_object(Bucket=bucket, Key=key)["Body"].iter_chunks(READ_CHUNK_BYTES))
 
     def copy(item: tuple[int, list[int]]) -> int:
         n, ids = item
-        data = b"".join(b"".join(storage.iter_object(source_key(i))) for i in ids)
-        storage.put(f"bench/raw-copy-{n}.bin", data)
+        if client == "boto3":
+            data = b"".join(get(source_key(i)) for i in ids)
+            s3.put_object(Bucket=bucket, Key=f"bench/raw-copy-{n}.bin", Body=data)
+        else:
+            data = b"".join(b"".join(storage.iter_object(source_key(i))) for i in ids)
+            storage.put(f"bench/raw-copy-{n}.bin", data)
         return len(data)
 
     with ThreadPoolExecutor(COPY_THREADS) as pool:
         queue.put(sum(pool.map(copy, list(enumerate(sets)))))
 
 
-def raw_copy(settings: Any, sets: list[list[int]]) -> dict[str, float]:
-    """Bytes per second of a plain GET+PUT copy of ``sets`` (each set one object)."""
+def raw_copy(settings: Any, sets: list[list[int]], client: str = "boto3") -> dict[str, float]:
+    """Bytes per second of a plain GET+PUT copy of ``sets`` (each set one object),
+    through ``client`` (one of COPY_CLIENTS)."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     shares = [sets[i::COPY_PROCESSES] for i in range(COPY_PROCESSES)]
     began = time.perf_counter()
-    workers = [ctx.Process(target=_copy_worker, args=((settings, share, queue),)) for share in shares]
+    workers = [ctx.Process(target=_copy_worker, args=((settings, share, queue, client),)) for share in shares]
     for worker in workers:
         worker.start()
     copied = sum(queue.get(timeout=600) for _ in workers)
@@ -171,9 +187,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 bundles = run_jobs(stack, client, sets)
                 bundles["source_bytes"] = source_bytes(storage, sets)
                 bundles["bytes_per_s"] = bundles["source_bytes"] / bundles["seconds"]
-                copy = raw_copy(stack.settings, sets)
+                copy = raw_copy(stack.settings, sets, "boto3")
                 bundles["raw_copy_bytes_per_s"] = copy["bytes_per_s"]
                 bundles["ratio_to_raw_copy"] = bundles["bytes_per_s"] / copy["bytes_per_s"]
+                direct = raw_copy(stack.settings, sets, "direct")
+                bundles["direct_copy_bytes_per_s"] = direct["bytes_per_s"]
+                bundles["ratio_to_direct_copy"] = bundles["bytes_per_s"] / direct["bytes_per_s"]
                 run["bundles"] = bundles
             if "latency" in only:
                 run["latency_ms"] = latency(stack.base)

@@ -29,10 +29,10 @@ from tests.stack import BIN
 
 BUCKETS: list[tuple[str, tuple[str, ...]]] = [
     ("Celery outside the task: consumer loop, events, acks", ("__OUTSIDE__",)),
-    ("file checks: HEAD (signed urllib3)", ("Storage.head",)),
-    ("reading the sources: boto3 GET", ("Storage.iter_object",)),
+    ("file checks: HEAD (direct, urllib3)", ("Storage.head",)),
+    ("reading the sources: GET (direct, urllib3)", ("Storage.iter_object",)),
     ("zip framing and sha256", ("_hashed", "ZipStream.all_files", "ZipStream.finalize")),
-    ("the bundle's PUT (boto3) and its buffer", ("Storage.upload_stream",)),
+    ("the bundle's PUT (direct) and its buffer", ("Storage.upload_stream",)),
     ("job store: progress writes, lease (Redis)", ("JobStore.write", "JobStore.lease_and_get",
                                                    "DownloadRun._renew_lease", "JobStore.release_lease",
                                                    "JobStore.publish")),
@@ -116,11 +116,14 @@ def main() -> int:
         for sampler in spies:
             sampler.wait(timeout=args.seconds + 60)
         source = e2e.source_bytes(Storage(stack.settings), sets)
-        copy_before = {name: _cpu_seconds(pids) for name, pids in trees.items()}
-        children_before = _children_cpu()
-        copy = e2e.raw_copy(stack.settings, sets)
-        copy_spent = {name: _cpu_seconds(pids) - copy_before[name] for name, pids in trees.items()}
-        copy_spent["the copy's own processes"] = _children_cpu() - children_before
+        copies: dict[str, dict[str, float]] = {}
+        copy_spent: dict[str, dict[str, float]] = {}
+        for kind in e2e.COPY_CLIENTS:
+            copy_before = {name: _cpu_seconds(pids) for name, pids in trees.items()}
+            children_before = _children_cpu()
+            copies[kind] = e2e.raw_copy(stack.settings, sets, kind)
+            copy_spent[kind] = {name: _cpu_seconds(pids) - copy_before[name] for name, pids in trees.items()}
+            copy_spent[kind]["the copy's own processes"] = _children_cpu() - children_before
     finally:
         stack.stop()
     bundle_rate = source / bundles["seconds"]
@@ -129,24 +132,29 @@ def main() -> int:
         "",
         f"Made by `.venv/bin/python bench/profile_bundles.py` on {time.strftime('%Y-%m-%d %H:%M')}: "
         f"{args.jobs} jobs of 3 files ({source / 1e6:.0f} MB of sources), delays off, 2 Celery workers of "
-        "100 threads, then the raw boto3 GET+PUT copy of the same sets (2 processes of 16 threads).",
+        "100 threads, then the raw GET+PUT copies of the same sets (2 processes of 16 threads), through "
+        "boto3's client and through the project's `Storage` (the direct requests the worker makes).",
         "",
         f"Bundles: {bundles['seconds']:.1f} s, {bundle_rate / 1e6:.1f} MB/s, {bundles['lost']} lost. "
-        f"Raw copy: {copy['seconds']:.1f} s, {copy['bytes_per_s'] / 1e6:.1f} MB/s. "
-        f"Ratio {bundle_rate / copy['bytes_per_s']:.2f}.",
+        + " ".join(
+            f"{kind} copy: {copy['seconds']:.1f} s, {copy['bytes_per_s'] / 1e6:.1f} MB/s, "
+            f"ratio {bundle_rate / copy['bytes_per_s']:.2f}."
+            for kind, copy in copies.items()
+        ),
         "",
         "## CPU seconds per process (from /proc), and per job",
         "",
-        "| process | bundles | ms per job | raw copy | ms per set |",
-        "| --- | --- | --- | --- | --- |",
+        "| process | bundles | ms per job | " + " | ".join(f"{k} copy | ms per set" for k in copies) + " |",
+        "| --- | --- | --- |" + " --- | --- |" * len(copies),
     ]
+
+    def row(name: str, b: float, c: list[float]) -> str:
+        cells = " | ".join(f"{v:.1f} | {1000 * v / args.jobs:.1f}" for v in c)
+        return f"| {name} | {b:.1f} | {1000 * b / args.jobs:.1f} | {cells} |"
+
     for name in [*trees, "the copy's own processes"]:
-        b, c = spent.get(name, 0.0), copy_spent.get(name, 0.0)
-        lines.append(f"| {name} | {b:.1f} | {1000 * b / args.jobs:.1f} | {c:.1f} | {1000 * c / args.jobs:.1f} |")
-    b_total, c_total = sum(spent.values()), sum(copy_spent.values())
-    lines.append(
-        f"| all | {b_total:.1f} | {1000 * b_total / args.jobs:.1f} | {c_total:.1f} | {1000 * c_total / args.jobs:.1f} |"
-    )
+        lines.append(row(name, spent.get(name, 0.0), [copy_spent[k].get(name, 0.0) for k in copies]))
+    lines.append(row("all", sum(spent.values()), [sum(copy_spent[k].values()) for k in copies]))
     total, counts, leaves = buckets(raws)
     merged = RESULTS / "profile-bundle-worker.txt"
     merged.write_text("".join(raw.read_text() for raw in raws if raw.exists()))

@@ -9,6 +9,7 @@ bare Flask hello on the same gunicorn settings for HTTP, a raw boto3 GET+PUT for
 from __future__ import annotations
 
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -56,6 +57,10 @@ class Stack:
     def stop(self) -> None:
         for service in reversed(self.services):
             service.stop()
+        # A bundle run leaves gigabytes in the store; left behind, a few runs fill /tmp
+        # and the next run's writes time out.
+        for data in self.workdir.glob("seaweedfs-*"):
+            shutil.rmtree(data, ignore_errors=True)
 
     def api_worker_pids(self) -> list[int]:
         """The gunicorn worker processes (children of the arbiter)."""

@@ -1,4 +1,5 @@
-"""Every boto3 call of the project lives here.
+"""Every boto3 call of the project lives here (and the worker's hot requests, made by
+:mod:`delineate.s3_direct` behind the same methods).
 
 Callers see plain values and the project's exceptions (:mod:`delineate.errors`),
 never botocore types: ``SourceUnavailable`` for what may pass (connection errors,
@@ -10,22 +11,16 @@ from __future__ import annotations
 
 import email.utils
 import logging
-import random
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
 import boto3
 import botocore.session
 import botocore.utils
-import urllib3
-from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.config import Config
-from botocore.credentials import Credentials
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -37,6 +32,7 @@ from botocore.exceptions import (
 
 from delineate.config import Settings
 from delineate.errors import SourceUnavailable, StorageError, StorageMisconfigured
+from delineate.s3_direct import ACCESS_DENIED, NO_SUCH_BUCKET, DirectS3
 from delineate.telemetry import tracing_ready
 
 logger = logging.getLogger(__name__)
@@ -68,9 +64,9 @@ _TRANSIENT_CODES = {
     "RequestTimeTooSkewed",
 }
 _PERMANENT_CODES = {
-    "NoSuchBucket": "the bucket {bucket!r} does not exist",
-    "AccessDenied": "access to the bucket {bucket!r} was denied (check S3 credentials)",
-    "403": "access to the bucket {bucket!r} was denied (check S3 credentials)",
+    "NoSuchBucket": NO_SUCH_BUCKET,
+    "AccessDenied": ACCESS_DENIED,
+    "403": ACCESS_DENIED,
     "InvalidAccessKeyId": "the S3 access key is not known to the store",
     "SignatureDoesNotMatch": "the S3 secret key does not match the access key",
 }
@@ -113,57 +109,6 @@ def _botocore_session() -> botocore.session.Session:
     return session
 
 
-class SignedHead:
-    """HEAD requests signed with botocore's SigV4 signer and sent with urllib3.
-
-    A job checks every file with a HEAD, and through the boto3 client one cost about
-    3 ms of CPU here (event hooks, endpoint rules, response parsing), more than the
-    rest of a single-file job; signed and sent directly it cost about 1 ms. The answer
-    is mapped like the client's: 200 a size, 404 missing, 403 denied, 5xx, throttling,
-    timeouts and connection errors transient (tried ``attempts`` times in all, as
-    botocore's standard mode does).
-    """
-
-    def __init__(self, settings: Settings, *, timeout_seconds: float, attempts: int) -> None:
-        credentials = Credentials(settings.s3_access_key_id, settings.s3_secret_access_key)
-        self._signer = S3SigV4Auth(credentials, "s3", settings.s3_region)
-        self._base = f"{settings.s3_endpoint.rstrip('/')}/{quote(settings.s3_bucket_name)}/"
-        self._attempts = max(1, attempts)
-        self._pool = urllib3.PoolManager(
-            maxsize=64,
-            timeout=urllib3.Timeout(connect=min(timeout_seconds, 3.0), read=timeout_seconds),
-            retries=False,
-        )
-
-    def head(self, storage: Storage, key: str) -> ObjectInfo | None:
-        url = self._base + quote(key, safe="/~")
-        for attempt in range(1, self._attempts + 1):
-            request = AWSRequest(method="HEAD", url=url)
-            self._signer.add_auth(request)
-            try:
-                response = self._pool.request("HEAD", url, headers=dict(request.headers.items()))
-            except urllib3.exceptions.HTTPError as exc:
-                if attempt == self._attempts:
-                    raise SourceUnavailable(f"object store unreachable during HEAD {key}: {exc}") from None
-            else:
-                status = response.status
-                if status == 200:
-                    return ObjectInfo(key=key, size=int(response.headers.get("Content-Length", 0)))
-                if status == 404:
-                    storage.check_bucket()  # a HEAD cannot tell a missing bucket from a missing key
-                    return None
-                if status == 403:
-                    raise StorageMisconfigured(
-                        f"HEAD {key} failed: {_PERMANENT_CODES['403'].format(bucket=storage.bucket)}"
-                    )
-                if status < 500 and status not in (408, 429):
-                    raise StorageError(f"HEAD {key} failed: {status}")
-                if attempt == self._attempts:
-                    raise SourceUnavailable(f"object store error during HEAD {key}: {status}")
-            time.sleep(random.uniform(0, 0.1 * 2**attempt))  # the standard mode's jittered backoff
-        raise SourceUnavailable(f"object store unreachable during HEAD {key}")  # not reached
-
-
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
@@ -200,15 +145,26 @@ class Storage:
         else:
             self._public = self._client
         self._presigned: dict[tuple[str, str], tuple[float, str]] = {}
-        # The per-file HEAD of every job, without botocore's client machinery (see
-        # SignedHead); path-style addressing only, and never while tracing (the trace
-        # shows botocore's spans).
-        self._signed_head = (
-            SignedHead(settings, timeout_seconds=timeout_seconds, attempts=retries)
+        # A job's HEADs, GETs and small PUT, without botocore's client machinery (see
+        # delineate/s3_direct.py); path-style addressing only.
+        self._direct = (
+            DirectS3(
+                endpoint=settings.s3_endpoint,
+                bucket=settings.s3_bucket_name,
+                access_key=settings.s3_access_key_id,
+                secret_key=settings.s3_secret_access_key,
+                region=settings.s3_region,
+                timeout_seconds=timeout_seconds,
+                attempts=retries,
+            )
             if settings.s3_force_path_style
             else None
         )
         self._reuse_seconds = settings.presigned_url_expiry_seconds * PRESIGN_REUSE_SHARE
+
+    def _lean(self) -> DirectS3 | None:
+        """The direct client, unless tracing is on (a trace shows botocore's spans)."""
+        return None if self._direct is None or tracing_ready() else self._direct
 
     # -- errors ---------------------------------------------------------------
 
@@ -236,8 +192,12 @@ class Storage:
         :raise SourceUnavailable: the store did not answer.
         :raise StorageMisconfigured: bucket missing or access denied.
         """
-        if self._signed_head is not None and not tracing_ready():
-            return self._signed_head.head(self, key)
+        if (direct := self._lean()) is not None:
+            size = direct.head(key)
+            if size is None:
+                self.check_bucket()  # a HEAD cannot tell a missing bucket from a missing key
+                return None
+            return ObjectInfo(key=key, size=size)
         try:
             response = self._client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
@@ -256,6 +216,9 @@ class Storage:
 
         :raise FileNotFoundError: the object vanished since it was checked.
         """
+        if (direct := self._lean()) is not None:
+            yield from direct.get(key, chunk_size)
+            return
         try:
             body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
             try:
@@ -303,9 +266,15 @@ class Storage:
             raise self._convert(exc, "create bucket") from None
         return True
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes | list[bytes], content_type: str | None = None) -> None:
+        """Write ``data`` (bytes, or a list of chunks) to ``key`` in one request."""
+        if (direct := self._lean()) is not None:
+            direct.put(key, data, content_type)
+            return
+        extra = {"ContentType": content_type} if content_type else {}
+        body = data if isinstance(data, bytes) else b"".join(data)
         try:
-            self._client.put_object(Bucket=self.bucket, Key=key, Body=data)
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
         except (BotoCoreError, ClientError, OSError) as exc:
             raise self._convert(exc, f"PUT {key}") from None
 
@@ -370,17 +339,18 @@ class Storage:
         """
         action = f"upload {key}"
         iterator = iter(chunks)
-        buffer = bytearray()
+        first: list[bytes] = []  # the pieces, not a joined copy: a small bundle's PUT sends them
+        size = 0
         for chunk in iterator:
-            buffer += chunk
-            if len(buffer) >= PART_SIZE_BYTES:
+            first.append(chunk)
+            size += len(chunk)
+            if size >= PART_SIZE_BYTES:
                 break
         else:
-            try:
-                self._client.put_object(Bucket=self.bucket, Key=key, Body=bytes(buffer), ContentType="application/zip")
-            except (BotoCoreError, ClientError, OSError) as exc:
-                raise self._convert(exc, action) from None
-            return len(buffer)
+            self.put(key, first, "application/zip")
+            return size
+        buffer = bytearray(b"".join(first))
+        del first
         try:
             upload_id = self._client.create_multipart_upload(
                 Bucket=self.bucket, Key=key, ContentType="application/zip"
