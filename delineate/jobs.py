@@ -23,7 +23,7 @@ from delineate.bundle import Source, stream_bundle
 from delineate.config import Settings
 from delineate.errors import SourceUnavailable, StorageError
 from delineate.models import Job, JobState, Phase
-from delineate.progress import JobGone, JobStore
+from delineate.progress import JobGone, JobStore, LeaseLost
 from delineate.storage import Storage, bundle_key, source_key
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,8 @@ WAIT_SLICE_SECONDS = 1.0
 """Longest sleep between lease renewals and cancellation checks, in seconds."""
 
 PROGRESS_WRITE_INTERVAL_SECONDS = 0.25
-"""Least time between two byte-progress writes while bundling, in seconds."""
+"""Least time between two progress writes within a phase (files checked, bytes bundled),
+in seconds; phase changes are always written."""
 
 WORKER_BASE_MEMORY_BYTES = 160 * 1024 * 1024
 """A worker process's memory before any bundle (idle ~92 MB RSS, plus threads and margin)."""
@@ -130,6 +131,8 @@ class DownloadRun:
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
     throttle: PublishThrottle = field(default_factory=PublishThrottle)
+    _last_write_at: float = field(default=float("-inf"), init=False)
+    _released: bool = field(default=False, init=False)
 
     # -- entry ----------------------------------------------------------------------
 
@@ -147,6 +150,8 @@ class DownloadRun:
             self._release_quietly()
 
     def _release_quietly(self) -> None:
+        if self._released:
+            return
         try:
             self.store.release_lease(self.job_id, self.holder)
         except redis.RedisError:
@@ -245,7 +250,7 @@ class DownloadRun:
                 missing.append(file_id)
             else:
                 available.append(Source(file_id, info.size, self._opener(info.key)))
-            if index >= resume_from and index + 1 < job.total_files:
+            if index >= resume_from and index + 1 < job.total_files and self._progress_due():
                 # (the last file's count goes with the result write that follows at once)
                 done = index + 1
                 self._write(
@@ -263,18 +268,14 @@ class DownloadRun:
         total = sum(s.size for s in sources)
         self._write(phase=Phase.BUNDLING, progress=90, bytesDone=0, bytesTotal=total, **counts)
         done = 0
-        last_write = time.monotonic()
 
         def on_bytes(n: int) -> None:
-            nonlocal done, last_write
+            nonlocal done
             done += n
-            now = time.monotonic()
-            if done >= total or now - last_write >= PROGRESS_WRITE_INTERVAL_SECONDS:
-                last_write = now
+            if done >= total or self._progress_due():
                 phase = Phase.UPLOADING if done >= total else Phase.BUNDLING
                 progress = 90 + 9 * done // max(total, 1)
-                self._write(phase=phase, bytesDone=done, progress=progress)
-                self._renew_lease()
+                self._write(phase=phase, bytesDone=done, progress=progress)  # (renews the lease)
 
         key = bundle_key(self.job_id)
         gate = bundle_gate(self.settings)
@@ -303,15 +304,30 @@ class DownloadRun:
     # -- helpers ------------------------------------------------------------------------
 
     def _write(self, **fields: Any) -> Job:
-        """Write progress (publishing at most every PUBLISH_INTERVAL_SECONDS); stop
-        when the job went terminal elsewhere (cancelled)."""
-        job, written = self.store.write(self.job_id, **fields)
-        if written and self.throttle.should_publish(job):
+        """Write progress and renew the lease in one step (publishing, when anyone
+        listens, at most every PUBLISH_INTERVAL_SECONDS); stop when the job went terminal
+        elsewhere (cancelled) or another runner has the lease."""
+        try:
+            job, written, listeners = self.store.write(
+                self.job_id, lease=(self.holder, self.settings.job_lease_seconds), **fields
+            )
+        except LeaseLost:
+            raise Stopped("lease lost to another worker") from None
+        self._last_write_at = time.monotonic()
+        if written and self.throttle.should_publish(job) and listeners:
             self.store.publish(job)
+        if job.status.terminal:
+            self._released = written  # the terminal write released the lease
         wanted = fields.get("status")
         if job.status.terminal and job.status != wanted:
             raise Stopped(f"job is {job.status.value}")
         return job
+
+    def _progress_due(self) -> bool:
+        """Whether a progress write (not a phase change) is due: at most one every
+        PROGRESS_WRITE_INTERVAL_SECONDS, so a job whose files check in a millisecond
+        makes one write, not one per file."""
+        return time.monotonic() - self._last_write_at >= PROGRESS_WRITE_INTERVAL_SECONDS
 
     def _wait(self, seconds: float) -> None:
         """Sleep ``seconds`` in slices, renewing the lease and noticing a cancel."""

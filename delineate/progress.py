@@ -38,7 +38,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import redis
@@ -109,15 +109,26 @@ RATE_LIMIT_PREFIX = f"{PREFIX}ratelimit"
 
 
 # Write fields unless the job is terminal; bump version, refresh TTL, return the record.
-# Returns {0} when the job does not exist, {1, record} when written, {2, record} when
-# refused because the job already reached a terminal state.
+# KEYS: the job hash, its lease. ARGV: ttl, lease holder ('' = a writer without a lease),
+# lease ttl, then field/value pairs. A runner's write is refused unless the lease is free
+# or its own, and takes or renews it (released by the terminal write), so a runner that
+# lost its lease cannot write and renewing costs no round trip of its own.
+# Returns {0} when the job does not exist, {1, record, listeners} when written (listeners:
+# the subscribers of the job's events channel, so a write nobody watches is not
+# published), {2, record} when refused because the job already reached a terminal state,
+# {3} when refused because another runner holds the lease.
 _UPDATE_SCRIPT = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {0} end
 if status == 'completed' or status == 'failed' or status == 'cancelled' then
   return {2, redis.call('HGETALL', KEYS[1])}
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+local holder = ARGV[2]
+if holder ~= '' then
+  local leased_to = redis.call('GET', KEYS[2])
+  if leased_to and leased_to ~= holder then return {3} end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 -- Read once what both indexes below need.
@@ -166,7 +177,15 @@ else
   redis.call('ZADD', '$PREFIX:sweep:live', swept_at, id)
 end
 redis.call('ZADD', '$PREFIX:sweep:expiry', swept_at + tonumber(ARGV[1]), id)
-return {1, redis.call('HGETALL', KEYS[1])}
+if holder ~= '' then
+  if new_status == 'completed' or new_status == 'failed' or new_status == 'cancelled' then
+    redis.call('DEL', KEYS[2])
+  else
+    redis.call('SET', KEYS[2], holder, 'EX', ARGV[3])
+  end
+end
+local listeners = redis.call('PUBSUB', 'NUMSUB', '$PREFIX:events:' .. id)[2]
+return {1, redis.call('HGETALL', KEYS[1]), listeners}
 """.replace("$PREFIX:", PREFIX).replace("$MARGIN", str(HISTORY_MARGIN_SECONDS))  # $CLAIM: per store
 
 # Create a job in one step: answer an earlier request with the same idempotency key,
@@ -270,6 +289,18 @@ return 0
 
 class JobGone(LookupError):
     """The job's hash is missing (never existed, or expired)."""
+
+
+class LeaseLost(Exception):
+    """Another runner holds the job's lease: this one must stop."""
+
+
+class Written(NamedTuple):
+    """What :meth:`JobStore.write` did."""
+
+    job: Job  # the record after the call
+    written: bool  # False: refused, the job was already terminal
+    listeners: int  # subscribers of the job's events channel when it was written
 
 
 class TooManyActive(Exception):
@@ -498,36 +529,43 @@ class JobStore:
         return int(self.redis.zcount(active_key(owner), f"({int(time.time())}", "+inf"))
 
     def update(self, job_id: str, publish: bool = True, **fields: Any) -> Job:
-        """Write ``fields`` (camelCase names) unless the job is terminal, then publish.
+        """Write ``fields`` (camelCase names) unless the job is terminal, then publish
+        (when anyone listens).
 
         Returns the record after the call. A terminal job is returned unchanged, so a
         caller compares ``job.status`` to learn whether its write was refused.
 
         :raise JobGone: the job does not exist (any more).
         """
-        job, written = self.write(job_id, **fields)
-        if written and publish:
-            self.publish(job)
-        return job
+        result = self.write(job_id, **fields)
+        if result.written and publish and result.listeners:
+            self.publish(result.job)
+        return result.job
 
-    def write(self, job_id: str, **fields: Any) -> tuple[Job, bool]:
+    def write(self, job_id: str, *, lease: tuple[str, int] | None = None, **fields: Any) -> Written:
         """Write ``fields`` unless the job is terminal; publish nothing.
 
-        Returns the record and whether the write happened. When the write made the job
-        terminal, each of ``terminal_hooks`` is called with the record.
+        ``lease`` is ``(holder, ttl seconds)`` for a job's runner: the write is refused
+        (:class:`LeaseLost`) while another holder has the lease, and takes or renews it
+        otherwise; a terminal write releases it. When the write made the job terminal,
+        each of ``terminal_hooks`` is called with the record.
 
         :raise JobGone: the job does not exist (any more).
+        :raise LeaseLost: another runner holds the job's lease.
         """
         fields["updatedAt"] = utcnow()
         status = fields.get("status")
         if status is not None and JobState(status).terminal:
             fields.setdefault("completedAt", fields["updatedAt"])
-        args: list[Any] = [self.ttl_seconds]
+        holder, lease_seconds = lease or ("", 0)
+        args: list[Any] = [self.ttl_seconds, holder, lease_seconds]
         for name, value in encode_fields(**fields).items():
             args += [name, value]
-        result = self._update(keys=[job_key(job_id)], args=args)
+        result = self._update(keys=[job_key(job_id), lease_key(job_id)], args=args)
         if result[0] == 0:
             raise JobGone(job_id)
+        if result[0] == 3:
+            raise LeaseLost(job_id)
         job = Job.from_hash(pairs_to_dict(result[1]))
         written = result[0] == 1
         if written and job.status.terminal:
@@ -536,7 +574,7 @@ class JobStore:
                     hook(job)
                 except Exception:  # the state is written; a lost hook must not undo that
                     logger.exception("job %s: terminal hook failed", job_id)
-        return job, written
+        return Written(job, written, int(result[2]) if written else 0)
 
     def set_callback(self, job_id: str, outcome: dict[str, Any], next_attempt_at: float | None = None) -> bool:
         """Store a webhook delivery outcome (also on a terminal job), and schedule the next
