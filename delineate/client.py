@@ -29,7 +29,10 @@ from typing import Any
 import httpx
 from httpx_sse import SSEError, connect_sse
 
-TERMINAL = frozenset({"completed", "failed", "cancelled"})
+from delineate.models import TERMINAL_STATES, JobState
+
+TERMINAL = frozenset(state.value for state in TERMINAL_STATES)
+_UNSUCCESSFUL = TERMINAL - {JobState.COMPLETED.value}
 
 DOWNLOAD_CHUNK_BYTES = 256 * 1024
 """Bytes written to disk at a time while downloading."""
@@ -269,7 +272,7 @@ class Client:
         :raise VerificationError: the bytes do not match.
         """
         status = self.status(job_id)
-        if status["status"] in {"failed", "cancelled"}:
+        if status["status"] in _UNSUCCESSFUL:
             raise JobFailed(status)
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)

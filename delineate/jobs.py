@@ -23,8 +23,8 @@ from delineate.bundle import Source, stream_bundle
 from delineate.config import Settings
 from delineate.errors import SourceUnavailable, StorageError
 from delineate.models import Job, JobState, Phase
-from delineate.progress import JobGone, JobStore, LeaseLost
 from delineate.storage import Storage, bundle_key, source_key
+from delineate.store import JobGone, JobStore, LeaseLost
 
 logger = logging.getLogger(__name__)
 

@@ -18,10 +18,11 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from delineate import schemas, validation
+from delineate.models import TERMINAL_STATES, JobState
 from delineate.validation import FILE_ID_MAX, FILE_ID_MIN, MAX_FILE_IDS
 
 REF = "#/components/schemas/{model}"
-_STATES = "queued|processing|completed|failed|cancelled"
+_STATES = "|".join(state.value for state in JobState)
 
 
 @dataclass(frozen=True)
@@ -267,7 +268,7 @@ SSE_EVENT: dict[str, Any] = {
     "description": "one event of the stream; its data is the job status as JSON",
     "type": "object",
     "properties": {
-        "event": {"type": "string", "enum": ["connected", "progress", "completed", "failed", "cancelled"]},
+        "event": {"type": "string", "enum": ["connected", "progress", *(state.value for state in TERMINAL_STATES)]},
         "data": {"type": "string", "contentMediaType": "application/json"},
         "id": {"type": "string", "description": "the status version"},
         "retry": {"type": "integer"},

@@ -26,9 +26,9 @@ from delineate import auth
 from delineate.config import Settings
 from delineate.flask_app import EdgeResponse
 from delineate.ids import new_uuid
-from delineate.progress import RATE_LIMIT_PREFIX
 from delineate.ratelimit import RATE_LIMIT_HEADERS, RateLimiter, Window, address_key
 from delineate.redis_direct import Command
+from delineate.store.keys import RATE_LIMIT_PREFIX
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 """An X-Request-ID the client sent is echoed only if it looks like this; else a new UUID."""

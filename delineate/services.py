@@ -14,11 +14,12 @@ from redis import Redis
 
 from delineate.config import Settings
 from delineate.models import Job
-from delineate.progress import WEBHOOK_CLAIM_INTERVALS, JobStore
 from delineate.redis_clients import redis_client, sentinel_enabled
 from delineate.redis_direct import DirectRedis, lane_for
 from delineate.replica_ack import ReplicaAck
 from delineate.storage import Storage
+from delineate.store import JobStore
+from delineate.store.sweep_index import WEBHOOK_CLAIM_INTERVALS
 
 REDIS_MAX_CONNECTIONS = 1000
 

@@ -39,6 +39,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from delineate.config import Settings
+from delineate.models import TERMINAL_STATES
 from delineate.redis_clients import redis_client
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ RECONNECT_BACKOFF_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
 CLIENT_NAME_PREFIX = "delineate-sse-"
 """The hub's Redis connection is named this plus the process id."""
 
-TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled"})
+TERMINAL_EVENTS = frozenset(state.value for state in TERMINAL_STATES)
 
 
 @dataclass(frozen=True)

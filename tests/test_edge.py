@@ -16,8 +16,8 @@ from flask.testing import FlaskClient
 
 from delineate import create_app
 from delineate.config import Settings
-from delineate.progress import active_key
 from delineate.storage import Storage, bundle_key
+from delineate.store.keys import active_key, events_channel, job_key
 from tests.stack import poll_status, start_worker, wait_for
 from tests.test_api import INITIATE, _closed_port, assert_error
 
@@ -253,13 +253,13 @@ def test_unknown_fields_and_every_problem_are_listed(client: FlaskClient) -> Non
 
 def test_estimate_creates_no_job(client: FlaskClient, app: Any) -> None:
     r = app.extensions["delineate"].redis
-    before = len(list(r.scan_iter("delineate:job:*", count=1000)))
+    before = len(list(r.scan_iter(job_key("*"), count=1000)))
     response = client.post("/v1/download/estimate", json={"file_ids": [70000, 70001, 70000]})
     assert response.status_code == 200
     body = response.get_json()
     assert body["availableFileIds"] == [70000] and body["missingFileIds"] == [70001]
     assert body["totalBytes"] > 0 and body["estimatedTimeSeconds"] >= 0
-    assert len(list(r.scan_iter("delineate:job:*", count=1000))) == before
+    assert len(list(r.scan_iter(job_key("*"), count=1000))) == before
 
 
 # -- cancellation of a running job ---------------------------------------------------------------
@@ -275,7 +275,7 @@ def test_cancelling_a_running_job_stops_it_within_one_step(make_settings: Any, w
         get = _status(client, {})
         pubsub = app.extensions["delineate"].redis.pubsub()
         job_id = client.post(INITIATE, json={"file_ids": ids}).get_json()["jobId"]
-        pubsub.subscribe(f"delineate:events:{job_id}")
+        pubsub.subscribe(events_channel(job_id))
         wait_for(lambda: get(job_id)["completedFiles"] >= 2, 20, "two files checked")
         response = client.delete(f"/v1/download/{job_id}")
         assert response.status_code == 202 and response.get_json()["status"] == "cancelled"

@@ -19,7 +19,7 @@ import redis
 
 from delineate import create_app
 from delineate.config import Settings
-from delineate.progress import job_key
+from delineate.store.keys import job_key
 from tests.failover_probe import FILE_IDS, REQUEST_BUDGET_SECONDS, Initiates, Livez, StreamWatch
 from tests.sentinel_stack import SentinelGroup, start_sentinel_group, wait_for_promotion
 from tests.stack import Service, poll_status, start_api, start_sweeper, start_worker, wait_for

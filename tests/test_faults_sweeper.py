@@ -21,6 +21,7 @@ from delineate.ids import new_uuid
 from delineate.models import Job, JobState
 from delineate.services import build_services
 from delineate.storage import Storage, bundle_key
+from delineate.store.keys import job_key
 from delineate.task_queue import CELERY_QUEUE
 from tests.stack import free_port, poll_status, start_aof_redis, start_api, start_sweeper, start_worker, wait_for
 from tests.test_faults_core import _client_and_get
@@ -222,7 +223,7 @@ def test_api_killed_between_record_and_publish_job_still_completes(make_settings
     try:
         with httpx.Client(base_url=base, timeout=10) as http, pytest.raises(httpx.TransportError):
             http.post("/v1/download/initiate", json={"file_ids": [70000, 70007]})  # the worker process dies
-        (key,) = store.redis.keys("delineate:job:*")
+        (key,) = store.redis.keys(job_key("*"))
         job_id = str(key).rsplit(":", 1)[1]
         assert store.get(job_id).status is JobState.QUEUED  # written, its message never sent
         done = poll_status(lambda j: store.status(store.get(j)), job_id, {"completed", "failed"}, timeout=30)

@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 
 from delineate import create_app
 from delineate.models import JobState
-from delineate.progress import history_key
+from delineate.store.keys import history_key
 
 
 def _make(settings: Any, **overrides: Any) -> FlaskClient:

@@ -26,16 +26,18 @@ import redis
 from standardwebhooks.webhooks import Webhook
 
 from delineate.config import Settings
-from delineate.models import Job, JobState, Phase
-from delineate.progress import JobStore, events_channel
+from delineate.models import TERMINAL_STATES, Job, JobState, Phase
 from delineate.services import build_services
 from delineate.sse import CLIENT_NAME_PREFIX
+from delineate.store import JobStore
+from delineate.store.keys import events_channel
+from delineate.task_queue import PREPARE_DOWNLOAD
 from delineate.webhooks import verify
 from tests.receivers import WebhookReceiver as Receiver
 from tests.stack import Service, free_port, poll_status, start_api, start_sweeper, start_worker, wait_for
 
 SECRET = "test-webhook-secret"
-TERMINAL = {"completed", "failed", "cancelled"}
+TERMINAL = {state.value for state in TERMINAL_STATES}
 STATUS_KEYS = {
     "jobId", "status", "progress", "completedFiles", "totalFiles", "availableFiles", "missingFileIds",
     "attempts", "downloadUrl", "size", "error", "createdAt", "updatedAt", "completedAt", "version",
@@ -327,7 +329,7 @@ def test_cross_process_two_apis_two_workers(stack: Stack, http: httpx.Client) ->
     celery = Celery("delineate-test")
     celery.config_from_object(celery_config(stack.settings))
     for job in jobs:
-        celery.send_task("delineate.prepare_download", args=[job.job_id], task_id=job.job_id)
+        celery.send_task(PREPARE_DOWNLOAD, args=[job.job_id], task_id=job.job_id)
     for thread in threads:
         thread.join(60)
     assert not errors, errors

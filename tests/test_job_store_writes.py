@@ -11,7 +11,8 @@ from flask import Flask
 
 from delineate.ids import new_uuid
 from delineate.models import Job, JobState, Phase
-from delineate.progress import JobStore, LeaseLost, events_channel, lease_key
+from delineate.store import JobStore, LeaseLost
+from delineate.store.keys import events_channel, lease_key
 
 
 @pytest.fixture()

@@ -30,10 +30,10 @@ from delineate.errors import (
 from delineate.fanout import bounded_map
 from delineate.ids import new_uuid
 from delineate.models import Job, JobState, Phase
-from delineate.progress import JobGone, JobStore, TooManyActive
 from delineate.replica_ack import NoReplicaAck
 from delineate.services import download_name, services
 from delineate.storage import source_key
+from delineate.store import JobGone, JobStore, TooManyActive
 from delineate.task_queue import TaskQueue
 from delineate.validation import ROUTE_NAMES, FileIdBody, FileIdsBody, is_job_id, parse_body, parse_job_id
 from delineate.webhooks import check_callback_url, pending_callback

@@ -27,9 +27,10 @@ from delineate import metrics
 from delineate.auth import load_owned_job
 from delineate.errors import ServiceUnavailable
 from delineate.models import Job
-from delineate.progress import JobStore, events_channel
 from delineate.services import services
 from delineate.sse import RESYNC, EventHub, ServerSentEvent, StreamSlots, Subscription, comment
+from delineate.store import JobStore
+from delineate.store.keys import events_channel
 from delineate.validation import parse_job_id
 
 logger = logging.getLogger(__name__)

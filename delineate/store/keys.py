@@ -1,0 +1,86 @@
+"""Every Redis key and channel name of delineate: the only place that spells them.
+
+Keys (all prefixed :data:`PREFIX`, ``delineate:``):
+
+- ``job:{id}``      hash, the job record; TTL JOB_TTL_SECONDS, refreshed on write
+- ``lease:{id}``    string, the worker currently running the job; short TTL, renewed
+- ``events:{id}``   pub/sub channel, one message per status write
+- ``active:{owner}`` sorted set, the owner's queued and processing job ids, each scored
+  with the time (epoch seconds) its hash expires; kept by the create and update scripts
+- ``idem:{owner}:{sha256(Idempotency-Key)}`` string ``"{jobId} {fingerprint}"``; TTL JOB_TTL_SECONDS
+- ``ratelimit:{caller}``  rate-limit counters (:data:`RATE_LIMIT_PREFIX`, `delineate/ratelimit.py`)
+- ``sweep:live``    sorted set, every queued or processing job id scored by its last write
+  (epoch seconds); ``sweep:expiry`` every job id scored by when its hash expires;
+  ``sweep:webhooks`` job ids with a webhook delivery due, scored by when (epoch seconds).
+  Written by the same scripts that write the job, read by the sweeper
+  (``celery_app/sweeper.py``); ``sweep:suspects`` and ``sweep:lock`` are the sweeper's own.
+- ``history:{owner}:{state}`` sorted set, the owner's job ids in that state, scored by
+  creation time (epoch ms); ``owner`` is ``-`` in open mode. Moved between states by the
+  update script; entries whose hash expired are dropped when a page meets them,
+  and everything older than JOB_TTL + a day is trimmed as new jobs arrive.
+- ``history:{owner}:last`` string, the owner's latest history score: a new job's score is
+  bumped past it, so jobs made in the same ms keep their creation order
+- ``count:{owner}:{state}`` sorted set, the owner's job ids in that state, each scored with
+  the time (epoch seconds) its hash expires; moved and re-scored by the create, update and
+  callback scripts, so the summary is one ZCOUNT per state of the entries not yet expired
+  (O(log n), never a scan); expired entries are trimmed with the history.
+- ``metrics:*``     the shared metric counters (:data:`METRICS_PREFIX`, `delineate/metrics.py`)
+
+The Lua scripts (``store/lua/*.lua``) build some of these keys themselves from the
+stored owner and job id; they write the prefix as ``$PREFIX:``, which
+:func:`delineate.store.scripts.source` replaces with :data:`PREFIX`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+PREFIX = "delineate:"
+
+
+def job_key(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}"
+
+
+def lease_key(job_id: str) -> str:
+    return f"{PREFIX}lease:{job_id}"
+
+
+def events_channel(job_id: str) -> str:
+    return f"{PREFIX}events:{job_id}"
+
+
+def active_key(owner: str) -> str:
+    return f"{PREFIX}active:{owner}"
+
+
+def idempotency_key(owner: str, key: str) -> str:
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return f"{PREFIX}idem:{owner or '-'}:{digest}"
+
+
+def history_key(owner: str, state: str) -> str:
+    return f"{PREFIX}history:{owner or '-'}:{state}"
+
+
+def count_key(owner: str, state: str) -> str:
+    return f"{PREFIX}count:{owner or '-'}:{state}"
+
+
+LIVE_KEY = f"{PREFIX}sweep:live"
+EXPIRY_KEY = f"{PREFIX}sweep:expiry"
+WEBHOOKS_KEY = f"{PREFIX}sweep:webhooks"
+SUSPECTS_KEY = f"{PREFIX}sweep:suspects"
+SWEEP_LOCK_KEY = f"{PREFIX}sweep:lock"
+
+NO_IDEMPOTENCY_KEY = f"{PREFIX}idem:-:none"
+"""The create script's idempotency key when the request has none (never read or written)."""
+
+NO_QUEUE_KEY = f"{PREFIX}no-queue"
+"""The create script's queue key when the job's message is sent by Celery (never written)."""
+
+RATE_LIMIT_PREFIX = f"{PREFIX}ratelimit"
+"""Prefix of the rate limiter's counters: ``{prefix}:{caller}``, one per window."""
+
+METRICS_PREFIX = f"{PREFIX}metrics:"
+"""Prefix of the metric hashes every process shares (``delineate/metrics.py``)."""
