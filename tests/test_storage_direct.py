@@ -1,4 +1,4 @@
-"""The worker's direct S3 requests (delineate/s3_direct.py) against the real SeaweedFS, and
+"""The worker's direct S3 requests (delineate/storage/direct.py) against the real SeaweedFS, and
 against a store that misbehaves: every answer maps to the project's errors, never a short file."""
 
 from __future__ import annotations

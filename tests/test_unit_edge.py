@@ -70,7 +70,7 @@ def test_sampler_settings() -> None:
 
 
 def test_every_sampler_name_builds() -> None:
-    from delineate.config import _SAMPLERS
+    from delineate.config.parse import _SAMPLERS
     from delineate.telemetry import configured_sampler
 
     for name in (*_SAMPLERS, ""):

@@ -10,7 +10,8 @@ from flask import Flask, g
 
 from delineate.config import ConfigError, load_settings
 from delineate.logs import ContextFilter, logging_config
-from delineate.metrics import BUNDLE_SIZE_BUCKETS, _histogram
+from delineate.metrics import BUNDLE_SIZE_BUCKETS
+from delineate.metrics.api import _histogram
 from delineate.sentry import FILTERED, redact, scrub
 
 PRESIGNED = (
@@ -79,7 +80,8 @@ def test_flower_basic_auth_must_be_user_and_password(raw: str) -> None:
 def test_request_tallies_flush_what_observing_each_request_would() -> None:
     from prometheus_client import CollectorRegistry, Histogram
 
-    from delineate.metrics import HTTP_LATENCY, HTTP_REQUESTS, LATENCY_BUCKETS, RequestMetrics
+    from delineate.metrics import LATENCY_BUCKETS
+    from delineate.metrics.api import HTTP_LATENCY, HTTP_REQUESTS, RequestMetrics
 
     def samples(metric: object) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         return {

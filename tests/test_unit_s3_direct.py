@@ -10,7 +10,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from delineate.s3_direct import SigV4, _error_code
+from delineate.storage.direct import SigV4, _error_code
 
 
 @pytest.mark.parametrize(

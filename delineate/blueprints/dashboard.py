@@ -10,7 +10,7 @@ from pathlib import Path
 
 from flask import Blueprint, Response, jsonify, send_from_directory
 
-from delineate.metrics import scrape_client, stats
+from delineate.metrics.api import scrape_client, stats
 from delineate.services import services
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static" / "dashboard"

@@ -1,44 +1,27 @@
-"""Every boto3 call of the project lives here (and the worker's hot requests, made by
-:mod:`delineate.s3_direct` behind the same methods).
-
-Callers see plain values and the project's exceptions (:mod:`delineate.errors`),
-never botocore types: ``SourceUnavailable`` for what may pass (connection errors,
-timeouts, 5xx, throttling), ``StorageMisconfigured`` for what never will (no such
-bucket, access denied).
-"""
+"""The boto3 client behind :class:`Storage`, and the methods the project calls on it
+(multipart uploads in :mod:`delineate.storage.multipart`, the worker's hot requests in
+:mod:`delineate.storage.direct`)."""
 
 from __future__ import annotations
 
 import email.utils
-import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import boto3
 import botocore.session
 import botocore.utils
 from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ReadTimeoutError,
-)
+from botocore.exceptions import BotoCoreError, ClientError
 
 from delineate.config import Settings
-from delineate.errors import SourceUnavailable, StorageError, StorageMisconfigured
-from delineate.s3_direct import ACCESS_DENIED, NO_SUCH_BUCKET, DirectS3
+from delineate.errors import StorageError, StorageMisconfigured
+from delineate.storage.direct import DirectS3
+from delineate.storage.errors import convert
+from delineate.storage.multipart import Multipart
 from delineate.telemetry import tracing_ready
-
-logger = logging.getLogger(__name__)
-
-PART_SIZE_BYTES = 8 * 1024 * 1024
-"""Multipart upload part size in bytes (S3's minimum is 5 MiB); bounds a bundle's buffer."""
 
 READ_CHUNK_BYTES = 256 * 1024
 """Bytes read from a source object at a time while bundling."""
@@ -49,41 +32,6 @@ status read returns still has at least 90 % of PRESIGNED_URL_EXPIRY_SECONDS to l
 
 PRESIGN_CACHE_ENTRIES = 10_000
 """Links kept per process for reuse; the oldest go first."""
-
-_TRANSIENT_CODES = {
-    "500",
-    "502",
-    "503",
-    "504",
-    "InternalError",
-    "ServiceUnavailable",
-    "SlowDown",
-    "Throttling",
-    "ThrottlingException",
-    "RequestTimeout",
-    "RequestTimeTooSkewed",
-}
-_PERMANENT_CODES = {
-    "NoSuchBucket": NO_SUCH_BUCKET,
-    "AccessDenied": ACCESS_DENIED,
-    "403": ACCESS_DENIED,
-    "InvalidAccessKeyId": "the S3 access key is not known to the store",
-    "SignatureDoesNotMatch": "the S3 secret key does not match the access key",
-}
-_NETWORK_ERRORS = (
-    EndpointConnectionError,
-    ConnectTimeoutError,
-    ReadTimeoutError,
-    ConnectionClosedError,
-)
-
-
-def source_key(file_id: int) -> str:
-    return f"downloads/{file_id}.zip"
-
-
-def bundle_key(job_id: str) -> str:
-    return f"bundles/{job_id}.zip"
 
 
 def _timestamp(value: str) -> datetime:
@@ -115,7 +63,7 @@ class ObjectInfo:
     size: int
 
 
-class Storage:
+class Storage(Multipart):
     """The object store, as the rest of the project needs it."""
 
     def __init__(self, settings: Settings, *, timeout_seconds: float = 10.0, retries: int = 2):
@@ -146,7 +94,7 @@ class Storage:
             self._public = self._client
         self._presigned: dict[tuple[str, str], tuple[float, str]] = {}
         # A job's HEADs, GETs and small PUT, without botocore's client machinery (see
-        # delineate/s3_direct.py); path-style addressing only.
+        # delineate/storage/direct.py); path-style addressing only.
         self._direct = (
             DirectS3(
                 endpoint=settings.s3_endpoint,
@@ -165,24 +113,6 @@ class Storage:
     def _lean(self) -> DirectS3 | None:
         """The direct client, unless tracing is on (a trace shows botocore's spans)."""
         return None if self._direct is None or tracing_ready() else self._direct
-
-    # -- errors ---------------------------------------------------------------
-
-    def _convert(self, exc: Exception, action: str) -> StorageError:
-        if isinstance(exc, _NETWORK_ERRORS):
-            return SourceUnavailable(f"object store unreachable during {action}: {exc}")
-        if isinstance(exc, ClientError):
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            if code in _PERMANENT_CODES:
-                text = _PERMANENT_CODES[code].format(bucket=self.bucket)
-                return StorageMisconfigured(f"{action} failed: {text}")
-            if code in _TRANSIENT_CODES or (isinstance(status, int) and status >= 500):
-                return SourceUnavailable(f"object store error during {action}: {code}")
-            return StorageError(f"{action} failed: {code or exc}")
-        if isinstance(exc, BotoCoreError):
-            return SourceUnavailable(f"object store error during {action}: {exc}")
-        return StorageError(f"{action} failed: {exc}")
 
     # -- reads ----------------------------------------------------------------
 
@@ -206,9 +136,9 @@ class Storage:
                 # A HEAD cannot tell a missing bucket from a missing key; ask once.
                 self.check_bucket()
                 return None
-            raise self._convert(exc, f"HEAD {key}") from None
+            raise convert(exc, f"HEAD {key}", self.bucket) from None
         except (BotoCoreError, OSError) as exc:
-            raise self._convert(exc, f"HEAD {key}") from None
+            raise convert(exc, f"HEAD {key}", self.bucket) from None
         return ObjectInfo(key=key, size=int(response["ContentLength"]))
 
     def iter_object(self, key: str, chunk_size: int = READ_CHUNK_BYTES) -> Iterator[bytes]:
@@ -228,9 +158,9 @@ class Storage:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "NoSuchKey":
                 raise FileNotFoundError(key) from None
-            raise self._convert(exc, f"GET {key}") from None
+            raise convert(exc, f"GET {key}", self.bucket) from None
         except (BotoCoreError, OSError) as exc:
-            raise self._convert(exc, f"GET {key}") from None
+            raise convert(exc, f"GET {key}", self.bucket) from None
 
     def check_bucket(self) -> None:
         """:raise StorageError: the bucket cannot be used."""
@@ -240,9 +170,9 @@ class Storage:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in {"404", "NoSuchBucket", "NotFound"}:
                 raise StorageMisconfigured(f"the bucket {self.bucket!r} does not exist") from None
-            raise self._convert(exc, "HEAD bucket") from None
+            raise convert(exc, "HEAD bucket", self.bucket) from None
         except (BotoCoreError, OSError) as exc:
-            raise self._convert(exc, "HEAD bucket") from None
+            raise convert(exc, "HEAD bucket", self.bucket) from None
 
     # -- writes ---------------------------------------------------------------
 
@@ -261,9 +191,9 @@ class Storage:
                 "BucketAlreadyExists",
             }:
                 return False
-            raise self._convert(exc, "create bucket") from None
+            raise convert(exc, "create bucket", self.bucket) from None
         except (BotoCoreError, OSError) as exc:
-            raise self._convert(exc, "create bucket") from None
+            raise convert(exc, "create bucket", self.bucket) from None
         return True
 
     def put(self, key: str, data: bytes | list[bytes], content_type: str | None = None) -> None:
@@ -276,13 +206,13 @@ class Storage:
         try:
             self._client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
         except (BotoCoreError, ClientError, OSError) as exc:
-            raise self._convert(exc, f"PUT {key}") from None
+            raise convert(exc, f"PUT {key}", self.bucket) from None
 
     def delete(self, key: str) -> None:
         try:
             self._client.delete_object(Bucket=self.bucket, Key=key)
         except (BotoCoreError, ClientError, OSError) as exc:
-            raise self._convert(exc, f"DELETE {key}") from None
+            raise convert(exc, f"DELETE {key}", self.bucket) from None
 
     def delete_many(self, keys: list[str]) -> None:
         """Delete up to 1000 keys in one request; missing keys are no error.
@@ -297,108 +227,10 @@ class Storage:
                 Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys[:1000]], "Quiet": True}
             )
         except (BotoCoreError, ClientError, OSError) as exc:
-            raise self._convert(exc, f"DELETE {len(keys)} objects") from None
+            raise convert(exc, f"DELETE {len(keys)} objects", self.bucket) from None
         errors = [e for e in response.get("Errors", []) if e.get("Code") not in {"NoSuchKey", "404"}]
         if errors:
             raise StorageError(f"DELETE {len(keys)} objects failed for {len(errors)}: {errors[0].get('Code')}")
-
-    def abort_stale_uploads(self, prefix: str, older_than_seconds: float) -> int:
-        """Abort multipart uploads under ``prefix`` started more than ``older_than_seconds``
-        ago (a worker that died mid-upload leaves its parts behind). Returns how many.
-
-        :raise StorageError: the store refused or did not answer.
-        """
-        cutoff = time.time() - older_than_seconds
-        aborted = 0
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
-        try:
-            while True:
-                page = self._client.list_multipart_uploads(**kwargs)
-                for upload in page.get("Uploads", []):
-                    started = upload.get("Initiated")
-                    if started is not None and started.timestamp() < cutoff:
-                        self._client.abort_multipart_upload(
-                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
-                        )
-                        aborted += 1
-                if not page.get("IsTruncated"):
-                    return aborted
-                kwargs["KeyMarker"] = page.get("NextKeyMarker", "")
-                kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
-        except (BotoCoreError, ClientError, OSError) as exc:
-            raise self._convert(exc, "list or abort multipart uploads") from None
-
-    def upload_stream(self, key: str, chunks: Iterable[bytes]) -> int:
-        """Write ``chunks`` to ``key``; returns the byte count.
-
-        Memory stays at one part (:data:`PART_SIZE_BYTES`) whatever the total size: the
-        first part is gathered in memory, and a stream that ends within it is written by
-        one PUT (a multipart upload costs three requests, the bulk of a small bundle's
-        time); a longer one goes by multipart upload. On any error a started upload is
-        aborted, so no half-written object is left.
-        """
-        action = f"upload {key}"
-        iterator = iter(chunks)
-        first: list[bytes] = []  # the pieces, not a joined copy: a small bundle's PUT sends them
-        size = 0
-        for chunk in iterator:
-            first.append(chunk)
-            size += len(chunk)
-            if size >= PART_SIZE_BYTES:
-                break
-        else:
-            self.put(key, first, "application/zip")
-            return size
-        buffer = bytearray(b"".join(first))
-        del first
-        try:
-            upload_id = self._client.create_multipart_upload(
-                Bucket=self.bucket, Key=key, ContentType="application/zip"
-            )["UploadId"]
-        except (BotoCoreError, ClientError, OSError) as exc:
-            raise self._convert(exc, action) from None
-
-        parts: list[dict[str, Any]] = []
-        total = len(buffer)
-        try:
-            for chunk in iterator:
-                buffer += chunk
-                total += len(chunk)
-                while len(buffer) >= PART_SIZE_BYTES:
-                    self._upload_part(key, upload_id, parts, bytes(buffer[:PART_SIZE_BYTES]))
-                    del buffer[:PART_SIZE_BYTES]
-            while len(buffer) >= PART_SIZE_BYTES:  # the first part, when nothing followed it
-                self._upload_part(key, upload_id, parts, bytes(buffer[:PART_SIZE_BYTES]))
-                del buffer[:PART_SIZE_BYTES]
-            if buffer or not parts:
-                self._upload_part(key, upload_id, parts, bytes(buffer))
-            buffer.clear()
-            self._client.complete_multipart_upload(
-                Bucket=self.bucket,
-                Key=key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": parts},
-            )
-        except BaseException as exc:
-            self._abort(key, upload_id)
-            if isinstance(exc, (BotoCoreError, ClientError, OSError)):
-                raise self._convert(exc, action) from None
-            raise
-        return total
-
-    def _upload_part(self, key: str, upload_id: str, parts: list[dict[str, Any]], body: bytes) -> None:
-        number = len(parts) + 1
-        response = self._client.upload_part(
-            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
-        )
-        parts.append({"PartNumber": number, "ETag": response["ETag"]})
-
-    def _abort(self, key: str, upload_id: str) -> None:
-        try:
-            self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-        except (BotoCoreError, ClientError, OSError) as exc:
-            # The sweeper aborts what an abort here could not (abort_stale_uploads).
-            logger.warning("could not abort multipart upload of %s: %s", key, exc)
 
     # -- links ----------------------------------------------------------------
 

@@ -8,7 +8,7 @@ computed by ``SigV4`` below (about 30 µs; botocore's signer alone takes ~0.4 ms
 answers are mapped like the client's: 404 missing, 403 denied, 5xx, 408, 429, timeouts
 and connection errors transient (tried ``attempts`` times in all, as botocore's standard
 mode does). Everything else (buckets, multipart uploads, presigning, deletes) and every
-request while tracing is on stays with boto3 (``delineate/storage.py``).
+request while tracing is on stays with boto3 (``delineate/storage/client.py``).
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ from urllib.parse import quote, urlsplit
 import urllib3
 
 from delineate.errors import SourceUnavailable, StorageError, StorageMisconfigured
+from delineate.storage.errors import ACCESS_DENIED, NO_SUCH_BUCKET
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 SIGNED_HEADERS = "host;x-amz-content-sha256;x-amz-date"
-ACCESS_DENIED = "access to the bucket {bucket!r} was denied (check S3 credentials)"
-NO_SUCH_BUCKET = "the bucket {bucket!r} does not exist"
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
 
 

@@ -1,17 +1,9 @@
-"""Prometheus metrics: ``GET /metrics`` on the API, for the API and the workers alike.
+"""API metrics: requests, latency and open SSE streams, counted in this process;
+``GET /metrics`` (these, summed over the API processes, plus the worker metrics read
+from Redis) and the numbers of ``/v1/stats``.
 
-Two kinds, kept in two places (ARCHITECTURE.md, "Metrics across processes"):
-
-- **API metrics** (requests, latency, open SSE streams) are counted in the process
-  that serves the request, with prometheus-client's multiprocess mode when
-  PROMETHEUS_MULTIPROC_DIR is set (``deploy/gunicorn.conf.py`` sets it): each gunicorn
-  worker writes its own mmap file and ``/metrics``, whichever worker answers, sums
-  them. No Redis round trip per request.
-- **Worker metrics** (jobs by terminal state, job duration, bundle size, retries,
-  webhook deliveries, jobs in progress) are kept in Redis hashes that every Celery
-  worker process writes at most a few times per job, and that ``/metrics`` reads at
-  scrape time, together with the queue depth (LLEN of the Celery queue). So any
-  number of workers on any hosts need no exporter of their own and nothing to discover.
+With PROMETHEUS_MULTIPROC_DIR set (``deploy/gunicorn.conf.py``) each gunicorn worker
+writes its own mmap file and ``/metrics``, whichever worker answers, sums them.
 """
 
 from __future__ import annotations
@@ -20,12 +12,10 @@ import bisect
 import json
 import logging
 import os
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 
 import redis
@@ -44,43 +34,27 @@ from prometheus_client.registry import Collector
 
 from delineate.config import Settings
 from delineate.logs import AccessLog
+from delineate.metrics import (
+    BUNDLE_SIZE_BUCKETS,
+    BUNDLE_SIZE_KEY,
+    COUNTERS_KEY,
+    JOB_DURATION_BUCKETS,
+    JOB_DURATION_KEY,
+    JOBS_KEY,
+    LATENCY_BUCKETS,
+    WEBHOOKS_KEY,
+    WORKER_STALE_SECONDS,
+    WORKERS_KEY,
+    bucket_field,
+)
+from delineate.metrics.worker import count_terminal_jobs
 from delineate.redis_clients import redis_client
-from delineate.task_queue import CELERY_QUEUE, PREPARE_DOWNLOAD
+from delineate.task_queue import CELERY_QUEUE
 
 logger = logging.getLogger(__name__)
 
-PREFIX = "delineate:metrics:"
-
-WORKER_HEARTBEAT_SECONDS = 10.0
-"""How often a worker re-states its running-job count in Redis, in seconds."""
-
-PUBLISH_DELAY_SECONDS = 0.2
-"""How soon after a job starts or ends a worker re-states its running-job count, in seconds."""
-
-WORKER_STALE_SECONDS = 35.0
-"""A worker silent for this long (killed) no longer counts towards jobs in progress, in seconds."""
-
 SCRAPE_REDIS_TIMEOUT_SECONDS = 1.0
 """Socket timeout of the Redis reads behind /metrics and /v1/stats, in seconds."""
-
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-"""Request latency histogram buckets, in seconds."""
-
-JOB_DURATION_BUCKETS = (1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0)
-"""Job duration (creation to terminal state) histogram buckets, in seconds."""
-
-BUNDLE_SIZE_BUCKETS = (
-    64 * 1024,
-    256 * 1024,
-    1024**2,
-    4 * 1024**2,
-    16 * 1024**2,
-    64 * 1024**2,
-    256 * 1024**2,
-    1024**3,
-    4 * 1024**3,
-)
-"""Result size histogram buckets, in bytes."""
 
 # -- per-process metrics (API) ------------------------------------------------------------
 
@@ -193,7 +167,12 @@ REQUEST_METRICS = RequestMetrics()
 
 
 class RequestObserver:
-    """Counts, times and logs every request (an ``after_request`` hook)."""
+    """Counts, times and logs every request (an ``after_request`` hook).
+
+    One hook for both: the access line (:class:`delineate.logs.AccessLog`, which formats and
+    writes it) is handed what the count already looked up; a second hook would fetch the
+    request, ``g`` and the route again on every request, a path tuned to microseconds.
+    """
 
     def __init__(self) -> None:
         self.metrics = REQUEST_METRICS
@@ -252,7 +231,7 @@ class _Forward(Collector):
         yield from self.source.collect()
 
 
-# -- worker metrics, kept in Redis ------------------------------------------------------------
+# -- worker metrics, read from Redis at scrape time ----------------------------------------------
 
 _clients: dict[tuple[str, str], redis.Redis] = {}
 _clients_lock = threading.Lock()
@@ -287,127 +266,12 @@ def scrape_client(settings: Settings) -> redis.Redis:
         return client
 
 
-def _bucket_field(bound: float) -> str:
-    return f"le:{bound:g}"
-
-
-def _histogram_commands(key: str, buckets: Sequence[float], value: float) -> list[tuple[Any, ...]]:
-    """Count ``value`` into a histogram hash: cumulative buckets, sum and count."""
-    commands: list[tuple[Any, ...]] = [("HINCRBY", key, _bucket_field(bound), 1) for bound in buckets if value <= bound]
-    return [*commands, ("HINCRBYFLOAT", key, "sum", value), ("HINCRBY", key, "count", 1)]
-
-
-def _seconds_between(start: str, end: str) -> float | None:
-    try:
-        return max(0.0, (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds())
-    except (TypeError, ValueError):
-        return None
-
-
-def terminal_job_commands(job: Any) -> list[tuple[Any, ...]]:
-    """The Redis commands that count a job that reached a terminal state.
-
-    ``job`` is a :class:`delineate.models.Job`. Sent by the job store's terminal hook,
-    which runs exactly once per job (the update script refuses a second terminal write),
-    so a redelivered task or a cancel racing a worker never counts twice.
-    """
-    commands: list[tuple[Any, ...]] = [("HINCRBY", f"{PREFIX}jobs", str(job.status.value), 1)]
-    duration = _seconds_between(job.created_at, job.completed_at or job.updated_at)
-    if duration is not None:
-        commands += _histogram_commands(f"{PREFIX}job_duration", JOB_DURATION_BUCKETS, duration)
-    if job.status.value == "completed" and job.size is not None:
-        commands += _histogram_commands(f"{PREFIX}bundle_size", BUNDLE_SIZE_BUCKETS, float(job.size))
-    return commands
-
-
-def count_terminal_jobs(store: Any) -> None:
-    """Count every job ``store`` sees become terminal (API and worker alike), in one round trip."""
-
-    def count(job: Any) -> None:
-        try:
-            store.direct.execute(*terminal_job_commands(job))
-        except redis.RedisError as exc:  # metrics must never fail a job
-            logger.warning("metrics: could not count job %s: %s", job.job_id, exc)
-
-    store.terminal_hooks.append(count)
-
-
-def record_retry(client: redis.Redis) -> None:
-    client.hincrby(f"{PREFIX}counters", "retries", 1)
-
-
-def record_webhook_delivery(outcome: str, client: redis.Redis | None = None) -> None:
-    """Count one webhook delivery attempt by outcome (``delivered``, ``retrying``, ``failed``...).
-
-    Call it from the worker, inside the task (``client`` defaults to the app's Redis).
-    """
-    if client is None:
-        from delineate.services import services
-
-        client = services().redis
-    try:
-        client.hincrby(f"{PREFIX}webhooks", outcome, 1)
-    except redis.RedisError as exc:
-        logger.warning("could not count a webhook delivery: %s", exc)
-
-
-class RunningJobs:
-    """How many jobs this worker process runs now, re-stated in Redis on change and every heartbeat.
-
-    Each process writes its own field (``host:pid``) with a timestamp, so a killed
-    worker's count stops counting once it is stale instead of staying forever.
-    """
-
-    def __init__(self, client: redis.Redis, worker_id: str | None = None) -> None:
-        self.client = client
-        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
-        self.running = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._changed = threading.Event()
-
-    def change(self, delta: int) -> None:
-        """Count a job in or out; the heartbeat thread publishes within PUBLISH_DELAY_SECONDS
-        (jobs start and end by the hundred per second: one write per change was a round
-        trip per job for a gauge nobody reads that often)."""
-        with self._lock:
-            self.running = max(0, self.running + delta)
-        self._changed.set()
-
-    def publish(self) -> None:
-        value = json.dumps({"running": self.running, "at": time.time()})
-        try:
-            self.client.hset(f"{PREFIX}workers", self.worker_id, value)
-        except redis.RedisError as exc:
-            logger.warning("could not publish the running-job count: %s", exc)
-
-    def start(self) -> None:
-        self.publish()
-        threading.Thread(target=self._beat, name="metrics-heartbeat", daemon=True).start()
-
-    def _beat(self) -> None:
-        while not self._stop.is_set():
-            self._changed.wait(WORKER_HEARTBEAT_SECONDS)
-            if self._changed.is_set():
-                time.sleep(PUBLISH_DELAY_SECONDS)  # gather the changes of the next moment
-                self._changed.clear()
-            if not self._stop.is_set():
-                self.publish()
-
-    def stop(self) -> None:
-        self._stop.set()
-        try:
-            self.client.hdel(f"{PREFIX}workers", self.worker_id)
-        except redis.RedisError:
-            pass
-
-
 def jobs_in_progress(client: redis.Redis, now: float | None = None) -> int:
     """Sum of the running-job counts of the workers heard from recently (drops stale ones)."""
     now = time.time() if now is None else now
     total = 0
     stale = []
-    for worker_id, raw in client.hgetall(f"{PREFIX}workers").items():
+    for worker_id, raw in client.hgetall(WORKERS_KEY).items():
         try:
             entry = json.loads(raw)
             running, at = int(entry["running"]), float(entry["at"])
@@ -419,7 +283,7 @@ def jobs_in_progress(client: redis.Redis, now: float | None = None) -> int:
         else:
             total += running
     if stale:
-        client.hdel(f"{PREFIX}workers", *stale)
+        client.hdel(WORKERS_KEY, *stale)
     return total
 
 
@@ -431,7 +295,7 @@ def queue_depth(client: redis.Redis) -> int:
 
 def stats(client: redis.Redis) -> dict[str, Any]:
     """The few live numbers of ``/v1/stats``."""
-    jobs = {k: int(v) for k, v in client.hgetall(f"{PREFIX}jobs").items()}
+    jobs = {k: int(v) for k, v in client.hgetall(JOBS_KEY).items()}
     return {
         "queueDepth": queue_depth(client),
         "jobsInProgress": jobs_in_progress(client),
@@ -448,8 +312,8 @@ class RedisCollector(Collector):
     def collect(self) -> Iterator[Any]:
         try:
             pipe = self.client.pipeline(transaction=False)
-            for name in ("jobs", "job_duration", "bundle_size", "counters", "webhooks"):
-                pipe.hgetall(f"{PREFIX}{name}")
+            for key in (JOBS_KEY, JOB_DURATION_KEY, BUNDLE_SIZE_KEY, COUNTERS_KEY, WEBHOOKS_KEY):
+                pipe.hgetall(key)
             jobs, duration, size, counters, webhooks = pipe.execute()
             depth = queue_depth(self.client)
             running = jobs_in_progress(self.client)
@@ -481,45 +345,6 @@ class RedisCollector(Collector):
 
 
 def _histogram(name: str, doc: str, buckets: Sequence[float], raw: dict[str, str]) -> HistogramMetricFamily:
-    pairs = [(f"{bound:g}", float(raw.get(_bucket_field(bound), 0))) for bound in buckets]
+    pairs = [(f"{bound:g}", float(raw.get(bucket_field(bound), 0))) for bound in buckets]
     pairs.append(("+Inf", float(raw.get("count", 0))))
     return HistogramMetricFamily(name, doc, buckets=pairs, sum_value=float(raw.get("sum", 0)))
-
-
-# -- worker side: Celery signals ----------------------------------------------------------
-
-
-def connect_worker_signals(get_services: Callable[[], Any]) -> RunningJobs:
-    """Count jobs, retries and running jobs from this worker process's Celery signals."""
-    from celery.signals import task_postrun, task_prerun, task_retry, worker_shutdown
-
-    svc = get_services()
-    running = RunningJobs(svc.redis)
-
-    def ours(sender: Any) -> bool:
-        return getattr(sender, "name", None) == PREPARE_DOWNLOAD
-
-    @task_prerun.connect(weak=False)
-    def _started(sender: Any = None, **_: Any) -> None:
-        if ours(sender):
-            running.change(+1)
-
-    @task_postrun.connect(weak=False)
-    def _finished(sender: Any = None, task_id: str | None = None, **_: Any) -> None:
-        if ours(sender) and task_id:
-            running.change(-1)
-
-    @task_retry.connect(weak=False)
-    def _retried(sender: Any = None, **_: Any) -> None:
-        if ours(sender):
-            try:
-                record_retry(svc.redis)
-            except redis.RedisError as exc:
-                logger.warning("metrics: could not count a retry: %s", exc)
-
-    @worker_shutdown.connect(weak=False)
-    def _shutdown(**_: Any) -> None:
-        running.stop()
-
-    running.start()
-    return running

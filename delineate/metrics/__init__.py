@@ -1,0 +1,148 @@
+"""Prometheus metrics: ``GET /metrics`` on the API, for the API and the workers alike.
+
+Two kinds, kept in two places (ARCHITECTURE.md, "Metrics across processes"):
+
+- **API metrics** (requests, latency, open SSE streams; :mod:`delineate.metrics.api`) are
+  counted in the process that serves the request, with prometheus-client's multiprocess
+  mode when PROMETHEUS_MULTIPROC_DIR is set (``deploy/gunicorn.conf.py`` sets it): each
+  gunicorn worker writes its own mmap file and ``/metrics``, whichever worker answers,
+  sums them. No Redis round trip per request.
+- **Worker metrics** (jobs by terminal state, job duration, bundle size, retries,
+  webhook deliveries, jobs in progress; :mod:`delineate.metrics.worker`) are kept in Redis
+  hashes that every Celery worker process writes at most a few times per job, and that
+  ``/metrics`` reads at scrape time, together with the queue depth (LLEN of the Celery
+  queue). So any number of workers on any hosts need no exporter of their own and
+  nothing to discover.
+
+This module holds what both sides share. It imports neither Flask nor prometheus-client:
+prometheus-client chooses its multiprocess mode when it is first imported, so only
+``metrics.api`` (the API, after PROMETHEUS_MULTIPROC_DIR is set) may load it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from delineate.progress import PREFIX as _STORE_PREFIX
+
+logger = logging.getLogger(__name__)
+
+PREFIX = f"{_STORE_PREFIX}metrics:"
+"""The worker metrics' Redis hashes: ``delineate:metrics:*``."""
+
+JOBS_KEY = f"{PREFIX}jobs"
+JOB_DURATION_KEY = f"{PREFIX}job_duration"
+BUNDLE_SIZE_KEY = f"{PREFIX}bundle_size"
+COUNTERS_KEY = f"{PREFIX}counters"
+WEBHOOKS_KEY = f"{PREFIX}webhooks"
+WORKERS_KEY = f"{PREFIX}workers"
+
+WORKER_STALE_SECONDS = 35.0
+"""A worker silent for this long (killed) no longer counts towards jobs in progress, in seconds."""
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Request latency histogram buckets, in seconds."""
+
+JOB_DURATION_BUCKETS = (1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0)
+"""Job duration (creation to terminal state) histogram buckets, in seconds."""
+
+BUNDLE_SIZE_BUCKETS = (
+    64 * 1024,
+    256 * 1024,
+    1024**2,
+    4 * 1024**2,
+    16 * 1024**2,
+    64 * 1024**2,
+    256 * 1024**2,
+    1024**3,
+    4 * 1024**3,
+)
+"""Result size histogram buckets, in bytes."""
+
+
+def bucket_field(bound: float) -> str:
+    """The hash field of a histogram bucket kept in Redis (written by workers, read at scrape)."""
+    return f"le:{bound:g}"
+
+
+# -- transitional: the old flat module's names (compat: removed in E) ------------------------
+# Below the shared constants, so that the submodules importing them find them. The API
+# side's names load on first use (PEP 562), so importing this package still loads neither
+# Flask nor prometheus-client.
+
+from delineate.metrics.worker import (  # noqa: E402, F401  # compat: removed in E
+    RunningJobs,
+    count_terminal_jobs,
+    record_retry,
+    record_webhook_delivery,
+)
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from delineate.metrics.api import REQUEST_METRICS as REQUEST_METRICS  # compat: removed in E
+    from delineate.metrics.api import scrape_client as scrape_client  # compat: removed in E
+    from delineate.metrics.api import sse_stream_open as sse_stream_open  # compat: removed in E
+    from delineate.metrics.api import stats as stats  # compat: removed in E
+
+_API_NAMES = frozenset({"REQUEST_METRICS", "scrape_client", "sse_stream_open", "stats"})  # compat: removed in E
+
+
+def __getattr__(name: str) -> Any:  # compat: removed in E
+    """``metrics.sse_stream_open`` and the other API names, loaded with ``metrics.api`` on first use."""
+    if name in _API_NAMES:
+        from delineate.metrics import api
+
+        value = getattr(api, name)
+        globals()[name] = value  # later reads are plain attribute reads
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def init_app(app: Flask) -> None:  # compat: removed in E
+    """Count and log every request, and every job that ends here; serve ``/metrics``
+    (:func:`delineate.metrics.api.init_app`)."""
+    from delineate.metrics import api
+
+    api.init_app(app)
+
+
+def connect_worker_signals(get_services: Callable[[], Any]) -> RunningJobs:  # compat: removed in E
+    """Count jobs, retries and running jobs from this worker process's Celery signals."""
+    import redis
+    from celery.signals import task_postrun, task_prerun, task_retry, worker_shutdown
+
+    from delineate.task_queue import PREPARE_DOWNLOAD
+
+    svc = get_services()
+    running = RunningJobs(svc.redis)
+
+    def ours(sender: Any) -> bool:
+        return getattr(sender, "name", None) == PREPARE_DOWNLOAD
+
+    @task_prerun.connect(weak=False)
+    def _started(sender: Any = None, **_: Any) -> None:
+        if ours(sender):
+            running.change(+1)
+
+    @task_postrun.connect(weak=False)
+    def _finished(sender: Any = None, task_id: str | None = None, **_: Any) -> None:
+        if ours(sender) and task_id:
+            running.change(-1)
+
+    @task_retry.connect(weak=False)
+    def _retried(sender: Any = None, **_: Any) -> None:
+        if ours(sender):
+            try:
+                record_retry(svc.redis)
+            except redis.RedisError as exc:
+                logger.warning("metrics: could not count a retry: %s", exc)
+
+    @worker_shutdown.connect(weak=False)
+    def _shutdown(**_: Any) -> None:
+        running.stop()
+
+    running.start()
+    return running
