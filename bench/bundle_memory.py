@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.stack import bucket_ready
 from delineate import create_app
 from delineate.config import load_settings
-from delineate.seed import seed
+from delineate.dev.seed import seed
 from delineate.storage import Storage, source_key
 from tests.stack import start_redis, start_seaweed, start_worker, wait_for
 

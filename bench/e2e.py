@@ -41,7 +41,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.stack import start_stack
-from delineate.seed import SAMPLE_IDS
+from delineate.dev.seed import SAMPLE_IDS
 
 CLIENTS = 16
 """Client threads submitting jobs."""

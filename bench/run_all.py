@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from bench import e2e, hot_path  # noqa: E402
 from bench.stack import RESULTS, start_stack, wait_for  # noqa: E402
 from delineate import create_app  # noqa: E402
+from delineate.models import TERMINAL_STATES  # noqa: E402
 
 
 @dataclass
@@ -124,7 +125,7 @@ def _finish_all(client: Any, job_ids: list[str], timeout: float) -> dict[str, in
     while pending and time.monotonic() < deadline:
         for job_id in list(pending):
             state = client.get(f"/v1/download/status/{job_id}").get_json()["status"]
-            if state in {"completed", "failed", "cancelled"}:
+            if state in TERMINAL_STATES:
                 counts[state] = counts.get(state, 0) + 1
                 pending.discard(job_id)
         time.sleep(0.1)

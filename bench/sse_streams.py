@@ -38,11 +38,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from delineate.config import load_settings  # noqa: E402
-from delineate.models import Job, JobState, Phase  # noqa: E402
+from delineate.models import TERMINAL_STATES, Job, JobState, Phase  # noqa: E402
 from delineate.services import build_services  # noqa: E402
 from tests.stack import start_api, start_redis, wait_for  # noqa: E402
 
-TERMINAL = {"completed", "failed", "cancelled"}
+TERMINAL = {state.value for state in TERMINAL_STATES}
 
 
 def raise_fd_limit(wanted: int) -> None:

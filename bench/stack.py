@@ -24,7 +24,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from delineate.config import Settings, load_settings  # noqa: E402
-from delineate.seed import SAMPLE_IDS  # noqa: E402
+from delineate.dev.seed import SAMPLE_IDS  # noqa: E402
 from tests.stack import (  # noqa: E402
     BIN,
     Service,
@@ -101,7 +101,7 @@ def start_stack(
     redis, redis_port = start_redis(workdir)
     seaweed, s3_port = start_seaweed(load_settings(environ={}, dotenv_path=None), workdir)
     settings = bench_settings(redis_port, s3_port, **overrides)
-    from delineate.seed import seed
+    from delineate.dev.seed import seed
     from delineate.storage import Storage
 
     storage = Storage(settings)

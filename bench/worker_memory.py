@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.bundle_memory import MIB, PeakSampler, rss_bytes
 from bench.stack import start_stack
 from delineate import create_app
+from delineate.dev.seed import seed
 from delineate.jobs import bundle_slots
-from delineate.seed import seed
 from delineate.storage import Storage
 from tests.stack import wait_for
 

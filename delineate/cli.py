@@ -1,8 +1,11 @@
-"""The ``delineate`` command, and helpers for entry points that must fail in one line.
+"""The ``delineate`` command: the client's jobs from a shell, and ``delineate seed``.
 
 Exit codes: 0 done; 1 the job failed or was cancelled, or its result did not verify;
 2 usage error (bad arguments, ids the server refused, unknown job); 3 the server is
 unreachable, refused the API key, kept rate-limiting, or failed itself.
+
+It loads no server library (Flask, Celery, gunicorn, gevent, Redis, boto3) at import:
+what a command needs is imported inside it.
 """
 
 from __future__ import annotations
@@ -15,34 +18,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from flask import Flask
-
-from delineate.config import ConfigError, Settings, client_defaults, load_settings
+# compat: removed in E (celery_app/worker.py still imports app_or_exit from here)
+from delineate.boot import app_or_exit, settings_or_exit  # noqa: F401
+from delineate.config import client_defaults
+from delineate.models import TERMINAL_STATES
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_SERVER = 0, 1, 2, 3
-
-
-def settings_or_exit() -> Settings:
-    """Load settings; on a bad value print one line naming the variable and exit 2."""
-    try:
-        return load_settings()
-    except ConfigError as exc:
-        print(f"delineate: configuration error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-def app_or_exit(service: str | None = None) -> Flask:
-    """The app of an entry point: JSON logs; with ``service``, tracing and Sentry for this process."""
-    from delineate import create_app
-    from delineate.logs import configure_logging
-
-    configure_logging()
-    settings = settings_or_exit()
-    if service:
-        from delineate.observability import setup_process
-
-        setup_process(settings, service)
-    return create_app(settings)
 
 
 # -- output -------------------------------------------------------------------------------
@@ -75,7 +56,7 @@ class Progress:
                 )
             self._bar.n = int(status.get("progress", 0))
             self._bar.set_postfix_str(detail)
-            if status["status"] in {"completed", "failed", "cancelled"}:
+            if status["status"] in TERMINAL_STATES:
                 self._bar.close()
                 self._bar = None
         else:
@@ -233,7 +214,7 @@ def _estimate(args: argparse.Namespace) -> int:
 
 
 def _seed(args: argparse.Namespace) -> int:
-    from delineate.seed import SAMPLE_IDS, seed
+    from delineate.dev.seed import SAMPLE_IDS, seed
     from delineate.storage import Storage
 
     settings = settings_or_exit()

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from delineate.cli import settings_or_exit
+from delineate.boot import settings_or_exit
 
 
 def flower_command(python: str, port: int) -> list[str]:

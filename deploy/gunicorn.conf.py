@@ -17,7 +17,7 @@ for _stale in glob.glob(os.path.join(_metrics_dir, "*.db")):
     os.remove(_stale)
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 
-from delineate.cli import settings_or_exit  # noqa: E402
+from delineate.boot import settings_or_exit  # noqa: E402
 from delineate.logs import logging_config  # noqa: E402
 
 # A bad setting stops start-up here, in one line, before any worker boots.

@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 
 from delineate import create_app
 from delineate.config import Settings, load_settings
-from delineate.seed import SAMPLE_IDS, seed
+from delineate.dev.seed import SAMPLE_IDS, seed
 from delineate.storage import Storage
 from tests.stack import Service, start_api, start_redis, start_seaweed, start_worker
 
@@ -78,7 +78,7 @@ class SeaweedHandle:
             self.service.stop()
 
     def wait_ready(self, storage: Storage, timeout: float = 30.0) -> None:
-        from delineate.localstack import wait_until
+        from delineate.dev.localstack import wait_until
 
         def ready() -> bool:
             try:

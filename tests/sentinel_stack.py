@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-from delineate.localstack import answers, redis_binary, redis_command, wait_until
+from delineate.dev.localstack import answers, redis_binary, redis_command, wait_until
 from tests.stack import Service, free_port
 
 MASTER_NAME = "delineate"

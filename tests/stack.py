@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 
 from delineate.config import ENVIRONMENT, Settings
-from delineate.devstack import sweeper_args
-from delineate.localstack import SEAWEED_PORT_SPAN, answers, redis_command, seaweed_command, wait_until
+from delineate.dev.devstack import sweeper_args
+from delineate.dev.localstack import SEAWEED_PORT_SPAN, answers, redis_command, seaweed_command, wait_until
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,13 +172,13 @@ def start_worker(
     supervised: bool = False,
     **env: str,
 ) -> Service:
-    """A Celery worker of ``app``; ``supervised``: under ``delineate.supervise``, as `make run` starts it."""
+    """A Celery worker of ``app``; ``supervised``: under ``delineate.dev.supervise``, as `make run` starts it."""
     command = [
         str(BIN / "celery"), "-A", app, "--quiet", "worker",
         "--loglevel=INFO", "-c", str(concurrency), "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
     ]  # fmt: skip
     if supervised:
-        command = [sys.executable, "-m", "delineate.supervise", "--", *command]
+        command = [sys.executable, "-m", "delineate.dev.supervise", "--", *command]
     service = Service(name, command, workdir / f"{name}.log", settings_env(settings, **env)).start()
     wait_until(lambda: "ready." in service.log() or not service.running(), 60, f"worker {name}")
     if "ready." not in service.log():  # (a worker may be ready and already gone: a poison job)
@@ -257,6 +257,7 @@ def send_unreadable_job(settings: Settings) -> str:
     from celery import Celery
 
     from delineate.progress import job_key
+    from delineate.task_queue import PREPARE_DOWNLOAD
 
     job_id = str(uuid.uuid4())
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
@@ -267,7 +268,7 @@ def send_unreadable_job(settings: Settings) -> str:
     client.close()
     sender = Celery(broker=settings.celery_broker_url)
     try:
-        sender.send_task("delineate.prepare_download", args=[job_id], task_id=job_id, ignore_result=True)
+        sender.send_task(PREPARE_DOWNLOAD, args=[job_id], task_id=job_id, ignore_result=True)
     finally:
         sender.close()
     return job_id

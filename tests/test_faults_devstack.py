@@ -46,7 +46,9 @@ def _worker_pids(root: int, port: int) -> list[int]:
 def test_supervisor_restarts_a_dead_child_and_stops_on_sigterm(tmp_path: Path) -> None:
     marker = tmp_path / "runs"
     child = f"import pathlib,time,sys; p=pathlib.Path({str(marker)!r}); n=len(p.read_text()) if p.exists() else 0; p.write_text('x'*(n+1)); sys.exit(3) if n == 0 else time.sleep(60)"  # noqa: E501
-    sup = subprocess.Popen([sys.executable, "-m", "delineate.supervise", "--", sys.executable, "-c", child], cwd=ROOT)
+    sup = subprocess.Popen(
+        [sys.executable, "-m", "delineate.dev.supervise", "--", sys.executable, "-c", child], cwd=ROOT
+    )
     try:
         wait_for(lambda: marker.exists() and marker.read_text() == "xx", 15, "the restarted child")
         sup.send_signal(signal.SIGTERM)
@@ -63,7 +65,7 @@ def test_make_run_survives_a_killed_worker(make_settings: Any, tmp_path: Path) -
     env = settings_env(settings, PORT=str(port), FLOWER_PORT=str(flower))
     log = open(tmp_path / "devstack.log", "wb")
     stack = subprocess.Popen(
-        [sys.executable, "-m", "delineate.devstack"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "delineate.dev.devstack"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,
     )  # fmt: skip
     try:

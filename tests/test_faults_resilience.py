@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from delineate.seed import seed
+from delineate.dev.seed import seed
 from delineate.storage import Storage
 from tests.stack import free_port, poll_status, start_aof_redis, start_api, start_worker, wait_for
 from tests.test_faults_core import _assert_whole_bundle, _client_and_get

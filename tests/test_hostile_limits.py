@@ -14,10 +14,10 @@ from flask.testing import FlaskClient
 
 from delineate import create_app
 from delineate.blueprints import downloads
+from delineate.dev.seed import SAMPLE_IDS
 from delineate.fanout import bounded_map
 from delineate.models import JobState
 from delineate.progress import count_key
-from delineate.seed import SAMPLE_IDS
 
 ESTIMATE = "/v1/download/estimate"
 

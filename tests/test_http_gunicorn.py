@@ -95,7 +95,7 @@ def test_sync_start_times_out_with_504_json(api_server: str, settings, workdir) 
 def test_bad_setting_stops_startup_in_one_line(variable: str, value: str) -> None:
     env = {**os.environ, variable: value}
     for command in (
-        [sys.executable, "-m", "delineate.devstack"],
+        [sys.executable, "-m", "delineate.dev.devstack"],
         [
             os.path.join(os.path.dirname(sys.executable), "gunicorn"),
             "-c",

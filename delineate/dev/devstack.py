@@ -2,7 +2,7 @@
 
 Starts Redis and SeaweedFS only when nothing answers at REDIS_URL / S3_ENDPOINT and
 the host is local; then the worker, the sweeper (Celery beat and the sweep queue's
-consumer, exactly one), the API and Flower. Each runs under ``delineate.supervise``,
+consumer, exactly one), the API and Flower. Each runs under ``delineate.dev.supervise``,
 which restarts it when it dies, so one crashed process does not make honcho stop the
 whole stack. A set-up thread creates the bucket and seeds the sample files once the
 store answers. Ctrl-C or SIGTERM stops every process honcho started.
@@ -18,9 +18,9 @@ from pathlib import Path
 
 from honcho.manager import Manager
 
-from delineate.cli import settings_or_exit
+from delineate.boot import settings_or_exit
 from delineate.config import Settings
-from delineate.localstack import answers, host_port, is_local, redis_command, seaweed_command, wait_until
+from delineate.dev.localstack import answers, host_port, is_local, redis_command, seaweed_command, wait_until
 
 DEV_DEFAULTS = {"DOWNLOAD_DELAY_MIN_MS": "5000", "DOWNLOAD_DELAY_MAX_MS": "15000"}
 """The development delay range (the settings' own defaults stay 10-120 s)."""
@@ -40,11 +40,11 @@ def sweeper_args(name: str) -> list[str]:
 
 def _command(args: list[str]) -> str:
     """The shell line honcho runs: ``args`` under the restarting supervisor."""
-    return shlex.join([sys.executable, "-m", "delineate.supervise", "--", *args])
+    return shlex.join([sys.executable, "-m", "delineate.dev.supervise", "--", *args])
 
 
 def _setup(settings: Settings, manager: Manager) -> None:
-    from delineate.seed import SAMPLE_IDS, seed
+    from delineate.dev.seed import SAMPLE_IDS, seed
     from delineate.storage import Storage
 
     try:

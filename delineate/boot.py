@@ -1,0 +1,40 @@
+"""Start-up for the process entry points (gunicorn, the WSGI app, the worker, Flower):
+settings and the app, failing in one line on a bad setting.
+
+gunicorn's master imports this module (through ``deploy/gunicorn.conf.py``) before gevent
+patches anything, so at module level it imports only the standard library and
+``delineate.config``; the app, logging and observability are imported when called.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+from delineate.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+
+def settings_or_exit() -> Settings:
+    """Load settings; on a bad value print one line naming the variable and exit 2."""
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        print(f"delineate: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def app_or_exit(service: str | None = None) -> Flask:
+    """The app of an entry point: JSON logs; with ``service``, tracing and Sentry for this process."""
+    from delineate import create_app
+    from delineate.logs import configure_logging
+
+    configure_logging()
+    settings = settings_or_exit()
+    if service:
+        from delineate.observability import setup_process
+
+        setup_process(settings, service)
+    return create_app(settings)
