@@ -11,7 +11,7 @@ Celery workers), then, per run:
   bytes bundled per second, beside two raw copies of the same bytes (GET the three
   sources, PUT them as one object) by 2 processes of 16 threads, measured in the same run:
   one through boto3's client (``get_object``/``put_object``: the issue's baseline), one
-  through the project's ``Storage`` (the direct requests of ``delineate/s3_direct.py`` the
+  through the project's ``Storage`` (the direct requests of ``delineate/storage/direct.py`` the
   worker uses), which shows what the job itself adds to moving the bytes.
 - ``latency``: one job at a time, initiate -> ``completed`` as a client polling the status
   every 2 ms sees it; the median of 20.
@@ -42,6 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.stack import start_stack
 from delineate.dev.seed import SAMPLE_IDS
+from delineate.metrics import JOBS_KEY
+from delineate.models import TERMINAL_STATES
+from delineate.store.keys import job_key
 
 CLIENTS = 16
 """Client threads submitting jobs."""
@@ -57,7 +60,7 @@ def _bundle_ids(n: int) -> list[int]:
 def _finished(redis_client: Any) -> int:
     """Jobs the workers finished in any terminal state (a failed one is then counted lost,
     rather than the run waiting out its timeout for it)."""
-    counts = redis_client.hmget("delineate:metrics:jobs", "completed", "failed", "cancelled")
+    counts = redis_client.hmget(JOBS_KEY, *(state.value for state in TERMINAL_STATES))
     return sum(int(n or 0) for n in counts)
 
 
@@ -81,7 +84,7 @@ def run_jobs(stack: Any, redis_client: Any, bodies: list[list[int]], timeout: fl
     elapsed = time.perf_counter() - began
     pipe = redis_client.pipeline(transaction=False)
     for job_id in job_ids:
-        pipe.hmget(f"delineate:job:{job_id}", "status", "size")
+        pipe.hmget(job_key(job_id), "status", "size")
     rows = pipe.execute()
     completed = [row for row in rows if row[0] == "completed"]
     return {

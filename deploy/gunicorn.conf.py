@@ -54,6 +54,6 @@ def child_exit(server: object, worker: object) -> None:
 
 def worker_exit(server: object, worker: object) -> None:
     """A worker's last request counts reach the metric files before it goes."""
-    from delineate.metrics import REQUEST_METRICS
+    from delineate.metrics.api import REQUEST_METRICS
 
     REQUEST_METRICS.flush()

@@ -256,7 +256,7 @@ def send_unreadable_job(settings: Settings) -> str:
     import redis
     from celery import Celery
 
-    from delineate.progress import job_key
+    from delineate.store.keys import job_key
     from delineate.task_queue import PREPARE_DOWNLOAD
 
     job_id = str(uuid.uuid4())

@@ -17,7 +17,7 @@ from delineate.blueprints import downloads
 from delineate.dev.seed import SAMPLE_IDS
 from delineate.fanout import bounded_map
 from delineate.models import JobState
-from delineate.progress import count_key
+from delineate.store.keys import count_key
 
 ESTIMATE = "/v1/download/estimate"
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import redis
 from flask import Blueprint, Response, current_app, request, stream_with_context
 
-from delineate import metrics
 from delineate.auth import load_owned_job
 from delineate.errors import ServiceUnavailable
+from delineate.metrics.api import sse_stream_open
 from delineate.models import Job
 from delineate.services import services
 from delineate.sse import RESYNC, EventHub, ServerSentEvent, StreamSlots, Subscription, comment
@@ -195,7 +195,7 @@ def stream(job_id: str) -> Response:
 
     def generate() -> Iterator[str]:
         try:
-            with metrics.sse_stream_open():
+            with sse_stream_open():
                 yield from _events(sub, job, svc.store, svc.settings.sse_heartbeat_seconds, sock)
         finally:
             release()

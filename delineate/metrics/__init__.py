@@ -25,11 +25,11 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from delineate.progress import PREFIX as _STORE_PREFIX
+from delineate.store.keys import METRICS_PREFIX
 
 logger = logging.getLogger(__name__)
 
-PREFIX = f"{_STORE_PREFIX}metrics:"
+PREFIX = METRICS_PREFIX
 """The worker metrics' Redis hashes: ``delineate:metrics:*``."""
 
 JOBS_KEY = f"{PREFIX}jobs"

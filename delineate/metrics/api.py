@@ -48,6 +48,7 @@ from delineate.metrics import (
     bucket_field,
 )
 from delineate.metrics.worker import count_terminal_jobs
+from delineate.models import TERMINAL_STATES
 from delineate.redis_clients import redis_client
 from delineate.task_queue import CELERY_QUEUE
 
@@ -299,7 +300,7 @@ def stats(client: redis.Redis) -> dict[str, Any]:
     return {
         "queueDepth": queue_depth(client),
         "jobsInProgress": jobs_in_progress(client),
-        "jobsFinished": {state: jobs.get(state, 0) for state in ("completed", "failed", "cancelled")},
+        "jobsFinished": {state.value: jobs.get(state.value, 0) for state in TERMINAL_STATES},
     }
 
 
@@ -321,7 +322,7 @@ class RedisCollector(Collector):
             logger.warning("metrics: Redis unavailable, worker metrics left out: %s", exc)
             return
         family = CounterMetricFamily("delineate_jobs", "Jobs that reached a terminal state.", labels=["status"])
-        for state in ("completed", "failed", "cancelled"):
+        for state in (s.value for s in TERMINAL_STATES):
             family.add_metric([state], float(jobs.get(state, 0)))
         yield family
         yield GaugeMetricFamily("delineate_jobs_in_progress", "Jobs running on a worker now.", value=running)
