@@ -1,17 +1,19 @@
 """delineate: long-running downloads behind proxies that will not wait.
 
 ``create_app()`` builds the Flask app (and its Celery app); nothing runs at import.
+Its imports are made when it is called: importing any ``delineate.<module>`` runs this
+file first, and must not load Flask through it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
-from flask import Flask
+from typing import TYPE_CHECKING, Any
 
 from delineate.config import Settings, load_settings
-from delineate.flask_app import DelineateFlask
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 def create_app(test_config: Mapping[str, Any] | Settings | None = None) -> Flask:
@@ -25,7 +27,8 @@ def create_app(test_config: Mapping[str, Any] | Settings | None = None) -> Flask
     from celery_app import init_celery
     from delineate import metrics, telemetry, webhooks
     from delineate.blueprints import dashboard, docs, downloads, history, meta, stream
-    from delineate.errors import register_error_handlers
+    from delineate.blueprints.errors import register_error_handlers
+    from delineate.flask_app import DelineateFlask
     from delineate.json_provider import OrjsonProvider
     from delineate.security import init_security
     from delineate.services import build_services
