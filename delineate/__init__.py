@@ -37,10 +37,7 @@ def create_app(test_config: Mapping[str, Any] | Settings | None = None) -> Flask
     settings = test_config if isinstance(test_config, Settings) else load_settings(overrides=test_config)
 
     app = DelineateFlask(__name__)
-    app.config.update(
-        MAX_CONTENT_LENGTH=settings.max_body_bytes,
-        REDIS_URL=settings.redis_url,  # read by flask-sse when it publishes
-    )
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes)
     app.json = OrjsonProvider(app)
     app.extensions["delineate"] = build_services(settings)
 
