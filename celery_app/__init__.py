@@ -1,95 +1,13 @@
-"""The Celery app, built from the same settings as the API by ``init_celery(app)``."""
+"""The Celery side: task wrappers, the signal handlers that mirror state into the job
+store, the sweeper, and the worker's entry point (``celery -A celery_app.worker``).
 
-from __future__ import annotations
+The Celery app itself is built by :func:`delineate.celery_init.init_celery`, and the
+task and queue names live in :mod:`delineate.task_queue`: this package uses
+``delineate``, never the reverse.
+"""
 
-import os
-from typing import Any
+from delineate.celery_init import RESULT_EXPIRES_SECONDS, celery_config, init_celery  # compat: removed in E
+from delineate.task_queue import SWEEP_QUEUE, SWEEP_TASK  # compat: removed in E
 
-from celery import Celery, Task
-from flask import Flask
-
-from delineate.config import Settings
-from delineate.redis_clients import celery_transport_options, celery_url
-
-RESULT_EXPIRES_SECONDS = 3600
-"""How long Celery's own task results stay in Redis, in seconds (our job hash lives longer)."""
-
-SWEEP_TASK = "delineate.sweep"
-SWEEP_QUEUE = "delineate.sweep"
-"""The sweeper's own queue: only the sweeper process (``worker --beat -Q delineate.sweep``)
-consumes it, so a sweep never waits behind downloads."""
-
-
-def celery_config(settings: Settings) -> dict[str, Any]:
-    transport = {
-        # Above the longest job (120 s delay + bundling) yet short enough that a killed
-        # worker's job is restored within minutes; see ARCHITECTURE.md, "Crash safety".
-        "visibility_timeout": settings.visibility_timeout_seconds,
-        "unacked_restore_interval": settings.unacked_restore_interval_seconds,
-        "unacked_restore_throttle": 0,
-    }
-    sentinel = celery_transport_options(settings)
-    return {
-        # Through Sentinel when configured: sentinel:// URLs and the master's name.
-        "broker_url": celery_url(settings, settings.celery_broker_url),
-        "result_backend": celery_url(settings, settings.celery_result_backend),
-        "broker_transport_options": {**transport, **sentinel},
-        "result_backend_transport_options": {"retry_policy": {"timeout": 5.0}, **sentinel},
-        "broker_connection_retry_on_startup": True,
-        "result_expires": RESULT_EXPIRES_SECONDS,
-        "task_serializer": "json",
-        "result_serializer": "json",
-        "accept_content": ["json"],
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 1,
-        "worker_pool": "threads",
-        "worker_concurrency": settings.worker_concurrency,
-        "worker_hijack_root_logger": False,
-        "task_track_started": True,
-        "worker_send_task_events": True,
-        "imports": ["celery_app.tasks", "celery_app.signals"],
-        # The sweeper (celery_app/sweeper.py). A sweep not started within one interval is
-        # dropped: the next one does the same work.
-        "task_routes": {SWEEP_TASK: {"queue": SWEEP_QUEUE}},
-        "beat_schedule": {
-            "sweep": {
-                "task": SWEEP_TASK,
-                "schedule": float(settings.sweep_interval_seconds),
-                "options": {"queue": SWEEP_QUEUE, "expires": float(settings.sweep_interval_seconds)},
-            }
-        },
-    }
-
-
-def _environment_follows_sentinel(settings: Settings) -> None:
-    """Celery reads CELERY_BROKER_URL and CELERY_RESULT_BACKEND from the environment
-    itself, ahead of its configuration (``celery.app.utils.Settings.broker_url``): with
-    Sentinel those would be the plain redis:// URLs, so they are rewritten to the
-    sentinel:// ones Celery is configured with."""
-    if not settings.redis_sentinels:
-        return
-    for name, url in (
-        ("CELERY_BROKER_URL", settings.celery_broker_url),
-        ("CELERY_RESULT_BACKEND", settings.celery_result_backend),
-    ):
-        if name in os.environ:
-            os.environ[name] = celery_url(settings, url)
-
-
-def init_celery(app: Flask) -> Celery:
-    """Attach a Celery app to ``app`` whose tasks run inside its app context."""
-
-    class FlaskTask(Task):
-        def __call__(self, *args: object, **kwargs: object) -> object:
-            with app.app_context():
-                return self.run(*args, **kwargs)
-
-    settings: Settings = app.extensions["delineate"].settings
-    _environment_follows_sentinel(settings)
-    celery = Celery(app.name, task_cls=FlaskTask)
-    celery.config_from_object(celery_config(settings))
-    celery.set_default()
-    celery.flask_app = app  # type: ignore[attr-defined]  # for signal handlers
-    app.extensions["celery"] = celery
-    return celery
+# compat: removed in E (delineate/dev/devstack.py and tests/test_http_stream.py import from here)
+__all__ = ["RESULT_EXPIRES_SECONDS", "SWEEP_QUEUE", "SWEEP_TASK", "celery_config", "init_celery"]

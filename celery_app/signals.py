@@ -1,19 +1,26 @@
-"""Mirror Celery's own task states into the job hash, so polling never asks Celery."""
+"""The worker's signal handlers: Celery's own task states mirrored into the job hash (so
+polling never asks Celery), and tracing, Sentry and metrics started at ``worker_init``.
+
+Connected when this module is imported; ``celery_app.worker`` imports it.
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from celery.signals import task_failure, task_revoked
+from celery import Celery
+from celery.signals import task_failure, task_revoked, worker_init
 
+from delineate.config import Settings
 from delineate.models import JobState, Phase
+from delineate.observability import setup_process
 from delineate.progress import JobGone
 from delineate.services import services
+from delineate.task_queue import PREPARE_DOWNLOAD
+from delineate.telemetry import WORKER_SERVICE
 
 logger = logging.getLogger(__name__)
-
-_OURS = "delineate.prepare_download"
 
 
 @task_failure.connect
@@ -21,7 +28,7 @@ def _on_failure(
     sender: Any = None, task_id: str | None = None, exception: BaseException | None = None, **_: Any
 ) -> None:
     """A task raised something no one handled: the job must not stay 'processing'."""
-    if getattr(sender, "name", None) != _OURS or not task_id:
+    if getattr(sender, "name", None) != PREPARE_DOWNLOAD or not task_id:
         return
     from celery.exceptions import Retry
 
@@ -41,7 +48,7 @@ def _on_failure(
 @task_revoked.connect
 def _on_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
     task_id = getattr(request, "id", None)
-    if getattr(sender, "name", None) != _OURS or not task_id:
+    if getattr(sender, "name", None) != PREPARE_DOWNLOAD or not task_id:
         return
     try:
         with sender.app.flask_app.app_context():
@@ -55,3 +62,19 @@ def _mark(job_id: str, state: JobState, error: str) -> None:
         services().store.update(job_id, status=state, phase=Phase.DONE, error=error)
     except JobGone:
         pass
+
+
+def connect_worker(celery: Celery) -> None:
+    """Set up tracing, Sentry and the worker metrics when this process becomes a Celery
+    worker: at ``worker_init``, since with the threads pool there is no child process (so
+    ``worker_process_init`` never fires), and Flower, which imports the same entry
+    point, never sends it."""
+    flask_app = celery.flask_app  # type: ignore[attr-defined]
+
+    @worker_init.connect(weak=False)
+    def _on_worker_init(**_: Any) -> None:
+        from delineate.metrics import connect_worker_signals
+
+        settings: Settings = flask_app.extensions["delineate"].settings
+        setup_process(settings, WORKER_SERVICE)
+        connect_worker_signals(lambda: flask_app.extensions["delineate"])

@@ -47,8 +47,7 @@ from delineate.models import JobState, Phase
 from delineate.progress import SUSPECTS_KEY, SWEEP_LOCK_KEY, JobGone, JobStore
 from delineate.redis_clients import redis_client
 from delineate.storage import Storage, bundle_key
-from delineate.task_queue import CELERY_QUEUE, PREPARE_DOWNLOAD
-from delineate.webhooks import DELIVER_WEBHOOK
+from delineate.task_queue import CELERY_QUEUE, DELIVER_WEBHOOK, PREPARE_DOWNLOAD, send_task
 
 logger = logging.getLogger(__name__)
 
@@ -266,7 +265,7 @@ class Sweeper:
             pass
 
     def _republish(self, job_id: str, report: SweepReport) -> None:
-        self.celery.send_task(PREPARE_DOWNLOAD, args=[job_id], task_id=job_id, ignore_result=True)
+        send_task(self.celery, PREPARE_DOWNLOAD, [job_id], task_id=job_id)
         report.republished.append(job_id)
         logger.warning("sweep: job %s had no message (lost or never published); sent a new one", job_id)
 
@@ -293,7 +292,7 @@ class Sweeper:
                     self.store.set_callback(job_id, {}, None)
                     continue
                 attempt = (job.callback or {}).get("attempts", 0) + 1
-                self.celery.send_task(DELIVER_WEBHOOK, args=[job_id, attempt], ignore_result=True)
+                send_task(self.celery, DELIVER_WEBHOOK, [job_id, attempt])
                 report.webhooks_sent += 1
 
     # -- 3. storage -------------------------------------------------------------------------------

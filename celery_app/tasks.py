@@ -9,20 +9,19 @@ import uuid
 
 from celery import Task, current_app, shared_task
 
-from celery_app import SWEEP_TASK
 from celery_app.sweeper import sweeper_for
 from delineate import webhooks
 from delineate.errors import StorageError
 from delineate.jobs import TRANSIENT_ERRORS, DownloadRun, backoff_seconds
 from delineate.services import services
-from delineate.webhooks import DELIVER_WEBHOOK
+from delineate.task_queue import DELIVER_WEBHOOK, PREPARE_DOWNLOAD, SWEEP_TASK
 
 logger = logging.getLogger(__name__)
 
 
 @shared_task(
     bind=True,
-    name="delineate.prepare_download",
+    name=PREPARE_DOWNLOAD,
     acks_late=True,
     reject_on_worker_lost=True,
     max_retries=None,  # the limit is MAX_RETRIES, enforced below with a clear message

@@ -1,7 +1,13 @@
-"""Entry point for ``celery -A celery_app.worker worker``: builds the app at import."""
+"""Entry point for ``celery -A celery_app.worker worker``: builds the app at import.
 
+Importing the task and signal modules here registers the tasks and connects the state
+mirrors, for every command run with ``-A celery_app.worker`` (worker, beat, Flower)
+and every entry point built on this one (``tests/fault_worker.py``).
+"""
+
+import celery_app.signals
+import celery_app.tasks  # registers the tasks
 from delineate.cli import app_or_exit
-from delineate.observability import connect_worker
 
 celery = app_or_exit().extensions["celery"]
-connect_worker(celery)  # tracing, Sentry and metrics start at worker_init, in the worker only
+celery_app.signals.connect_worker(celery)  # tracing, Sentry and metrics start at worker_init, in the worker only

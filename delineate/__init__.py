@@ -24,10 +24,10 @@ def create_app(test_config: Mapping[str, Any] | Settings | None = None) -> Flask
 
     :raise ConfigError: a setting is malformed.
     """
-    from celery_app import init_celery
     from delineate import metrics, telemetry, webhooks
     from delineate.blueprints import dashboard, docs, downloads, history, meta, stream
     from delineate.blueprints.errors import register_error_handlers
+    from delineate.celery_init import init_celery
     from delineate.flask_app import DelineateFlask
     from delineate.json_provider import OrjsonProvider
     from delineate.security import init_security

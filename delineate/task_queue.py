@@ -13,7 +13,12 @@ envelope with the base64 body, headers and properties, LPUSHed onto the queue's 
 broker is another Redis, the task is sent with ``send_task`` after the record is written.
 
 With tracing on, the publish gets its PRODUCER span and the trace context goes into
-the message headers, as the Celery instrumentation does for ``send_task``.
+the message headers, as the Celery instrumentation does for ``send_task``. Only the
+worker instruments Celery (the instrumentation needs the task in the process's registry
+to end its publish span); the API's publishes go through :func:`send_task`, which makes
+that span itself.
+
+The task and queue names are defined here, once; ``celery_app`` and the API both use them.
 """
 
 from __future__ import annotations
@@ -29,13 +34,23 @@ from celery.utils.nodenames import anon_nodename
 
 from delineate.config import Settings
 from delineate.ids import new_uuid
-from delineate.telemetry import tracing_ready
+from delineate.telemetry import celery_instrumented, tracing_ready
 
 PREPARE_DOWNLOAD = "delineate.prepare_download"
 """The task that runs a job (its Celery task id is the job id)."""
 
+DELIVER_WEBHOOK = "delineate.deliver_webhook"
+"""The task that makes one webhook delivery attempt (args: job id, attempt number)."""
+
+SWEEP_TASK = "delineate.sweep"
+"""The task of one sweep (``celery_app/sweeper.py``), sent by beat."""
+
 CELERY_QUEUE = "celery"
 """The queue (a Redis list on the broker) Celery's workers consume by default."""
+
+SWEEP_QUEUE = "delineate.sweep"
+"""The sweeper's own queue: only the sweeper process (``worker --beat -Q delineate.sweep``)
+consumes it, so a sweep never waits behind downloads."""
 
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
@@ -119,16 +134,7 @@ class TaskQueue:
         if not tracing_ready():
             yield CELERY_QUEUE, self._message(job_id, None)
             return
-        from opentelemetry import propagate, trace
-
-        tracer = trace.get_tracer(__name__)
-        attributes = {"celery.action": "apply_async", "celery.task_name": PREPARE_DOWNLOAD,
-                      "messaging.message.id": job_id, "messaging.destination.name": CELERY_QUEUE}  # fmt: skip
-        with tracer.start_as_current_span(
-            f"apply_async/{PREPARE_DOWNLOAD}", kind=trace.SpanKind.PRODUCER, attributes=attributes
-        ):
-            carrier: dict[str, str] = {}
-            propagate.inject(carrier)
+        with publish_span(PREPARE_DOWNLOAD, job_id) as carrier:
             yield CELERY_QUEUE, self._message(job_id, carrier)
 
     def _message(self, job_id: str, headers: dict[str, str] | None) -> str:
@@ -140,6 +146,38 @@ class TaskQueue:
         """Publish through Celery (when the broker is not the job store's Redis)."""
         for hook in BEFORE_SEND_HOOKS:  # empty, unless the fault tests' entry point armed one
             hook(job_id)
-        # ignore_result: the API never waits on Celery's result, and asking for it would
-        # subscribe to a result channel per job.
-        self.celery.send_task(PREPARE_DOWNLOAD, args=[job_id], task_id=job_id, ignore_result=True)
+        send_task(self.celery, PREPARE_DOWNLOAD, [job_id], task_id=job_id)
+
+
+@contextmanager
+def publish_span(task: str, task_id: str) -> Iterator[dict[str, str]]:
+    """The PRODUCER span of publishing ``task``, named and described as the Celery
+    instrumentation does (``apply_async/<task>``); yields the headers that carry the
+    trace context into the message. Only with tracing on."""
+    from opentelemetry import propagate, trace
+
+    tracer = trace.get_tracer(__name__)
+    queue = SWEEP_QUEUE if task == SWEEP_TASK else CELERY_QUEUE
+    attributes = {"celery.action": "apply_async", "celery.task_name": task,
+                  "messaging.message.id": task_id, "messaging.destination.name": queue}  # fmt: skip
+    with tracer.start_as_current_span(f"apply_async/{task}", kind=trace.SpanKind.PRODUCER, attributes=attributes):
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        yield carrier
+
+
+def send_task(celery: Celery, task: str, args: list[Any], *, task_id: str | None = None) -> None:
+    """Publish ``task(*args)`` through Celery, fire and forget.
+
+    ignore_result: nobody waits on Celery's result (the job hash is the truth), and
+    asking for it would subscribe to a result channel per message. With tracing on in a
+    process where Celery is not instrumented (the API), the publish gets its span here
+    and the trace context goes in the message headers, where the worker's
+    instrumentation reads it; where Celery is instrumented (the worker), it does both.
+    """
+    if not tracing_ready() or celery_instrumented():
+        celery.send_task(task, args=args, task_id=task_id, ignore_result=True)
+        return
+    task_id = task_id or new_uuid()
+    with publish_span(task, task_id) as carrier:
+        celery.send_task(task, args=args, task_id=task_id, ignore_result=True, headers=carrier)

@@ -2,7 +2,10 @@
 
 One trace spans a request, the Celery message it sends, the task that runs it and the
 task's S3 and Redis calls: Flask, Celery, redis-py and botocore are instrumented, and
-the Celery instrumentation carries the context in the message headers (``traceparent``).
+the context travels in the message headers (``traceparent``). The Celery instrumentation
+runs in the worker only, where the tasks are registered (it ends a publish span by
+looking its task up by name); the API's publishes get their span from
+:mod:`delineate.task_queue`, which writes the headers itself.
 
 Set up once per process by an entry point, after any fork: :func:`setup_tracing` in
 each gunicorn worker (``delineate.wsgi`` is imported per worker; do not ``--preload``)
@@ -56,6 +59,7 @@ EXPORT_INTERVAL_MILLIS = 2000
 TRACE_ID_HEADER = "X-Trace-Id"
 
 _ready_in_pid: int | None = None
+_celery_in_pid: int | None = None
 
 
 class _DropOrphanClientSpans(Sampler):
@@ -105,17 +109,21 @@ def tracing_ready() -> bool:
     return _ready_in_pid == os.getpid()
 
 
+def celery_instrumented() -> bool:
+    """Whether the Celery instrumentation traces this process's publishes (the worker)."""
+    return _celery_in_pid == os.getpid()
+
+
 def setup_tracing(settings: Settings, service_name: str) -> bool:
-    """With an OTLP endpoint, install the tracer provider and instrument Celery, Redis and
-    botocore (once per process). Returns whether tracing is on."""
-    global _ready_in_pid
+    """With an OTLP endpoint, install the tracer provider and instrument Redis, botocore
+    and, in the worker, Celery (once per process). Returns whether tracing is on."""
+    global _ready_in_pid, _celery_in_pid
     if tracing_ready():
         return True
     if not settings.otel_exporter_otlp_endpoint:
         return False
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
-    from opentelemetry.instrumentation.celery import CeleryInstrumentor
     from opentelemetry.instrumentation.redis import RedisInstrumentor
 
     sampler = configured_sampler(settings.otel_traces_sampler, settings.otel_traces_sampler_arg)
@@ -129,9 +137,14 @@ def setup_tracing(settings: Settings, service_name: str) -> bool:
     )
     logger.info("tracing: exporting spans of %s to %s (%s)", service_name, endpoint, sampler.get_description())
     trace.set_tracer_provider(provider)
-    # The producer side needs the Celery instrumentation too: it writes the trace
-    # context into the message headers.
-    CeleryInstrumentor().instrument(tracer_provider=provider)
+    if service_name == WORKER_SERVICE:
+        # Only where the tasks are registered: for a task it cannot find by name, the
+        # instrumentation opens a publish span and never ends it. Elsewhere (the API)
+        # task_queue.send_task makes the publish span and writes the headers.
+        from opentelemetry.instrumentation.celery import CeleryInstrumentor
+
+        CeleryInstrumentor().instrument(tracer_provider=provider)
+        _celery_in_pid = os.getpid()
     RedisInstrumentor().instrument(tracer_provider=provider)
     BotocoreInstrumentor().instrument(tracer_provider=provider)
     _ready_in_pid = os.getpid()
@@ -141,10 +154,6 @@ def setup_tracing(settings: Settings, service_name: str) -> bool:
 def init_app(app: Flask) -> None:
     """Trace the app's requests (when tracing is set up) and answer with ``X-Trace-Id``."""
     if tracing_ready():
-        # The task must be in this process's registry, or the Celery instrumentation
-        # cannot close the publish span of ``send_task`` (it looks the task up by name).
-        import celery_app.tasks  # noqa: F401
-
         RequestTracer().init_app(app)
 
 

@@ -38,11 +38,10 @@ from delineate.config import Settings
 from delineate.errors import InvalidRequest
 from delineate.models import Job
 from delineate.progress import JobStore
+from delineate.task_queue import DELIVER_WEBHOOK, send_task
 from delineate.webhook_http import DEFAULT_PORTS, CallbackPolicy
 
 logger = logging.getLogger(__name__)
-
-DELIVER_WEBHOOK = "delineate.deliver_webhook"
 
 TIMEOUT_SECONDS = webhook_http.DELIVERY_DEADLINE_SECONDS
 """Time limit of one whole delivery attempt, in seconds."""
@@ -237,6 +236,6 @@ def init_app(app: Flask) -> None:
 
     def on_terminal(job: Job) -> None:
         if job.callback_url:
-            celery.send_task(DELIVER_WEBHOOK, args=[job.job_id, 1], ignore_result=True)
+            send_task(celery, DELIVER_WEBHOOK, [job.job_id, 1])
 
     store.terminal_hooks.append(on_terminal)

@@ -18,8 +18,9 @@ from urllib.parse import urlsplit
 import yaml
 from dotenv import dotenv_values
 
-from celery_app import celery_config
+from delineate.celery_init import celery_config
 from delineate.config import ENVIRONMENT, ConfigError, Settings, load_settings
+from delineate.task_queue import SWEEP_QUEUE
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -354,7 +355,17 @@ def _command_problems(services: Mapping[str, Doc]) -> list[str]:
         command = _words(services.get(name, {}).get("command"))
         if not all(word in command for word in words):
             problems.append(f"compose: {name}'s command {command} must contain {words}")
+    problems += sweep_queue_problems("compose: sweeper", services.get("sweeper", {}).get("command"))
     return problems
+
+
+def sweep_queue_problems(label: str, command: Any) -> list[str]:
+    """The sweeper must consume the queue beat sends the sweep to (``-Q SWEEP_QUEUE``)."""
+    words = _words(command)
+    queues = words[words.index("-Q") + 1] if "-Q" in words[:-1] else None
+    if queues is None or SWEEP_QUEUE not in queues.split(","):
+        return [f"{label} must consume the sweep queue: -Q {SWEEP_QUEUE} (task_queue.SWEEP_QUEUE), not {queues!r}"]
+    return []
 
 
 def nginx_directives(text: str) -> dict[str, list[tuple[str, list[str]]]]:
@@ -538,6 +549,8 @@ def k8s_problems(docs: list[Doc], kustomization: Doc, files: Iterable[str]) -> l
         problems.append("k8s: worker livenessProbe must not go through the broker (celery inspect ping)")
     if not all(w in worker_c.get("command", []) for w in ("celery", "celery_app.worker", "worker")):
         problems.append("k8s: worker command must run `celery -A celery_app.worker worker`")
+    sweeper = objects.get(("Deployment", "sweeper"))
+    problems += sweep_queue_problems("k8s: sweeper", _container(sweeper).get("command") if sweeper else None)
     for container, name in ((api_c, "api"), (worker_c, "worker")):
         resources = container.get("resources") or {}
         for part in ("requests", "limits"):

@@ -30,7 +30,7 @@ from tests.stack import (
     wait_for,
 )
 
-SERVER, CLIENT, CONSUMER = 2, 3, 5
+SERVER, CLIENT, PRODUCER, CONSUMER = 2, 3, 4, 5
 
 
 @dataclass
@@ -116,6 +116,59 @@ def test_one_trace_spans_request_task_and_s3(obs: ObsStack) -> None:
     assert ancestor is request_span
     s3_ops = {s.attributes.get("rpc.method") for s in spans if s.attributes.get("rpc.service") == "S3"}
     assert "HeadObject" in s3_ops
+
+
+@pytest.fixture(scope="module")
+def sent_by_celery(obs: ObsStack, make_settings: Callable[..., Settings], workdir: Path) -> Iterator[str]:
+    """An API and a worker whose broker is another Redis database than the job store's:
+    initiate sends the task with Celery's ``send_task``, not inside the job script."""
+    broker = make_settings().redis_url  # a fresh database of its own
+    settings = make_settings(otel_exporter_otlp_endpoint=obs.otlp.endpoint, celery_broker_url=broker)
+    assert settings.celery_broker_url != settings.redis_url
+    started = [start_worker(settings, workdir, "worker-obs-sent", concurrency=2)]
+    try:
+        api, base = start_api(settings, workdir, "api-obs-sent")
+        started.append(api)
+        yield base
+    finally:
+        for service in started:
+            service.stop()
+
+
+def test_one_trace_when_celery_sends_the_task(obs: ObsStack, sent_by_celery: str) -> None:
+    trace_id, traceparent = _traceparent()
+    response = httpx.post(
+        f"{sent_by_celery}/v1/download/initiate",
+        json={"file_ids": [70000]},
+        headers={"traceparent": traceparent},
+        timeout=10,
+    )
+    assert response.status_code == 202
+    job_id = response.json()["jobId"]
+
+    def status(job: str) -> dict[str, Any]:
+        return httpx.get(f"{sent_by_celery}/v1/download/status/{job}", timeout=10).json()  # type: ignore[no-any-return]
+
+    assert poll_status(status, job_id, {"completed", "failed", "cancelled"}, timeout=40)["status"] == "completed"
+
+    def trace_complete() -> list[Span] | None:
+        spans = [s for s in obs.otlp.spans() if s.trace_id == trace_id]
+        kinds = {(s.service, s.kind) for s in spans}
+        wanted = {("delineate-api", SERVER), ("delineate-api", PRODUCER), ("delineate-worker", CONSUMER)}
+        return spans if wanted <= kinds else None
+
+    spans = obs.otlp.wait_for(trace_complete, 20, f"the spans of trace {trace_id}")
+    by_id = {s.span_id: s for s in spans}
+    request_span = next(s for s in spans if s.kind == SERVER)
+    task_span = next(s for s in spans if s.kind == CONSUMER)
+    assert task_span.name == "run/delineate.prepare_download"
+    publish = by_id[task_span.parent_span_id]  # the publish span, written into the message's headers
+    assert publish.service == "delineate-api" and publish.kind == PRODUCER
+    assert publish.name == "apply_async/delineate.prepare_download"
+    ancestor, seen = by_id.get(publish.parent_span_id), 0
+    while ancestor is not None and ancestor is not request_span and seen < 10:
+        ancestor, seen = by_id.get(ancestor.parent_span_id), seen + 1
+    assert ancestor is request_span
 
 
 # -- Sentry ----------------------------------------------------------------------------------

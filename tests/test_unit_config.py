@@ -84,7 +84,7 @@ def test_bad_sentinel_values_name_the_variable(env: dict[str, str], name: str) -
 
 
 def test_celery_goes_through_sentinel_only_when_configured() -> None:
-    from celery_app import celery_config
+    from delineate.celery_init import celery_config
 
     plain = celery_config(load_settings(environ={"REDIS_URL": "redis://:pw@r:6379/2"}, dotenv_path=None))
     assert plain["broker_url"] == plain["result_backend"] == "redis://:pw@r:6379/2"
@@ -116,7 +116,7 @@ def test_flower_reads_the_sentinel_broker() -> None:
     from celery import Celery
     from flower.utils.broker import Broker, RedisSentinel
 
-    from celery_app import celery_config
+    from delineate.celery_init import celery_config
 
     env = {"REDIS_SENTINELS": "127.0.0.1:26379,127.0.0.1:26380", "REDIS_SENTINEL_MASTER": "m"}
     capp = Celery(set_as_current=False)
