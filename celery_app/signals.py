@@ -7,16 +7,27 @@ Connected when this module is imported; ``celery_app.worker`` imports it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
+import redis
 from celery import Celery
-from celery.signals import task_failure, task_revoked, worker_init
+from celery.signals import (
+    task_failure,
+    task_postrun,
+    task_prerun,
+    task_retry,
+    task_revoked,
+    worker_init,
+    worker_shutdown,
+)
 
 from delineate.config import Settings
+from delineate.metrics.worker import RunningJobs, record_retry
 from delineate.models import JobState, Phase
 from delineate.observability import setup_process
-from delineate.progress import JobGone
 from delineate.services import services
+from delineate.store import JobGone
 from delineate.task_queue import PREPARE_DOWNLOAD
 from delineate.telemetry import WORKER_SERVICE
 
@@ -73,8 +84,40 @@ def connect_worker(celery: Celery) -> None:
 
     @worker_init.connect(weak=False)
     def _on_worker_init(**_: Any) -> None:
-        from delineate.metrics import connect_worker_signals
-
         settings: Settings = flask_app.extensions["delineate"].settings
         setup_process(settings, WORKER_SERVICE)
-        connect_worker_signals(lambda: flask_app.extensions["delineate"])
+        count_worker_jobs(lambda: flask_app.extensions["delineate"])
+
+
+def count_worker_jobs(get_services: Callable[[], Any]) -> RunningJobs:
+    """Count jobs, retries and running jobs from this worker process's Celery signals."""
+    svc = get_services()
+    running = RunningJobs(svc.redis)
+
+    def ours(sender: Any) -> bool:
+        return getattr(sender, "name", None) == PREPARE_DOWNLOAD
+
+    @task_prerun.connect(weak=False)
+    def _started(sender: Any = None, **_: Any) -> None:
+        if ours(sender):
+            running.change(+1)
+
+    @task_postrun.connect(weak=False)
+    def _finished(sender: Any = None, task_id: str | None = None, **_: Any) -> None:
+        if ours(sender) and task_id:
+            running.change(-1)
+
+    @task_retry.connect(weak=False)
+    def _retried(sender: Any = None, **_: Any) -> None:
+        if ours(sender):
+            try:
+                record_retry(svc.redis)
+            except redis.RedisError as exc:
+                logger.warning("metrics: could not count a retry: %s", exc)
+
+    @worker_shutdown.connect(weak=False)
+    def _shutdown(**_: Any) -> None:
+        running.stop()
+
+    running.start()
+    return running

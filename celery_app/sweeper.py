@@ -44,9 +44,10 @@ from kombu.exceptions import OperationalError
 from delineate.config import Settings
 from delineate.errors import StorageError
 from delineate.models import JobState, Phase
-from delineate.progress import SUSPECTS_KEY, SWEEP_LOCK_KEY, JobGone, JobStore
 from delineate.redis_clients import redis_client
 from delineate.storage import Storage, bundle_key
+from delineate.store import JobGone, JobStore
+from delineate.store.keys import SUSPECTS_KEY, SWEEP_LOCK_KEY
 from delineate.task_queue import CELERY_QUEUE, DELIVER_WEBHOOK, PREPARE_DOWNLOAD, send_task
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ and every entry point built on this one (``tests/fault_worker.py``).
 
 import celery_app.signals
 import celery_app.tasks  # registers the tasks
-from delineate.cli import app_or_exit
+from delineate.boot import app_or_exit
 
 celery = app_or_exit().extensions["celery"]
 celery_app.signals.connect_worker(celery)  # tracing, Sentry and metrics start at worker_init, in the worker only

@@ -18,8 +18,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-# compat: removed in E (celery_app/worker.py still imports app_or_exit from here)
-from delineate.boot import app_or_exit, settings_or_exit  # noqa: F401
 from delineate.config import client_defaults
 from delineate.models import TERMINAL_STATES
 
@@ -214,6 +212,7 @@ def _estimate(args: argparse.Namespace) -> int:
 
 
 def _seed(args: argparse.Namespace) -> int:
+    from delineate.boot import settings_or_exit
     from delineate.dev.seed import SAMPLE_IDS, seed
     from delineate.storage import Storage
 

@@ -17,7 +17,7 @@ Headers on every counted response (draft-6, ``RateLimit-Reset`` in seconds):
 ``Retry-After``.
 
 When Redis is down the limiter fails closed: the request is answered 503 JSON by the
-Redis handler in ``delineate/errors.py``, never a 500 and never an unmetered request.
+Redis handler in ``delineate/blueprints/errors.py``, never a 500 and never an unmetered request.
 """
 
 from __future__ import annotations

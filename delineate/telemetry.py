@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
-from flask import Flask, Response, g, has_request_context, request
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -151,75 +151,6 @@ def setup_tracing(settings: Settings, service_name: str) -> bool:
     return True
 
 
-def init_app(app: Flask) -> None:
-    """Trace the app's requests (when tracing is set up) and answer with ``X-Trace-Id``."""
-    if tracing_ready():
-        RequestTracer().init_app(app)
-
-
-UNTRACED_PREFIXES = ("/metrics", "/health", "/livez", "/dashboard")
-"""Paths whose requests start no span (scrapes and probes)."""
-
-
-class RequestTracer:
-    """One SERVER span per request, in three hooks.
-
-    Not opentelemetry-instrumentation-flask: it builds a dozen semantic-convention
-    attributes from the environ and starts its span for every request, sampled or not,
-    which cost about a tenth of a status read's CPU at 10 % sampling. Here the sampler
-    decides first (the parent from ``traceparent`` when one came, as the SDK's parent
-    based samplers want), and only a recording span gets the WSGI attributes.
-    """
-
-    def __init__(self) -> None:
-        from opentelemetry import context
-        from opentelemetry.instrumentation.wsgi import collect_request_attributes, wsgi_getter
-        from opentelemetry.propagate import extract
-
-        self.tracer = trace.get_tracer("delineate.http")
-        self._context, self._extract, self._getter = context, extract, wsgi_getter
-        self._attributes = collect_request_attributes
-
-    def init_app(self, app: Flask) -> None:
-        app.before_request(self.start)
-        app.after_request(self.finish)
-        app.teardown_request(self.end)
-
-    def start(self) -> None:
-        if request.path.startswith(UNTRACED_PREFIXES):
-            return
-        environ = request.environ
-        parent = self._extract(environ, getter=self._getter) if "HTTP_TRACEPARENT" in environ else None
-        rule = request.url_rule.rule if request.url_rule else request.path
-        span = self.tracer.start_span(f"{request.method} {rule}", context=parent, kind=trace.SpanKind.SERVER)
-        if span.is_recording():
-            span.set_attributes(self._attributes(environ))
-            span.set_attribute("http.route", rule)
-        g.otel_span = span
-        g.otel_token = self._context.attach(trace.set_span_in_context(span))
-
-    def finish(self, response: Response) -> Response:
-        span = g.get("otel_span")
-        if span is None:
-            return response
-        response.headers[TRACE_ID_HEADER] = format(span.get_span_context().trace_id, "032x")
-        if span.is_recording():
-            span.set_attribute("http.status_code", response.status_code)
-            if response.status_code >= 500:
-                span.set_status(trace.StatusCode.ERROR)
-        return response
-
-    def end(self, exc: BaseException | None) -> None:
-        span = g.pop("otel_span", None)
-        if span is None:
-            return
-        if exc is not None and span.is_recording():
-            span.record_exception(exc)
-            span.set_status(trace.StatusCode.ERROR)
-        span.end()
-        self._context.detach(g.pop("otel_token"))
-
-
 def current_trace_id() -> str | None:
     context = trace.get_current_span().get_span_context()
     return format(context.trace_id, "032x") if context.is_valid else None
@@ -228,11 +159,12 @@ def current_trace_id() -> str | None:
 def current_ids() -> dict[str, str]:
     """request_id, job_id, trace_id and span_id where known: in a request, a task, a span."""
     ids: dict[str, str] = {}
-    if has_request_context():
-        request_id = g.get("request_id")
+    flask = sys.modules.get("flask")  # not imported: no request to be in (the worker, the CLI)
+    if flask is not None and flask.has_request_context():
+        request_id = flask.g.get("request_id")
         if request_id:
             ids["request_id"] = request_id
-        job_id = (request.view_args or {}).get("job_id")
+        job_id = (flask.request.view_args or {}).get("job_id")
         if job_id:
             ids["job_id"] = str(job_id)
     else:

@@ -33,11 +33,12 @@ from urllib.parse import urlsplit
 
 from flask import Flask, current_app, has_app_context
 
-from delineate import jobs, metrics, webhook_http
+from delineate import jobs, webhook_http
 from delineate.config import Settings
 from delineate.errors import InvalidRequest
+from delineate.metrics.worker import record_webhook_delivery
 from delineate.models import Job
-from delineate.progress import JobStore
+from delineate.store import JobStore
 from delineate.task_queue import DELIVER_WEBHOOK, send_task
 from delineate.webhook_http import DEFAULT_PORTS, CallbackPolicy
 
@@ -217,7 +218,7 @@ def deliver(store: JobStore, settings: Settings, job_id: str, attempt: int | Non
     next_at = now + backoff_seconds(number - 1, settings) if will_retry else None
     status = "delivered" if outcome.delivered else "retrying" if will_retry else "failed"
     store.set_callback(job_id, {"status": status, "attempts": number, "lastError": outcome.error}, next_at)
-    metrics.record_webhook_delivery(status, store.redis)
+    record_webhook_delivery(status, store.redis)
     log = logger.info if outcome.delivered else logger.warning
     log("job %s: webhook attempt %d %s (%s)", job_id, number, status, outcome.error or "ok")
     return Attempt(outcome.delivered, outcome.error, will_retry)

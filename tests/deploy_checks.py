@@ -678,7 +678,7 @@ def readme_env_problems(text: str) -> list[str]:
     if missing := sorted(KNOWN_ENV - documented):
         problems.append(
             f"README: the configuration table lacks {', '.join(missing)} "
-            "(known from delineate/config.py ENVIRONMENT and tests/deploy_checks.py EXTRA_ENV)"
+            "(known from delineate/config/environment.py ENVIRONMENT and tests/deploy_checks.py EXTRA_ENV)"
         )
     if unknown := sorted(documented - KNOWN_ENV):
         problems.append(f"README: the configuration table lists {', '.join(unknown)}, which the settings do not know")

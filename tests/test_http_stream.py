@@ -286,7 +286,7 @@ def test_cross_process_two_apis_two_workers(stack: Stack, http: httpx.Client) ->
     """Streams on both gunicorn processes see jobs run by both Celery workers."""
     from celery import Celery
 
-    from celery_app import celery_config
+    from delineate.celery_init import celery_config
 
     jobs = [park(stack, file_ids=[70000, 70007, 70014]) for _ in range(6)]
     readers: dict[str, list[Block]] = {}

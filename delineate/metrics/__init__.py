@@ -22,8 +22,6 @@ prometheus-client chooses its multiprocess mode when it is first imported, so on
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from delineate.store.keys import METRICS_PREFIX
 
@@ -65,84 +63,3 @@ BUNDLE_SIZE_BUCKETS = (
 def bucket_field(bound: float) -> str:
     """The hash field of a histogram bucket kept in Redis (written by workers, read at scrape)."""
     return f"le:{bound:g}"
-
-
-# -- transitional: the old flat module's names (compat: removed in E) ------------------------
-# Below the shared constants, so that the submodules importing them find them. The API
-# side's names load on first use (PEP 562), so importing this package still loads neither
-# Flask nor prometheus-client.
-
-from delineate.metrics.worker import (  # noqa: E402, F401  # compat: removed in E
-    RunningJobs,
-    count_terminal_jobs,
-    record_retry,
-    record_webhook_delivery,
-)
-
-if TYPE_CHECKING:
-    from flask import Flask
-
-    from delineate.metrics.api import REQUEST_METRICS as REQUEST_METRICS  # compat: removed in E
-    from delineate.metrics.api import scrape_client as scrape_client  # compat: removed in E
-    from delineate.metrics.api import sse_stream_open as sse_stream_open  # compat: removed in E
-    from delineate.metrics.api import stats as stats  # compat: removed in E
-
-_API_NAMES = frozenset({"REQUEST_METRICS", "scrape_client", "sse_stream_open", "stats"})  # compat: removed in E
-
-
-def __getattr__(name: str) -> Any:  # compat: removed in E
-    """``metrics.sse_stream_open`` and the other API names, loaded with ``metrics.api`` on first use."""
-    if name in _API_NAMES:
-        from delineate.metrics import api
-
-        value = getattr(api, name)
-        globals()[name] = value  # later reads are plain attribute reads
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def init_app(app: Flask) -> None:  # compat: removed in E
-    """Count and log every request, and every job that ends here; serve ``/metrics``
-    (:func:`delineate.metrics.api.init_app`)."""
-    from delineate.metrics import api
-
-    api.init_app(app)
-
-
-def connect_worker_signals(get_services: Callable[[], Any]) -> RunningJobs:  # compat: removed in E
-    """Count jobs, retries and running jobs from this worker process's Celery signals."""
-    import redis
-    from celery.signals import task_postrun, task_prerun, task_retry, worker_shutdown
-
-    from delineate.task_queue import PREPARE_DOWNLOAD
-
-    svc = get_services()
-    running = RunningJobs(svc.redis)
-
-    def ours(sender: Any) -> bool:
-        return getattr(sender, "name", None) == PREPARE_DOWNLOAD
-
-    @task_prerun.connect(weak=False)
-    def _started(sender: Any = None, **_: Any) -> None:
-        if ours(sender):
-            running.change(+1)
-
-    @task_postrun.connect(weak=False)
-    def _finished(sender: Any = None, task_id: str | None = None, **_: Any) -> None:
-        if ours(sender) and task_id:
-            running.change(-1)
-
-    @task_retry.connect(weak=False)
-    def _retried(sender: Any = None, **_: Any) -> None:
-        if ours(sender):
-            try:
-                record_retry(svc.redis)
-            except redis.RedisError as exc:
-                logger.warning("metrics: could not count a retry: %s", exc)
-
-    @worker_shutdown.connect(weak=False)
-    def _shutdown(**_: Any) -> None:
-        running.stop()
-
-    running.start()
-    return running

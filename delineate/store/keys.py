@@ -24,7 +24,7 @@ Keys (all prefixed :data:`PREFIX`, ``delineate:``):
   the time (epoch seconds) its hash expires; moved and re-scored by the create, update and
   callback scripts, so the summary is one ZCOUNT per state of the entries not yet expired
   (O(log n), never a scan); expired entries are trimmed with the history.
-- ``metrics:*``     the shared metric counters (:data:`METRICS_PREFIX`, `delineate/metrics.py`)
+- ``metrics:*``     the shared metric counters (:data:`METRICS_PREFIX`, `delineate/metrics/`)
 
 The Lua scripts (``store/lua/*.lua``) build some of these keys themselves from the
 stored owner and job id; they write the prefix as ``$PREFIX:``, which
@@ -83,4 +83,4 @@ RATE_LIMIT_PREFIX = f"{PREFIX}ratelimit"
 """Prefix of the rate limiter's counters: ``{prefix}:{caller}``, one per window."""
 
 METRICS_PREFIX = f"{PREFIX}metrics:"
-"""Prefix of the metric hashes every process shares (``delineate/metrics.py``)."""
+"""Prefix of the metric hashes every process shares (``delineate/metrics/``)."""
