@@ -98,25 +98,34 @@ def start_stack(
     **overrides: Any,
 ) -> Stack:
     """Redis, SeaweedFS (seeded), ``workers`` Celery workers and, unless ``api_workers`` is 0, gunicorn."""
-    redis, redis_port = start_redis(workdir)
-    seaweed, s3_port = start_seaweed(load_settings(environ={}, dotenv_path=None), workdir)
-    settings = bench_settings(redis_port, s3_port, **overrides)
     from delineate.dev.seed import seed
     from delineate.storage import Storage
 
-    storage = Storage(settings)
-    wait_for(lambda: bucket_ready(storage), 30, "bucket")
-    seed(storage, SAMPLE_IDS)
-    worker_services = [
-        start_worker(settings, workdir, f"bench-worker-{n}", concurrency=concurrency, **(worker_env or {}))
-        for n in range(workers)
-    ]
-    api: Service | None = None
-    base = ""
-    if api_workers:
-        api, base = start_api(settings, workdir, "bench-api", workers=api_workers, **(api_env or {}))
-    services = [redis, seaweed, *worker_services] + ([api] if api else [])
-    return Stack(settings, workdir, base, services, api, worker_services)
+    started: list[Service] = []  # stopped again if any later step fails, so nothing leaks
+    try:
+        redis, redis_port = start_redis(workdir)
+        started.append(redis)
+        seaweed, s3_port = start_seaweed(load_settings(environ={}, dotenv_path=None), workdir)
+        started.append(seaweed)
+        settings = bench_settings(redis_port, s3_port, **overrides)
+        storage = Storage(settings)
+        wait_for(lambda: bucket_ready(storage), 30, "bucket")
+        seed(storage, SAMPLE_IDS)
+        worker_services: list[Service] = []
+        for n in range(workers):
+            worker_services.append(
+                start_worker(settings, workdir, f"bench-worker-{n}", concurrency=concurrency, **(worker_env or {}))
+            )
+            started.append(worker_services[-1])
+        api: Service | None = None
+        base = ""
+        if api_workers:
+            api, base = start_api(settings, workdir, "bench-api", workers=api_workers, **(api_env or {}))
+            started.append(api)
+    except BaseException:
+        Stack(load_settings(environ={}, dotenv_path=None), workdir, "", started, None, []).stop()
+        raise
+    return Stack(settings, workdir, base, started, api, worker_services)
 
 
 # -- wrk ------------------------------------------------------------------------------------
