@@ -24,8 +24,8 @@ from urllib.parse import quote, urlsplit
 
 import urllib3
 
-from delineate.errors import SourceUnavailable, StorageError, StorageMisconfigured
-from delineate.storage.errors import ACCESS_DENIED, NO_SUCH_BUCKET
+from delineate.errors import SourceUnavailable, StorageError
+from delineate.storage.errors import from_answer
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 SIGNED_HEADERS = "host;x-amz-content-sha256;x-amz-date"
@@ -196,14 +196,8 @@ class DirectS3:
     def _refusal(
         self, method: str, key: str, response: urllib3.BaseHTTPResponse, body: bytes | None = None
     ) -> StorageError:
-        code = _error_code(response.data if body is None else body)
-        if code in ("RequestTimeTooSkewed", "SlowDown", "RequestTimeout"):  # may pass
-            return SourceUnavailable(f"object store error during {method} {key}: {code}")
-        if response.status == 403:
-            return StorageMisconfigured(f"{method} {key} failed: {ACCESS_DENIED.format(bucket=self.bucket)}")
-        if code == "NoSuchBucket":
-            return StorageMisconfigured(f"{method} {key} failed: {NO_SUCH_BUCKET.format(bucket=self.bucket)}")
-        return StorageError(f"{method} {key} failed: {code or response.status}")
+        code = _error_code(response.data if body is None else body) or str(response.status)
+        return from_answer(code, response.status, f"{method} {key}", self.bucket)
 
 
 def _error_code(body: bytes | None) -> str:

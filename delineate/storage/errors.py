@@ -45,6 +45,17 @@ _NETWORK_ERRORS = (
 )
 
 
+def from_answer(code: str, status: int, action: str, bucket: str, fallback: str = "") -> StorageError:
+    """The project's exception for the store's refusal ``code`` (its error document's
+    ``<Code>``, or the status as text when there is none) with HTTP ``status``: one
+    mapping for boto3's answers and the direct requests' alike."""
+    if code in _PERMANENT_CODES:
+        return StorageMisconfigured(f"{action} failed: {_PERMANENT_CODES[code].format(bucket=bucket)}")
+    if code in _TRANSIENT_CODES or status >= 500:
+        return SourceUnavailable(f"object store error during {action}: {code}")
+    return StorageError(f"{action} failed: {code or fallback or status}")
+
+
 def convert(exc: Exception, action: str, bucket: str) -> StorageError:
     """The project's exception for ``exc``, raised by a boto3 call during ``action`` on ``bucket``."""
     if isinstance(exc, _NETWORK_ERRORS):
@@ -52,12 +63,7 @@ def convert(exc: Exception, action: str, bucket: str) -> StorageError:
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        if code in _PERMANENT_CODES:
-            text = _PERMANENT_CODES[code].format(bucket=bucket)
-            return StorageMisconfigured(f"{action} failed: {text}")
-        if code in _TRANSIENT_CODES or (isinstance(status, int) and status >= 500):
-            return SourceUnavailable(f"object store error during {action}: {code}")
-        return StorageError(f"{action} failed: {code or exc}")
+        return from_answer(code, status if isinstance(status, int) else 0, action, bucket, fallback=str(exc))
     if isinstance(exc, BotoCoreError):
         return SourceUnavailable(f"object store error during {action}: {exc}")
     return StorageError(f"{action} failed: {exc}")
