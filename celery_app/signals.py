@@ -38,12 +38,16 @@ logger = logging.getLogger(__name__)
 def _on_failure(
     sender: Any = None, task_id: str | None = None, exception: BaseException | None = None, **_: Any
 ) -> None:
-    """A task raised something no one handled: the job must not stay 'processing'."""
+    """A task raised something no one handled: the job must not stay 'processing'.
+
+    Not a Retry, nor a Reject: when a retry cannot be republished (the broker is failing
+    over), Celery rejects the message and reports that as a failure; the job is not
+    failed, and the sweeper re-drives it once its lease is gone."""
     if getattr(sender, "name", None) != PREPARE_DOWNLOAD or not task_id:
         return
-    from celery.exceptions import Retry
+    from celery.exceptions import Reject, Retry
 
-    if isinstance(exception, Retry):
+    if isinstance(exception, (Retry, Reject)):
         return
     try:
         with sender.app.flask_app.app_context():
