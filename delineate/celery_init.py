@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task
 
+from delineate.celery_transport import use_shared_clients
 from delineate.config import Settings
 from delineate.redis_clients import celery_transport_options, celery_url
 from delineate.task_queue import CELERY_QUEUE, SWEEP_QUEUE, SWEEP_TASK
@@ -91,6 +92,7 @@ def init_celery(app: Flask) -> Celery:
 
     settings: Settings = app.extensions["delineate"].settings
     _environment_follows_sentinel(settings)
+    use_shared_clients()
     celery = Celery(app.name, task_cls=FlaskTask)
     celery.config_from_object(celery_config(settings))
     celery.set_default()

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
 from delineate.bundle import Source, stream_bundle
+from delineate.bundle_slots import PREFETCH_BYTES, bundle_gate
 from delineate.config import Settings
 from delineate.errors import SourceUnavailable, StorageError
 from delineate.models import Job, JobState, Phase
@@ -48,47 +49,6 @@ WAIT_SLICE_SECONDS = 1.0
 PROGRESS_WRITE_INTERVAL_SECONDS = 0.25
 """Least time between two progress writes within a phase (files checked, bytes bundled),
 in seconds; phase changes are always written."""
-
-WORKER_BASE_MEMORY_BYTES = 160 * 1024 * 1024
-"""A worker process's memory before any bundle (idle ~92 MB RSS, plus threads and margin)."""
-
-BUNDLE_MEMORY_BYTES = 40 * 1024 * 1024
-"""Worst-case memory of one bundle being built: one part (PART_SIZE_BYTES, 8 MiB) in the
-buffer, its copy for the PUT, botocore's request and SigV4 hashing copies, the read
-chunks. Measured with bench/worker_memory.py (see ARCHITECTURE.md)."""
-
-DEFAULT_BUNDLE_CONCURRENCY = 8
-"""Bundles built at once per worker process when neither BUNDLE_CONCURRENCY nor
-WORKER_MEMORY_LIMIT_BYTES is set."""
-
-MEMORY_LIMIT_SHARE = 0.75
-"""Share of WORKER_MEMORY_LIMIT_BYTES the bundles may plan for (the rest is margin)."""
-
-
-def bundle_slots(settings: Settings) -> int:
-    """How many bundles one worker process builds at once: BUNDLE_CONCURRENCY, else what
-    fits in WORKER_MEMORY_LIMIT_BYTES (the pod's limit, given by Kubernetes' Downward API)."""
-    if settings.bundle_concurrency:
-        return settings.bundle_concurrency
-    if settings.worker_memory_limit_bytes:
-        budget = settings.worker_memory_limit_bytes * MEMORY_LIMIT_SHARE - WORKER_BASE_MEMORY_BYTES
-        return max(1, int(budget // BUNDLE_MEMORY_BYTES))
-    return DEFAULT_BUNDLE_CONCURRENCY
-
-
-_bundle_gate: tuple[int, threading.BoundedSemaphore] | None = None
-_bundle_gate_lock = threading.Lock()
-
-
-def bundle_gate(settings: Settings) -> threading.BoundedSemaphore:
-    """The process-wide semaphore that bounds concurrent bundling (one per process)."""
-    global _bundle_gate
-    slots = bundle_slots(settings)
-    with _bundle_gate_lock:
-        if _bundle_gate is None or _bundle_gate[0] != slots:
-            _bundle_gate = (slots, threading.BoundedSemaphore(slots))
-        return _bundle_gate[1]
-
 
 PUBLISH_INTERVAL_SECONDS = 0.1
 """Least time between two progress events of one job, in seconds (at most ~10 events/s).
@@ -133,6 +93,7 @@ class DownloadRun:
     throttle: PublishThrottle = field(default_factory=PublishThrottle)
     _last_write_at: float = field(default=float("-inf"), init=False)
     _released: bool = field(default=False, init=False)
+    _holds_slot: bool = field(default=False, init=False)
 
     # -- entry ----------------------------------------------------------------------
 
@@ -209,24 +170,26 @@ class DownloadRun:
             job.total_files,
             delay_ms,
         )
-        available, missing = self._check_files(job, delay_ms)
-        counts = {"completedFiles": job.total_files, "availableFiles": len(available), "missingFileIds": missing}
-        if not available:
-            self._write(status=JobState.FAILED, phase=Phase.DONE, error=NO_FILES_ERROR, **counts)
-        elif len(available) == 1:
-            only = available[0]
-            self._write(
-                status=JobState.COMPLETED,
-                phase=Phase.DONE,
-                progress=100,
-                resultKey=source_key(only.file_id),
-                size=only.size,
-                bytesDone=only.size,
-                bytesTotal=only.size,
-                **counts,
-            )
-        else:
-            self._bundle(available, missing, counts)
+        prefetch = delay_ms == 0 and job.total_files > 1
+        with self._bundle_slot(prefetch):  # (files kept in memory count against the gate)
+            available, missing = self._check_files(job, delay_ms, PREFETCH_BYTES if prefetch else 0)
+            counts = {"completedFiles": job.total_files, "availableFiles": len(available), "missingFileIds": missing}
+            if not available:
+                self._write(status=JobState.FAILED, phase=Phase.DONE, error=NO_FILES_ERROR, **counts)
+            elif len(available) == 1:
+                only = available[0]
+                self._write(
+                    status=JobState.COMPLETED,
+                    phase=Phase.DONE,
+                    progress=100,
+                    resultKey=source_key(only.file_id),
+                    size=only.size,
+                    bytesDone=only.size,
+                    bytesTotal=only.size,
+                    **counts,
+                )
+            else:
+                self._bundle(available, missing, counts)
         logger.info("job %s finished", self.job_id)
 
     def _draw_delay_ms(self) -> int:
@@ -235,21 +198,23 @@ class DownloadRun:
             return 0
         return self.rng.randint(s.download_delay_min_ms, s.download_delay_max_ms)
 
-    def _check_files(self, job: Job, delay_ms: int) -> tuple[list[Source], list[int]]:
+    def _check_files(self, job: Job, delay_ms: int, prefetch_bytes: int = 0) -> tuple[list[Source], list[int]]:
+        """Check each file (HEAD; or GET, keeping its bytes, while ``prefetch_bytes`` last)."""
         per_file = delay_ms / 1000 / max(job.total_files, 1)
         resume_from = job.completed_files  # files a previous attempt already reported
         available: list[Source] = []
         missing: list[int] = []
+        budget = prefetch_bytes
         for index, file_id in enumerate(job.file_ids):
             for hook in BEFORE_FILE_HOOKS:  # empty unless a test's worker entry point added one
                 hook(self.job_id, file_id)
             if index >= resume_from:
                 self._wait(per_file)
-            info = self.storage.head(source_key(file_id))
-            if info is None:
+            source, budget = self._check(file_id, budget)
+            if source is None:
                 missing.append(file_id)
             else:
-                available.append(Source(file_id, info.size, self._opener(info.key)))
+                available.append(source)
             if index >= resume_from and index + 1 < job.total_files and self._progress_due():
                 # (the last file's count goes with the result write that follows at once)
                 done = index + 1
@@ -261,7 +226,23 @@ class DownloadRun:
                 )
         return available, missing
 
-    def _opener(self, key: str) -> Callable[[], Iterator[bytes]]:
+    def _check(self, file_id: int, budget: int) -> tuple[Source | None, int]:
+        """The file as a source (None when missing), and what is left of the prefetch budget."""
+        key = source_key(file_id)
+        if budget <= 0:
+            info = self.storage.head(key)
+            return (None if info is None else Source(file_id, info.size, self._opener(key))), 0
+        found = self.storage.read_small(key, budget)
+        if found is None:
+            return None, budget
+        info, held = found
+        # A file larger than the budget is streamed later, and the files after it are HEADs.
+        return Source(file_id, info.size, self._opener(key, held)), (0 if held is None else budget - info.size)
+
+    def _opener(self, key: str, held: list[bytes] | None = None) -> Callable[[], Iterable[bytes]]:
+        """What streams a source when the zip reaches it: the bytes already read, or a GET."""
+        if held is not None:
+            return lambda: held
         return lambda: self.storage.iter_object(key)
 
     def _bundle(self, sources: list[Source], missing: list[int], counts: dict[str, Any]) -> None:
@@ -278,16 +259,12 @@ class DownloadRun:
                 self._write(phase=phase, bytesDone=done, progress=progress)  # (renews the lease)
 
         key = bundle_key(self.job_id)
-        gate = bundle_gate(self.settings)
-        while not gate.acquire(timeout=WAIT_SLICE_SECONDS):  # bounded memory: wait for a slot
-            self._renew_lease()  # (keeps the lease, and notices a cancel while waiting)
         try:
-            size = self.storage.upload_stream(key, stream_bundle(self.job_id, sources, missing, on_bytes))
+            with self._bundle_slot():
+                size = self.storage.upload_stream(key, stream_bundle(self.job_id, sources, missing, on_bytes))
         except (ValueError, FileNotFoundError) as exc:
             # A source changed or vanished after its check: a retry checks again.
             raise SourceUnavailable(f"a source changed while bundling: {exc}") from None
-        finally:
-            gate.release()
         try:
             self._write(
                 status=JobState.COMPLETED,
@@ -302,6 +279,26 @@ class DownloadRun:
             raise
 
     # -- helpers ------------------------------------------------------------------------
+
+    @contextmanager
+    def _bundle_slot(self, wanted: bool = True) -> Iterator[None]:
+        """Hold one of the process's bundle slots (bounded memory), waiting for one while
+        renewing the lease; nothing when not ``wanted`` or already held."""
+        if not wanted or self._holds_slot:
+            yield
+            return
+        gate = bundle_gate(self.settings)
+        # Dozens of a worker's threads may wait here at once: each renews its lease a few
+        # times a lease, not every second (a cancel is noticed by the first write after).
+        renew_every = max(WAIT_SLICE_SECONDS, self.settings.job_lease_seconds / 3)
+        while not gate.acquire(timeout=renew_every):
+            self._renew_lease()  # (keeps the lease, and notices a cancel while waiting)
+        self._holds_slot = True
+        try:
+            yield
+        finally:
+            self._holds_slot = False
+            gate.release()
 
     def _write(self, **fields: Any) -> Job:
         """Write progress and renew the lease in one step (publishing, when anyone

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from delineate.bundle_slots import DEFAULT_BUNDLE_CONCURRENCY, bundle_gate, bundle_slots
 from delineate.config import load_settings
 from delineate.dev.supervise import main as supervise_main
-from delineate.jobs import DEFAULT_BUNDLE_CONCURRENCY, bundle_gate, bundle_slots
 
 GIB = 1024**3
 

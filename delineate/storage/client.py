@@ -141,6 +141,35 @@ class Storage(Multipart):
             raise convert(exc, f"HEAD {key}", self.bucket) from None
         return ObjectInfo(key=key, size=int(response["ContentLength"]))
 
+    def read_small(self, key: str, limit: int) -> tuple[ObjectInfo, list[bytes] | None] | None:
+        """Check ``key`` with a GET instead of a HEAD: its size, and its bytes when it has
+        at most ``limit`` of them (else None in their place: stream it later with
+        :meth:`iter_object`); None when it does not exist. One request where a HEAD and
+        a GET would be two.
+
+        :raise SourceUnavailable: the store did not answer, or cut its answer short.
+        :raise StorageMisconfigured: bucket missing or access denied.
+        """
+        if (direct := self._lean()) is not None:
+            found = direct.get_small(key, limit, READ_CHUNK_BYTES)
+            return None if found is None else (ObjectInfo(key=key, size=found[0]), found[1])
+        try:
+            response = self._client.get_object(Bucket=self.bucket, Key=key)
+            info, body = ObjectInfo(key=key, size=int(response["ContentLength"])), response["Body"]
+            try:
+                if info.size > limit:
+                    return info, None
+                chunks = list(body.iter_chunks(READ_CHUNK_BYTES))  # (botocore checks the length)
+            finally:
+                body.close()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchKey":
+                return None
+            raise convert(exc, f"GET {key}", self.bucket) from None
+        except (BotoCoreError, OSError) as exc:
+            raise convert(exc, f"GET {key}", self.bucket) from None
+        return info, chunks
+
     def iter_object(self, key: str, chunk_size: int = READ_CHUNK_BYTES) -> Iterator[bytes]:
         """Stream an object's bytes without holding it in memory.
 

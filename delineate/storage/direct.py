@@ -125,10 +125,8 @@ class DirectS3:
         finished = False
         try:
             if response.status != 200:
-                body = response.read()
-                if response.status == 404 and _error_code(body) != "NoSuchBucket":
-                    raise FileNotFoundError(key)
-                raise self._refusal("GET", key, response, body)
+                self._missing_or_refused(key, response)
+                raise FileNotFoundError(key)
             try:
                 yield from response.stream(chunk_size, decode_content=False)
             except urllib3.exceptions.HTTPError as exc:  # cut off, or too slow: try again later
@@ -137,6 +135,36 @@ class DirectS3:
         finally:
             if not finished:
                 response.close()  # unread bytes would poison the pooled connection
+            response.release_conn()
+
+    def get_small(self, key: str, limit: int, chunk_size: int) -> tuple[int, list[bytes] | None] | None:
+        """One GET that is also the check: the object's size, with its bytes when it has
+        at most ``limit`` of them (a larger one's answer is closed unread); None when the
+        key does not exist (a GET's error document names a missing bucket, unlike a HEAD).
+
+        :raise SourceUnavailable: the answer was cut short, or the store did not answer.
+        """
+        response = self._send("GET", key, stream=True)
+        finished = False
+        try:
+            if response.status != 200:
+                self._missing_or_refused(key, response)
+                finished = True  # (its error document was read)
+                return None
+            size = int(response.headers.get("Content-Length", 0))
+            if size > limit:
+                return size, None  # (closed below: reading it would cost what a later GET does)
+            try:
+                chunks = list(response.stream(chunk_size, decode_content=False))
+            except urllib3.exceptions.HTTPError as exc:
+                raise SourceUnavailable(f"object store failed during GET {key}: {exc}") from None
+            if sum(map(len, chunks)) != size:
+                raise SourceUnavailable(f"object store sent a short answer to GET {key}")
+            finished = True
+            return size, chunks
+        finally:
+            if not finished:
+                response.close()
             response.release_conn()
 
     def put(self, key: str, body: bytes | list[bytes], content_type: str | None = None) -> None:
@@ -192,6 +220,15 @@ class DirectS3:
                     raise SourceUnavailable(f"object store error during {method} {key}: {status}")
             time.sleep(random.uniform(0, 0.1 * 2**attempt))  # the standard mode's jittered backoff
         raise SourceUnavailable(f"object store unreachable during {method} {key}")  # not reached
+
+    def _missing_or_refused(self, key: str, response: urllib3.BaseHTTPResponse) -> None:
+        """A GET's answer other than 200 that says the key does not exist; else raise.
+
+        :raise StorageError: any other answer (a missing bucket among them).
+        """
+        body = response.read()
+        if response.status != 404 or _error_code(body) == "NoSuchBucket":
+            raise self._refusal("GET", key, response, body)
 
     def _refusal(
         self, method: str, key: str, response: urllib3.BaseHTTPResponse, body: bytes | None = None
