@@ -30,6 +30,7 @@ from tests.stack import BIN
 BUCKETS: list[tuple[str, tuple[str, ...]]] = [
     ("Celery outside the task: consumer loop, events, acks", ("__OUTSIDE__",)),
     ("file checks: HEAD (direct, urllib3)", ("Storage.head",)),
+    ("file checks that keep the bytes: GET (no delay; direct, urllib3)", ("Storage.read_small",)),
     ("reading the sources: GET (direct, urllib3)", ("Storage.iter_object",)),
     ("zip framing and sha256", ("_hashed", "ZipStream.all_files", "ZipStream.finalize")),
     ("the bundle's PUT (direct) and its buffer", ("Storage.upload_stream",)),
