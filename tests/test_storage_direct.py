@@ -116,3 +116,20 @@ def test_a_store_answering_503_is_tried_again_then_transient(settings: Settings,
     with pytest.raises(SourceUnavailable, match="503"):
         storage.put("tests/direct/x.bin", b"x")
     assert unavailable.requests == 2  # botocore's standard mode: two attempts in all
+
+
+def test_missing_keys_ask_the_bucket_once_in_a_while(settings: Settings) -> None:
+    """A HEAD's 404 asks whether the bucket exists, but not again for every missing key
+    (1,000 absent ids in one estimate made 1,000 bucket requests)."""
+
+    class CountingStorage(Storage):
+        bucket_checks = 0
+
+        def check_bucket(self) -> None:
+            CountingStorage.bucket_checks += 1
+            super().check_bucket()
+
+    storage = CountingStorage(settings)
+    for n in range(20):
+        assert storage.head(f"tests/direct/absent-{n}") is None
+    assert CountingStorage.bucket_checks == 1

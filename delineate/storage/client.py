@@ -33,6 +33,12 @@ status read returns still has at least 90 % of PRESIGNED_URL_EXPIRY_SECONDS to l
 PRESIGN_CACHE_ENTRIES = 10_000
 """Links kept per process for reuse; the oldest go first."""
 
+BUCKET_CONFIRMED_SECONDS = 5.0
+"""A HEAD's 404 cannot tell a missing key from a missing bucket, so the bucket is asked;
+once it answered, 404s within this many seconds are missing keys without asking again (an
+estimate of 1,000 mostly absent ids made a bucket request for each: most of its time).
+``/health`` always asks."""
+
 
 def _timestamp(value: str) -> datetime:
     """botocore's timestamp parser, quicker for the forms S3 sends.
@@ -109,6 +115,7 @@ class Storage(Multipart):
             else None
         )
         self._reuse_seconds = settings.presigned_url_expiry_seconds * PRESIGN_REUSE_SHARE
+        self._bucket_confirmed_at = float("-inf")
 
     def _lean(self) -> DirectS3 | None:
         """The direct client, unless tracing is on (a trace shows botocore's spans)."""
@@ -125,7 +132,7 @@ class Storage(Multipart):
         if (direct := self._lean()) is not None:
             size = direct.head(key)
             if size is None:
-                self.check_bucket()  # a HEAD cannot tell a missing bucket from a missing key
+                self._confirm_bucket()  # a HEAD cannot tell a missing bucket from a missing key
                 return None
             return ObjectInfo(key=key, size=size)
         try:
@@ -133,8 +140,7 @@ class Storage(Multipart):
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in {"404", "NoSuchKey", "NotFound"}:
-                # A HEAD cannot tell a missing bucket from a missing key; ask once.
-                self.check_bucket()
+                self._confirm_bucket()  # a HEAD cannot tell a missing bucket from a missing key
                 return None
             raise convert(exc, f"HEAD {key}", self.bucket) from None
         except (BotoCoreError, OSError) as exc:
@@ -190,6 +196,13 @@ class Storage(Multipart):
             raise convert(exc, f"GET {key}", self.bucket) from None
         except (BotoCoreError, OSError) as exc:
             raise convert(exc, f"GET {key}", self.bucket) from None
+
+    def _confirm_bucket(self) -> None:
+        """:meth:`check_bucket`, unless the bucket answered in the last BUCKET_CONFIRMED_SECONDS."""
+        if time.monotonic() - self._bucket_confirmed_at < BUCKET_CONFIRMED_SECONDS:
+            return
+        self.check_bucket()
+        self._bucket_confirmed_at = time.monotonic()
 
     def check_bucket(self) -> None:
         """:raise StorageError: the bucket cannot be used."""
