@@ -23,37 +23,22 @@ import json
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.stack import WRK_POST, Hello, median, start_stack, wrk
+from tests.stack import completed_job as stack_completed_job
 
 SAMPLER_ENV = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
 
 
 def completed_job(settings: Any) -> str:
-    """A completed single-file job, written as a worker writes it (its status read presigns)."""
-    from delineate.models import Job, JobState, Phase
+    """A completed single-file job in the stack's store (its status read presigns)."""
     from delineate.services import build_services
 
-    store = build_services(settings).store
-    job = Job(job_id=str(uuid.uuid4()), status=JobState.QUEUED, file_ids=[70000])
-    store.create(job)
-    store.update(job.job_id, status=JobState.PROCESSING, phase=Phase.CHECKING, attempts=1)
-    store.update(
-        job.job_id,
-        status=JobState.COMPLETED,
-        phase=Phase.DONE,
-        progress=100,
-        completedFiles=1,
-        availableFiles=1,
-        resultKey="downloads/70000.zip",
-        size=1024,
-    )
-    return job.job_id
+    return stack_completed_job(build_services(settings).store)
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:

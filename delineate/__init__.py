@@ -24,14 +24,14 @@ def create_app(test_config: Mapping[str, Any] | Settings | None = None) -> Flask
 
     :raise ConfigError: a setting is malformed.
     """
-    from delineate import request_tracing, webhooks
+    from delineate import fast_lane, request_tracing, webhooks
     from delineate.blueprints import dashboard, docs, downloads, history, meta, stream
     from delineate.blueprints.errors import register_error_handlers
     from delineate.celery_init import init_celery
     from delineate.flask_app import DelineateFlask
     from delineate.json_provider import OrjsonProvider
     from delineate.metrics import api as metrics
-    from delineate.security import init_security
+    from delineate.security import init_security, trust_proxies
     from delineate.services import build_services
     from delineate.task_queue import TaskQueue
 
@@ -55,4 +55,6 @@ def create_app(test_config: Mapping[str, Any] | Settings | None = None) -> Flask
     app.extensions["delineate_tasks"] = TaskQueue(settings, app.extensions["celery"])
     webhooks.init_app(app)
     request_tracing.init_app(app)
+    fast_lane.install(app)
+    trust_proxies(app)
     return app

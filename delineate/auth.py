@@ -12,7 +12,7 @@ are never logged (only the owner's name is).
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from flask import Request, g
 
@@ -24,13 +24,16 @@ PROTECTED_PREFIX = "/v1/"
 """Paths under this prefix need a key when keys are configured; the rest stay open."""
 
 
-def _presented_key(req: Request) -> str | None:
-    headers = req.headers
-    header = headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
+def presented_key(header: Callable[[str], str | None]) -> str | None:
+    """The key a request presents, given a lookup of its headers by name."""
+    scheme, _, value = (header("Authorization") or "").partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    return headers.get("X-API-Key") or None
+    return header("X-API-Key") or None
+
+
+def _presented_key(req: Request) -> str | None:
+    return presented_key(req.headers.get)
 
 
 def owner_for(presented: str | None, keys: dict[str, str]) -> str | None:

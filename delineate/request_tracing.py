@@ -6,6 +6,8 @@ Tracing itself (the provider, the sampler, ``tracing_ready``) is set up by
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Flask, Response, g, request
 from opentelemetry import trace
 
@@ -42,40 +44,56 @@ class RequestTracer:
         self._attributes = collect_request_attributes
 
     def init_app(self, app: Flask) -> None:
+        app.extensions["delineate_tracer"] = self  # the fast lane opens its spans here too
         app.before_request(self.start)
         app.after_request(self.finish)
         app.teardown_request(self.end)
 
-    def start(self) -> None:
-        if request.path.startswith(UNTRACED_PREFIXES):
-            return
-        environ = request.environ
+    # -- one request's span, wherever it is served ---------------------------------------
+
+    def open(self, environ: dict[str, Any], method: str, path: str, rule: str) -> tuple[Any, Any] | None:
+        """Start the request's SERVER span and make it current; None for an untraced path."""
+        if path.startswith(UNTRACED_PREFIXES):
+            return None
         parent = self._extract(environ, getter=self._getter) if "HTTP_TRACEPARENT" in environ else None
-        rule = request.url_rule.rule if request.url_rule else request.path
-        span = self.tracer.start_span(f"{request.method} {rule}", context=parent, kind=trace.SpanKind.SERVER)
+        span = self.tracer.start_span(f"{method} {rule}", context=parent, kind=trace.SpanKind.SERVER)
         if span.is_recording():
             span.set_attributes(self._attributes(environ))
             span.set_attribute("http.route", rule)
-        g.otel_span = span
-        g.otel_token = self._context.attach(trace.set_span_in_context(span))
+        return span, self._context.attach(trace.set_span_in_context(span))
 
-    def finish(self, response: Response) -> Response:
-        span = g.get("otel_span")
-        if span is None:
-            return response
-        response.headers[TRACE_ID_HEADER] = format(span.get_span_context().trace_id, "032x")
+    @staticmethod
+    def answered(span: Any, status: int) -> tuple[str, str]:
+        """Note the response's status on ``span``; the ``X-Trace-Id`` header that names it."""
         if span.is_recording():
-            span.set_attribute("http.status_code", response.status_code)
-            if response.status_code >= 500:
+            span.set_attribute("http.status_code", status)
+            if status >= 500:
                 span.set_status(trace.StatusCode.ERROR)
-        return response
+        return TRACE_ID_HEADER, format(span.get_span_context().trace_id, "032x")
 
-    def end(self, exc: BaseException | None) -> None:
-        span = g.pop("otel_span", None)
-        if span is None:
-            return
+    def close(self, span: Any, token: Any, exc: BaseException | None = None) -> None:
         if exc is not None and span.is_recording():
             span.record_exception(exc)
             span.set_status(trace.StatusCode.ERROR)
         span.end()
-        self._context.detach(g.pop("otel_token"))
+        self._context.detach(token)
+
+    # -- Flask's hooks -------------------------------------------------------------------
+
+    def start(self) -> None:
+        rule = request.url_rule.rule if request.url_rule else request.path
+        opened = self.open(request.environ, request.method, request.path, rule)
+        if opened is not None:
+            g.otel_span, g.otel_token = opened
+
+    def finish(self, response: Response) -> Response:
+        span = g.get("otel_span")
+        if span is not None:
+            name, value = self.answered(span, response.status_code)
+            response.headers[name] = value
+        return response
+
+    def end(self, exc: BaseException | None) -> None:
+        span = g.pop("otel_span", None)
+        if span is not None:
+            self.close(span, g.pop("otel_token"), exc)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Request, Response, g, request
@@ -110,6 +111,28 @@ def append_headers(headers: Headers, pairs: list[tuple[str, str]]) -> None:
 Prefetch = Callable[[dict[str, Any]], Command | None]
 """Given a request's view arguments, the one Redis read its view will need (or None)."""
 
+HANDOFF = "delineate.handoff"
+"""The environ key of a :class:`Handoff` (a request the fast lane began and Flask finishes)."""
+
+
+def request_id_for(sent: str | None) -> str:
+    """The request's id: the client's ``X-Request-ID`` when it matches :data:`REQUEST_ID`, else a new UUID."""
+    return sent if sent is not None and REQUEST_ID.fullmatch(sent) else new_uuid()
+
+
+@dataclass(slots=True)
+class Handoff:
+    """What the edge already did for a request that :mod:`delineate.fast_lane` began and
+    handed to Flask (an error, a refusal, a job it may not show): Flask's hooks take it
+    as theirs, so the request keeps its id and is counted once."""
+
+    started: float
+    request_id: str
+    owner: str | None
+    window: Window | None = None
+    prefetched: tuple[Command, Any] | None = None
+    error: BaseException | None = None
+
 
 class Edge:
     """The request hooks, with what they need computed once per app."""
@@ -131,18 +154,36 @@ class Edge:
         """
         self.prefetch[endpoint] = read
 
+    def caller(self, owner: str | None, address: str | None) -> str:
+        """The rate-limit counter of a request: its key's name, else its address."""
+        return f"key:{owner}" if owner else address_key(address)
+
     def before(self) -> None:
         # The request and g bound once: each access through Flask's proxies costs ~1 µs.
         req, ctx = request._get_current_object(), g._get_current_object()  # type: ignore[attr-defined]
+        handoff: Handoff | None = req.environ.get(HANDOFF)
+        if handoff is not None:
+            self._take(handoff, ctx)
+            return
         ctx.started = time.perf_counter()
-        sent = req.headers.get("X-Request-ID")
-        ctx.request_id = sent if sent is not None and REQUEST_ID.fullmatch(sent) else new_uuid()
+        ctx.request_id = request_id_for(req.headers.get("X-Request-ID"))
         ctx.owner = owner = auth.identify(req, self.settings.api_keys)
         if req.method != "OPTIONS":
             path = req.path
             if path not in UNCOUNTED_PATHS and not path.startswith(UNCOUNTED_PREFIXES):
                 self.count(req=req, ctx=ctx)
         auth.require_key(req, owner)
+
+    def _take(self, handoff: Handoff, ctx: Any) -> None:
+        """Carry on from the fast lane: its id, owner and count (never a second hit)."""
+        ctx.started, ctx.request_id, ctx.owner = handoff.started, handoff.request_id, handoff.owner
+        if handoff.error is not None:
+            raise handoff.error
+        ctx.rate_window = window = handoff.window
+        if handoff.prefetched is not None:
+            ctx.prefetched = handoff.prefetched
+        if window is not None and window.exceeded:
+            raise self.limiter.refuse(window)
 
     def count(self, cost: int = 1, req: Request | None = None, ctx: Any = None) -> Window:
         """Count this request (``cost`` times) against its caller.
@@ -151,8 +192,7 @@ class Edge:
         """
         if req is None:
             req, ctx = request._get_current_object(), g._get_current_object()  # type: ignore[attr-defined]
-        owner = ctx.get("owner")
-        caller = f"key:{owner}" if owner else address_key(req.remote_addr)
+        caller = self.caller(ctx.get("owner"), req.remote_addr)
         read = self.prefetch.get(req.endpoint or "")
         also = read(req.view_args or {}) if read is not None else None
         window, reply = self.limiter.hit(caller, cost, also)
@@ -163,22 +203,29 @@ class Edge:
             raise self.limiter.refuse(window)
         return window
 
-    def after(self, response: Response) -> Response:
-        req, ctx = request._get_current_object(), g._get_current_object()  # type: ignore[attr-defined]
-        # Views never set these, so they are appended in one go rather than each
-        # replacing a previous value (a scan of the header list per name).
-        request_id = ctx.get("request_id") or new_uuid()
+    def headers(
+        self, request_id: str, started: float | None, window: Window | None, origin: str | None, preflight: bool
+    ) -> list[tuple[str, str]]:
+        """Every header the edge puts on a response (Flask's and the fast lane's alike)."""
         added: list[tuple[str, str]] = [("X-Request-ID", request_id)]
-        started = ctx.get("started")
         if started is not None:
             # Server time in ms (W3C Server-Timing): what the app spent, without the network.
             added.append(("Server-Timing", f"app;dur={(time.perf_counter() - started) * 1000:.2f}"))
         added += self.static_headers
-        window: Window | None = ctx.get("rate_window")
         if window is not None:
             added += window.headers()
+        added += self.cors.headers(origin, preflight)
+        return added
+
+    def after(self, response: Response) -> Response:
+        req, ctx = request._get_current_object(), g._get_current_object()  # type: ignore[attr-defined]
+        # Views never set these, so they are appended in one go rather than each
+        # replacing a previous value (a scan of the header list per name).
+        window: Window | None = ctx.get("rate_window")
         preflight = req.method == "OPTIONS" and "Access-Control-Request-Method" in req.headers
-        added += self.cors.headers(req.headers.get("Origin"), preflight)
+        added = self.headers(
+            ctx.get("request_id") or new_uuid(), ctx.get("started"), window, req.headers.get("Origin"), preflight
+        )
         headers = response.headers
         if isinstance(response, EdgeResponse) and response.edge_headers is None:
             response.edge_headers = added  # joined when the response is sent, unchecked
@@ -194,11 +241,6 @@ class Edge:
 def init_security(app: Flask) -> Edge:
     svc = app.extensions["delineate"]
     settings: Settings = svc.settings
-    if settings.trusted_proxy_hops:
-        # Trust X-Forwarded-* only as far as our own proxies go; a client's invented
-        # X-Forwarded-For entries are further left and ignored.
-        hops = settings.trusted_proxy_hops
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     limiter = RateLimiter(
         svc.direct_redis,
         RATE_LIMIT_PREFIX,
@@ -210,3 +252,12 @@ def init_security(app: Flask) -> Edge:
     app.before_request(edge.before)
     app.after_request(edge.after)
     return edge
+
+
+def trust_proxies(app: Flask) -> None:
+    """Trust X-Forwarded-* only as far as our own proxies go (TRUSTED_PROXY_HOPS); a
+    client's invented X-Forwarded-For entries are further left and ignored. Wraps the
+    app's outermost layer (the fast lane too), so it is the last step of building it."""
+    hops = app.extensions["delineate"].settings.trusted_proxy_hops
+    if hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]

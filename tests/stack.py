@@ -9,15 +9,20 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from delineate.config import ENVIRONMENT, Settings
 from delineate.dev.devstack import sweeper_args
 from delineate.dev.localstack import SEAWEED_PORT_SPAN, answers, redis_command, seaweed_command, wait_until
+
+if TYPE_CHECKING:
+    from delineate.store.jobstore import JobStore
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
@@ -272,3 +277,23 @@ def send_unreadable_job(settings: Settings) -> str:
     finally:
         sender.close()
     return job_id
+
+
+def completed_job(store: JobStore, owner: str = "") -> str:
+    """A completed single-file job, written as a worker writes it (its status read presigns)."""
+    from delineate.models import Job, JobState, Phase
+
+    job = Job(job_id=str(uuid.uuid4()), status=JobState.QUEUED, file_ids=[70000], owner=owner)
+    store.create(job)
+    store.update(job.job_id, status=JobState.PROCESSING, phase=Phase.CHECKING, attempts=1)
+    store.update(
+        job.job_id,
+        status=JobState.COMPLETED,
+        phase=Phase.DONE,
+        progress=100,
+        completedFiles=1,
+        availableFiles=1,
+        resultKey="downloads/70000.zip",
+        size=1024,
+    )
+    return job.job_id

@@ -118,6 +118,25 @@ def test_one_trace_spans_request_task_and_s3(obs: ObsStack) -> None:
     assert "HeadObject" in s3_ops
 
 
+def test_a_status_read_has_its_server_span(obs: ObsStack) -> None:
+    """Answered by the fast lane: the same span and X-Trace-Id as Flask's hooks make."""
+    response = httpx.post(f"{obs.base}/v1/download/initiate", json={"file_ids": [70000]}, timeout=10)
+    job_id = response.json()["jobId"]
+    assert obs.wait_done(job_id)["status"] == "completed"
+    trace_id, traceparent = _traceparent()
+    response = httpx.get(f"{obs.base}/v1/download/status/{job_id}", headers={"traceparent": traceparent}, timeout=10)
+    assert response.status_code == 200
+    assert response.headers["x-trace-id"] == trace_id
+
+    def server_span() -> Span | None:
+        return next((s for s in obs.otlp.spans() if s.trace_id == trace_id and s.kind == SERVER), None)
+
+    span = obs.otlp.wait_for(server_span, 20, f"the server span of trace {trace_id}")
+    assert span.name == "GET /v1/download/status/<job_id>"
+    assert span.attributes.get("http.route") == "/v1/download/status/<job_id>"
+    assert span.attributes.get("http.status_code") == 200
+
+
 @pytest.fixture(scope="module")
 def sent_by_celery(obs: ObsStack, make_settings: Callable[..., Settings], workdir: Path) -> Iterator[str]:
     """An API and a worker whose broker is another Redis database than the job store's:
