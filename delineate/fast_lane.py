@@ -1,47 +1,62 @@
-"""The status read, answered in front of Flask: the route clients poll.
+"""The two routes clients hit hardest, answered in front of Flask: status reads and initiates.
 
 Measured under gunicorn on this machine (2 gevent workers, wrk with 50 connections,
 production defaults): a status read through Flask ran at 0.62 of the bare Flask hello,
 and the same answer, byte for byte and header for header, made here at 1.1 of it. What
 the lane skips is Flask's request machinery around the same work: the request object,
 the URL map, the context push and pop, the proxies, the response object and its header
-checks. What it does is the edge's and the view's own code (:class:`Edge`,
-:class:`RequestObserver`, :class:`JobStore`), called directly, not a copy of it.
+checks. What it runs is the edge's and the views' own code (:class:`Edge`,
+:class:`RequestObserver`, :class:`JobStore`, :func:`delineate.accept.accept`), called
+directly, not a copy of it.
 
-It answers ``GET /v1/download/status/<job id>`` with a 200 when the caller may see the
-job and is under its limit. Anything else goes to Flask untouched, and so does a status
-read that is not a plain 200 once the lane has counted it (over the limit, unknown or
-another key's job, Redis away, any error): the lane hands over what it did in a
-:class:`Handoff`, and Flask's hooks carry on from it, so the request keeps its id and
-is counted once, and its error is the one Flask's handlers write.
+It answers, with the edge's headers, the metrics and the access line:
 
-With tracing set up, the lane opens the request's server span where Flask's hooks would
-(after the count, around the view and the answer), through the same
-:class:`delineate.request_tracing.RequestTracer`, so a traced status read looks the same
-either way.
+- ``GET /v1/download/status/<job id>``: 200 when the caller may see the job;
+- ``POST /v1/download/initiate`` with a JSON body of a declared length and no
+  ``callback_url``: the 202 of a new job, or the 200 of an idempotent replay.
+
+Anything else goes to Flask untouched. A request the lane has begun (counted) and
+cannot answer with a success is handed to Flask in a :class:`Handoff`: Flask's hooks
+carry on from it, so the request keeps its id and is counted once. Before anything is
+written (a bad body, a job it may not show) Flask redoes the view and answers in its
+own words; once a write may have happened, the handoff carries the error and Flask's
+handlers only render it, so a job is never created twice.
+
+With tracing set up, the lane opens the request's server span through the same
+:class:`delineate.request_tracing.RequestTracer` as Flask's hooks, after the count and
+around the work, so a traced request looks the same either way.
 """
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
 from flask import Flask
+from werkzeug.http import HTTP_STATUS_CODES
 
+from delineate.accept import accept, idempotency_key
 from delineate.auth import owner_for, presented_key
 from delineate.metrics.api import RequestObserver
 from delineate.request_tracing import RequestTracer
 from delineate.security import HANDOFF, Edge, Handoff, request_id_for
-from delineate.store.jobstore import JobStore
-from delineate.validation import is_job_id
+from delineate.services import Services
+from delineate.task_queue import TaskQueue
+from delineate.validation import FileIdsBody, is_job_id, parse_json
 
 STATUS_PREFIX = "/v1/download/status/"
 STATUS_ROUTE = STATUS_PREFIX + "<job_id>"
-"""The Flask rule of the route the lane answers (its metrics label and access-log route)."""
+INITIATE_ROUTE = "/v1/download/initiate"
+"""The Flask rules of the routes the lane answers (their metrics labels and access-log routes)."""
+
+JSON_TYPES = frozenset({"application/json", "application/json;charset=utf-8", "application/json;charset=utf8"})
+"""Content-Types (lower case, spaces removed) of the bodies the lane reads; Flask judges the rest."""
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+Span = tuple[Any, Any]  # (span, context token), from RequestTracer.open
 
 
 def header_lookup(environ: dict[str, Any]) -> Callable[[str], str | None]:
@@ -49,74 +64,178 @@ def header_lookup(environ: dict[str, Any]) -> Callable[[str], str | None]:
     return lambda name: environ.get("HTTP_" + name.upper().replace("-", "_"))
 
 
-class StatusLane:
-    """WSGI middleware: the status reads it can answer, then Flask (``inner``) for the rest."""
+def status_line(code: int) -> str:
+    """As werkzeug writes it (``202 ACCEPTED``)."""
+    return f"{code} {HTTP_STATUS_CODES[code].upper()}"
+
+
+class FastLane:
+    """WSGI middleware: the requests above, then Flask (``inner``) for the rest."""
 
     def __init__(self, app: Flask, inner: WsgiApp) -> None:
-        if STATUS_ROUTE not in {rule.rule for rule in app.url_map.iter_rules()}:
-            raise RuntimeError(f"the fast lane answers {STATUS_ROUTE}, which the app no longer has")
-        svc = app.extensions["delineate"]
+        missing = {STATUS_ROUTE, INITIATE_ROUTE} - {rule.rule for rule in app.url_map.iter_rules()}
+        if missing:
+            raise RuntimeError(f"the fast lane answers {sorted(missing)}, which the app no longer has")
         self.inner = inner
-        self.store: JobStore = svc.store
-        self.keys: dict[str, str] = dict(svc.settings.api_keys)
+        self.svc: Services = app.extensions["delineate"]
+        self.store = self.svc.store
+        self.keys: dict[str, str] = dict(self.svc.settings.api_keys)
+        self.max_body = self.svc.settings.max_body_bytes
+        self.queue: TaskQueue = app.extensions["delineate_tasks"]
         self.edge: Edge = app.extensions["delineate_edge"]
         self.observer: RequestObserver = app.extensions["delineate_observer"]
+        self.tracer: RequestTracer | None = app.extensions.get("delineate_tracer")  # set up with tracing
         self.default = app.json.default  # type: ignore[attr-defined]  # what orjson cannot encode itself
         self.mimetype: str = app.json.mimetype  # type: ignore[attr-defined]
-        self.tracer: RequestTracer | None = app.extensions.get("delineate_tracer")  # set up with tracing
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        path: str = environ.get("PATH_INFO", "")
-        if environ.get("REQUEST_METHOD") != "GET" or not path.startswith(STATUS_PREFIX):
+        method, path = environ.get("REQUEST_METHOD"), environ.get("PATH_INFO", "")
+        if method == "GET" and path.startswith(STATUS_PREFIX):
+            raw = path[len(STATUS_PREFIX) :]
+            if is_job_id(raw):  # else not a job id, or a deeper path: Flask's 400 or 404
+                return self._status(environ, start_response, path, raw)
+        elif method == "POST" and path == INITIATE_ROUTE:
+            length = self._body_length(environ)
+            if length is not None:
+                return self._initiate(environ, start_response, path, length)
+        return self.inner(environ, start_response)
+
+    # -- the routes ----------------------------------------------------------------------
+
+    def _status(self, environ: dict[str, Any], start_response: Callable[..., Any], path: str, raw: str) -> Any:
+        handoff = self._begin(environ)
+        if handoff is None:
             return self.inner(environ, start_response)
-        raw = path[len(STATUS_PREFIX) :]
-        if not is_job_id(raw):  # not a job id (or a deeper path): Flask's 400 or 404
-            return self.inner(environ, start_response)
-        started = time.perf_counter()
-        owner = owner_for(presented_key(header_lookup(environ)), self.keys) if self.keys else ""
-        if owner is None:  # no valid key: Flask counts it and answers 401
-            return self.inner(environ, start_response)
-        handoff = Handoff(started, request_id_for(environ.get("HTTP_X_REQUEST_ID")), owner)
         command = self.store.read_command(raw.lower())
-        try:
-            window, reply = self.edge.limiter.hit(self.edge.caller(owner, environ.get("REMOTE_ADDR")), 1, command)
-        except Exception as exc:  # noqa: BLE001 - Flask's handlers answer it (503 for Redis away)
-            handoff.error = exc
-            return self._hand_over(handoff, environ, start_response)
-        handoff.window, handoff.prefetched = window, (command, reply)
-        if window.exceeded:
+        if not self._count(handoff, environ, command):
             return self._hand_over(handoff, environ, start_response)
         try:
-            job = self.store.job_from_reply(reply)
+            job = self.store.job_from_reply(handoff.prefetched[1])  # type: ignore[index]
         except Exception:  # noqa: BLE001 - the view meets the same error and Flask answers it
             return self._hand_over(handoff, environ, start_response)
-        if job is None or (self.keys and job.owner != owner):
+        if job is None or (self.keys and job.owner != handoff.owner):
             return self._hand_over(handoff, environ, start_response)  # Flask's 404
-        span = self.tracer.open(environ, "GET", path, STATUS_ROUTE) if self.tracer is not None else None
+        span = self._open(environ, "GET", path, STATUS_ROUTE)
         try:
             body = orjson.dumps(self.store.status(job), default=self.default)
-        except Exception as exc:  # noqa: BLE001 - as above
-            if span is not None:
-                self.tracer.close(*span, exc)  # type: ignore[union-attr]
+        except Exception as exc:  # noqa: BLE001 - nothing was written: Flask renders it
+            handoff.error = exc
+            return self._hand_over(handoff, environ, start_response, span)
+        return self._answer(environ, start_response, 200, body, [], handoff, span, ("GET", STATUS_ROUTE, path, raw))
+
+    def _initiate(self, environ: dict[str, Any], start_response: Callable[..., Any], path: str, length: int) -> Any:
+        handoff = self._begin(environ)
+        if handoff is None:
+            return self.inner(environ, start_response)
+        if not self._count(handoff, environ, None):
             return self._hand_over(handoff, environ, start_response)
-        headers = [("Content-Type", self.mimetype), ("Content-Length", str(len(body)))]
+        try:
+            raw = environ["wsgi.input"].read(length)
+        except Exception as exc:  # noqa: BLE001 - a client gone mid-body: Flask's handlers answer it
+            handoff.error = exc
+            return self._hand_over(handoff, environ, start_response)
+        environ["wsgi.input"] = io.BytesIO(raw)  # Flask reads it again if the lane hands over
+        try:
+            body = parse_json(raw, FileIdsBody)
+            idem_key = idempotency_key(environ.get("HTTP_IDEMPOTENCY_KEY"))
+        except Exception:  # noqa: BLE001 - nothing written yet: Flask's view answers in its own words
+            return self._hand_over(handoff, environ, start_response)
+        if len(raw) != length or body.callback_url is not None:  # a cut body; a webhook to check
+            return self._hand_over(handoff, environ, start_response)
+        span = self._open(environ, "POST", path, INITIATE_ROUTE)
+        try:
+            accepted = accept(self.svc, self.queue, body.unique_ids(), handoff.owner or "", idem_key)
+            answer = orjson.dumps(accepted.body(), default=self.default)
+        except Exception as exc:  # noqa: BLE001 - a write may have happened: Flask only renders it
+            handoff.error = exc
+            return self._hand_over(handoff, environ, start_response, span)
+        job_id = None if accepted.replayed else accepted.job.job_id
+        where = ("POST", INITIATE_ROUTE, path, job_id)
+        return self._answer(environ, start_response, accepted.status, answer, accepted.headers(), handoff, span, where)
+
+    # -- the steps they share ------------------------------------------------------------
+
+    def _body_length(self, environ: dict[str, Any]) -> int | None:
+        """The declared length of a plain JSON body the lane may read; None leaves it to Flask
+        (chunked, compressed, not JSON, empty or over MAX_BODY_BYTES: Flask's 4xx)."""
+        if environ.get("HTTP_TRANSFER_ENCODING") or environ.get("HTTP_CONTENT_ENCODING"):
+            return None
+        if environ.get("CONTENT_TYPE", "").lower().replace(" ", "") not in JSON_TYPES:
+            return None
+        declared = environ.get("CONTENT_LENGTH", "")
+        if not declared.isdigit() or not 0 < int(declared) <= self.max_body:
+            return None
+        return int(declared)
+
+    def _begin(self, environ: dict[str, Any]) -> Handoff | None:
+        """The request's id and owner; None (Flask counts it and answers 401) without a valid key."""
+        started = time.perf_counter()
+        owner = owner_for(presented_key(header_lookup(environ)), self.keys) if self.keys else ""
+        if owner is None:
+            return None
+        return Handoff(started, request_id_for(environ.get("HTTP_X_REQUEST_ID")), owner)
+
+    def _count(self, handoff: Handoff, environ: dict[str, Any], also: Any) -> bool:
+        """Count the request (with ``also``, the view's read, in the same round trip);
+        False when Flask must answer (over the limit, or Redis away: in ``handoff``)."""
+        caller = self.edge.caller(handoff.owner, environ.get("REMOTE_ADDR"))
+        try:
+            window, reply = self.edge.limiter.hit(caller, 1, also)
+        except Exception as exc:  # noqa: BLE001 - Flask's handlers answer it (503 for Redis away)
+            handoff.error = exc
+            return False
+        handoff.window = window
+        if also is not None:
+            handoff.prefetched = (also, reply)
+        return not window.exceeded
+
+    def _open(self, environ: dict[str, Any], method: str, path: str, route: str) -> Span | None:
+        return self.tracer.open(environ, method, path, route) if self.tracer is not None else None
+
+    def _answer(
+        self,
+        environ: dict[str, Any],
+        start_response: Callable[..., Any],
+        code: int,
+        body: bytes,
+        extra: list[tuple[str, str]],
+        handoff: Handoff,
+        span: Span | None,
+        where: tuple[str, str, str, str | None],
+    ) -> list[bytes]:
+        headers = [("Content-Type", self.mimetype), ("Content-Length", str(len(body))), *extra]
         if span is not None:
-            headers.append(self.tracer.answered(span[0], 200))  # type: ignore[union-attr]
-        headers += self.edge.headers(handoff.request_id, started, window, environ.get("HTTP_ORIGIN"), False)
-        start_response("200 OK", headers)
-        self.observer.record("GET", STATUS_ROUTE, path, 200, time.perf_counter() - started, handoff.request_id, raw)
+            headers.append(RequestTracer.answered(span[0], code))
+        origin = environ.get("HTTP_ORIGIN")
+        headers += self.edge.headers(handoff.request_id, handoff.started, handoff.window, origin, False)
+        start_response(status_line(code), headers)
+        method, route, path, job_id = where
+        seconds = time.perf_counter() - handoff.started
+        self.observer.record(method, route, path, code, seconds, handoff.request_id, job_id)
         if span is not None:
             self.tracer.close(*span)  # type: ignore[union-attr]
         return [body]
 
     def _hand_over(
-        self, handoff: Handoff, environ: dict[str, Any], start_response: Callable[..., Any]
+        self, handoff: Handoff, environ: dict[str, Any], start_response: Callable[..., Any], span: Span | None = None
     ) -> Iterable[bytes]:
         environ[HANDOFF] = handoff
-        return self.inner(environ, start_response)
+        if span is None:
+            return self.inner(environ, start_response)
+        tracer = self.tracer
+        assert tracer is not None
+
+        def traced(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            headers.append(tracer.answered(span[0], int(status.split(" ", 1)[0])))
+            return start_response(status, headers, exc_info)
+
+        try:
+            return self.inner(environ, traced)
+        finally:
+            tracer.close(*span)  # a handled error is an answer, not a failed span (as in Flask)
 
 
 def install(app: Flask) -> None:
     """Put the lane in front of Flask (before :func:`delineate.security.trust_proxies`,
     which must see the request first)."""
-    app.wsgi_app = StatusLane(app, app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = FastLane(app, app.wsgi_app)  # type: ignore[method-assign]

@@ -135,6 +135,14 @@ def parse_body(model: type[Model]) -> Model:
         # A chunked body is cut at the limit without an error; look one byte further.
         if request.environ["wsgi.input"].read(1):
             raise RequestEntityTooLarge()
+    return parse_json(raw, model)
+
+
+def parse_json(raw: bytes, model: type[Model]) -> Model:
+    """Parse a JSON body already read into ``model`` (:func:`parse_body` without the request).
+
+    :raise 400: malformed JSON, nested deeper than MAX_JSON_DEPTH, or fields that break the model.
+    """
     if too_deep(raw):
         raise InvalidRequest(
             f"The body nests arrays or objects deeper than {MAX_JSON_DEPTH} levels.",

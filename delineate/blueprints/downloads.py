@@ -2,41 +2,33 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import random
-import re
 import time
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from flask.blueprints import BlueprintSetupState
-from kombu.exceptions import OperationalError
 from werkzeug.routing import BaseConverter
 
-from delineate.auth import current_owner, keys_enabled, load_owned_job
+from delineate.accept import accept, estimate_seconds, idempotency_key
+from delineate.auth import current_owner, load_owned_job
 from delineate.errors import (
     Conflict,
     GatewayTimeout,
-    InvalidRequest,
     JobNotFound,
     JobNotReady,
-    NotReplicated,
-    ServiceUnavailable,
     SourceUnavailable,
-    TooManyActiveJobs,
 )
 from delineate.fanout import bounded_map
-from delineate.ids import new_uuid
-from delineate.models import Job, JobState, Phase
-from delineate.replica_ack import NoReplicaAck
+from delineate.models import JobState, Phase
 from delineate.services import download_name, services
 from delineate.storage import source_key
-from delineate.store import JobGone, JobStore, TooManyActive
+from delineate.store import JobGone, JobStore
 from delineate.task_queue import TaskQueue
 from delineate.validation import ROUTE_NAMES, FileIdBody, FileIdsBody, is_job_id, parse_body, parse_job_id
-from delineate.webhooks import check_callback_url, pending_callback
+from delineate.webhooks import check_callback_url
 
 logger = logging.getLogger(__name__)
 
@@ -69,129 +61,17 @@ def _prefetch_jobs(state: BlueprintSetupState) -> None:
             edge.prefetch_on(f"{bp.name}.{endpoint}", _job_read)
 
 
-PER_FILE_OVERHEAD_SECONDS = 0.05
-"""Estimated seconds of S3 work per file, added to the mean simulated delay."""
-
-
-def _estimate_seconds(file_count: int) -> int:
-    s = services().settings
-    mean_delay = (s.download_delay_min_ms + s.download_delay_max_ms) / 2000 if s.download_delay_enabled else 0
-    return math.ceil(mean_delay + PER_FILE_OVERHEAD_SECONDS * file_count)
-
-
-IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
-"""What an Idempotency-Key header may be: 1-255 printable ASCII characters."""
-
-
-def _idempotency_key() -> str | None:
-    """The request's Idempotency-Key, if any. :raise InvalidRequest: it is malformed."""
-    value = request.headers.get("Idempotency-Key")
-    if value is None:
-        return None
-    if not IDEMPOTENCY_KEY.fullmatch(value):
-        raise InvalidRequest(
-            "Idempotency-Key must be 1-255 printable ASCII characters without spaces.",
-            details=[{"path": "header Idempotency-Key", "message": "1-255 printable characters"}],
-        )
-    return value
-
-
-def _fingerprint(ids: list[int]) -> str:
-    """The same for the same set of ids, whatever their order or repeats."""
-    return hashlib.sha256(",".join(map(str, sorted(set(ids)))).encode()).hexdigest()
-
-
-def _create_or_replay(job: Job, idem_key: str | None, enqueue: tuple[str, str] | None) -> Job | None:
-    """Store ``job`` under the caller's caps (with its task message when ``enqueue``);
-    or return the earlier job of ``idem_key``.
-
-    :raise Conflict: ``idem_key`` was used before with other ids.
-    :raise NotReplicated: behind Sentinel, no replica acknowledged the new job in time (503).
-    :raise TooManyActiveJobs: the caller's key has MAX_ACTIVE_JOBS_PER_KEY jobs running.
-    """
-    svc = services()
-    cap = svc.settings.max_active_jobs_per_key if keys_enabled() else None
-    fingerprint = _fingerprint(job.file_ids) if idem_key else ""
-    try:
-        replay = svc.store.create(
-            job, max_active=cap, idempotency=(idem_key, fingerprint) if idem_key else None, enqueue=enqueue
-        )
-    except NoReplicaAck:
-        # The record and message exist on the primary only: a failover could lose them,
-        # so no 202. (The job may still run; an Idempotency-Key retry replays it.)
-        raise NotReplicated(
-            "The new job could not be confirmed on a replica in time; try again shortly.",
-            headers={"Retry-After": "1"},
-        ) from None
-    except TooManyActive as exc:
-        raise TooManyActiveJobs(
-            f"This API key already has {exc.count} queued or processing jobs "
-            f"(limit {cap}); wait for one to finish or cancel one.",
-            retry_after_seconds=5,
-        ) from None
-    if replay is None:
-        return None
-    if replay.fingerprint != fingerprint:
-        raise Conflict(
-            "This Idempotency-Key was already used with other file_ids; use a new key for a new request.",
-            details={"jobId": replay.job_id},
-        )
-    earlier = svc.store.get(replay.job_id)
-    if earlier is None:  # expired between the two reads
-        raise JobNotFound(f"No job {replay.job_id}.")
-    return earlier
-
-
-def _accepted_body(job: Job) -> dict[str, Any]:
-    return {
-        "jobId": job.job_id,
-        "status": job.status.value,
-        "totalFileIds": job.total_files,
-        "estimatedTimeSeconds": _estimate_seconds(job.total_files),
-    }
-
-
 @bp.post("/initiate")
-def initiate() -> tuple[Response, int, dict[str, str]]:
+def initiate() -> tuple[Response, int, list[tuple[str, str]]]:
     body = parse_body(FileIdsBody)
     svc = services()
     callback_url = "" if body.callback_url is None else check_callback_url(body.callback_url, svc.settings)
-    ids = body.unique_ids()
-    idem_key = _idempotency_key()
-    job = Job(
-        job_id=new_uuid(),
-        status=JobState.QUEUED,
-        file_ids=ids,
-        owner=current_owner(),
-        callback_url=callback_url,
-    )
-    if callback_url:
-        job.callback = pending_callback()
+    idem_key = idempotency_key(request.headers.get("Idempotency-Key"))
     queue: TaskQueue = current_app.extensions["delineate_tasks"]
-    with queue.message(job.job_id) as enqueue:
-        # The record and its task message in one script (when the broker is this Redis).
-        earlier = _create_or_replay(job, idem_key, enqueue)
-    if earlier is not None:
-        headers = {"Location": f"/v1/download/status/{earlier.job_id}", "Idempotent-Replayed": "true"}
-        return jsonify(_accepted_body(earlier)), 200, headers
-    if enqueue is None:
-        _send_or_undo(queue, job, idem_key)
-    g.job_id = job.job_id  # the access log line names the new job
-    logger.debug("job %s queued with %d files (owner %r)", job.job_id, len(ids), job.owner)
-    return jsonify(_accepted_body(job)), 202, {"Location": f"/v1/download/status/{job.job_id}"}
-
-
-def _send_or_undo(queue: TaskQueue, job: Job, idem_key: str | None) -> None:
-    """Publish through Celery; if the broker refuses, remove the record again (503)."""
-    try:
-        queue.send(job.job_id)
-    except (OperationalError, ConnectionError, OSError) as exc:
-        # Never leave a job that no worker will ever see.
-        services().store.delete(job.job_id, job.owner, idem_key)
-        logger.error("could not enqueue job %s: %s", job.job_id, exc)
-        raise ServiceUnavailable(
-            "The job queue is unavailable; try again shortly.", headers={"Retry-After": "5"}
-        ) from None
+    accepted = accept(svc, queue, body.unique_ids(), current_owner(), idem_key, callback_url)
+    if not accepted.replayed:
+        g.job_id = accepted.job.job_id  # the access log line names the new job
+    return jsonify(accepted.body()), accepted.status, accepted.headers()
 
 
 @bp.get("/status/<job_id>")
@@ -248,7 +128,8 @@ def estimate() -> Response:
     edge = current_app.extensions.get("delineate_edge")
     if extra > 0 and edge is not None:
         edge.count(cost=extra)
-    storage = services().storage
+    svc = services()
+    storage = svc.storage
     try:
         infos = bounded_map(
             lambda file_id: storage.head(source_key(file_id)), ids, ESTIMATE_CONCURRENCY, ESTIMATE_BUDGET_SECONDS
@@ -271,7 +152,7 @@ def estimate() -> Response:
         availableFileIds=available,
         missingFileIds=missing,
         totalBytes=total,
-        estimatedTimeSeconds=_estimate_seconds(len(ids)),
+        estimatedTimeSeconds=estimate_seconds(svc.settings, len(ids)),
     )
 
 
