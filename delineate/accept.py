@@ -37,8 +37,9 @@ IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 
 def estimate_seconds(settings: Settings, file_count: int) -> int:
-    s = settings
-    mean_delay = (s.download_delay_min_ms + s.download_delay_max_ms) / 2000 if s.download_delay_enabled else 0
+    """A job's expected duration: the mean simulated delay plus S3 work per file."""
+    delay = settings.download_delay_enabled
+    mean_delay = (settings.download_delay_min_ms + settings.download_delay_max_ms) / 2000 if delay else 0
     return math.ceil(mean_delay + PER_FILE_OVERHEAD_SECONDS * file_count)
 
 
@@ -113,10 +114,10 @@ def accept(
 
 def _create_or_replay(svc: Services, job: Job, idem_key: str | None, enqueue: tuple[str, str] | None) -> Job | None:
     cap = svc.settings.max_active_jobs_per_key if svc.settings.api_keys else None
-    print_ = fingerprint(job.file_ids) if idem_key else ""
+    ids_fingerprint = fingerprint(job.file_ids) if idem_key else ""
     try:
         replay = svc.store.create(
-            job, max_active=cap, idempotency=(idem_key, print_) if idem_key else None, enqueue=enqueue
+            job, max_active=cap, idempotency=(idem_key, ids_fingerprint) if idem_key else None, enqueue=enqueue
         )
     except NoReplicaAck:
         # The record and message exist on the primary only: a failover could lose them,
@@ -133,7 +134,7 @@ def _create_or_replay(svc: Services, job: Job, idem_key: str | None, enqueue: tu
         ) from None
     if replay is None:
         return None
-    if replay.fingerprint != print_:
+    if replay.fingerprint != ids_fingerprint:
         raise Conflict(
             "This Idempotency-Key was already used with other file_ids; use a new key for a new request.",
             details={"jobId": replay.job_id},
