@@ -136,12 +136,14 @@ class FastLane:
             handoff.error = exc
             return self._hand_over(handoff, environ, start_response)
         environ["wsgi.input"] = io.BytesIO(raw)  # Flask reads it again if the lane hands over
+        if len(raw) != length:  # cut short: Flask's 400
+            return self._hand_over(handoff, environ, start_response)
         try:
             body = parse_json(raw, FileIdsBody)
             idem_key = idempotency_key(environ.get("HTTP_IDEMPOTENCY_KEY"))
         except Exception:  # noqa: BLE001 - nothing written yet: Flask's view answers in its own words
             return self._hand_over(handoff, environ, start_response)
-        if len(raw) != length or body.callback_url is not None:  # a cut body; a webhook to check
+        if body.callback_url is not None:  # a webhook URL to check: Flask's
             return self._hand_over(handoff, environ, start_response)
         span = self._open(environ, "POST", path, INITIATE_ROUTE)
         try:

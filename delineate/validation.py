@@ -130,6 +130,10 @@ def parse_body(model: type[Model]) -> Model:
     """
     _check_json_headers()
     raw = request.get_data(cache=False)
+    declared = request.content_length
+    if declared is not None and len(raw) < declared:
+        # gunicorn ends the stream where the client stopped sending: a cut body is never a job.
+        raise InvalidRequest(f"The body ended after {len(raw)} of the {declared} bytes its Content-Length declared.")
     limit = request.max_content_length
     if request.content_length is None and limit is not None and len(raw) >= limit:
         # A chunked body is cut at the limit without an error; look one byte further.

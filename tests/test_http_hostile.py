@@ -180,6 +180,15 @@ def test_chunked_body_cut_off_mid_chunk_is_400_json(base: str) -> None:
     assert_json_error(*raw_request(base, cut, half_close=True), 400, "bad_request")
 
 
+def test_a_body_cut_short_of_its_content_length_is_400_json(base: str) -> None:
+    body = b'{"file_ids": [70000]}'  # valid JSON, but 100 bytes were declared
+    lines = ["POST /v1/download/initiate HTTP/1.1", "Host: 127.0.0.1", f"Authorization: Bearer {KEY}"]
+    lines += ["Content-Type: application/json", "Content-Length: 100"]
+    cut = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+    parsed = assert_json_error(*raw_request(base, cut, half_close=True), 400, "invalid_request")
+    assert "Content-Length" in parsed["message"]
+
+
 # -- refused by the app -----------------------------------------------------------------------------
 
 
