@@ -37,6 +37,7 @@ from typing import Any
 
 import orjson
 from flask import Flask
+from werkzeug.datastructures import EnvironHeaders
 from werkzeug.http import HTTP_STATUS_CODES
 
 from delineate.accept import accept, idempotency_key
@@ -58,11 +59,6 @@ JSON_TYPES = frozenset({"application/json", "application/json;charset=utf-8", "a
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 Span = tuple[Any, Any]  # (span, context token), from RequestTracer.open
-
-
-def header_lookup(environ: dict[str, Any]) -> Callable[[str], str | None]:
-    """Headers by name, as WSGI carries them (``X-API-Key`` is ``HTTP_X_API_KEY``)."""
-    return lambda name: environ.get("HTTP_" + name.upper().replace("-", "_"))
 
 
 def status_line(code: int) -> str:
@@ -173,7 +169,7 @@ class FastLane:
     def _begin(self, environ: dict[str, Any]) -> Handoff | None:
         """The request's id and owner; None (Flask counts it and answers 401) without a valid key."""
         started = time.perf_counter()
-        owner = owner_for(presented_key(header_lookup(environ)), self.keys) if self.keys else ""
+        owner = owner_for(presented_key(EnvironHeaders(environ).get), self.keys) if self.keys else ""
         if owner is None:
             return None
         return Handoff(started, request_id_for(environ.get("HTTP_X_REQUEST_ID")), owner)
