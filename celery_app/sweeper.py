@@ -214,6 +214,7 @@ class Sweeper:
             return
         gone: list[str] = []
         candidates: list[str] = []
+        waiting: list[str] = []  # their message waits in the queue: moved back in the index
         deadline_ms = (now - self.settings.job_deadline_seconds) * 1000
         for job_id, (status, created_ms, leased) in zip(ids, self.store.sweep_states(ids), strict=True):
             if status is None or JobState(status).terminal:
@@ -232,6 +233,7 @@ class Sweeper:
             fresh_after = now - self.settings.job_lease_seconds - self.interval
             for job_id in candidates:
                 if job_id in view.queued:
+                    waiting.append(job_id)
                     continue
                 held = view.held.get(job_id)
                 if held is not None and ((held.eta or 0) > now - self.interval or held.taken_at > fresh_after):
@@ -250,6 +252,10 @@ class Sweeper:
         if new_marks:
             pipe.hset(SUSPECTS_KEY, mapping=new_marks)  # type: ignore[arg-type]
         pipe.execute()
+        # Past BATCH stale jobs, the same oldest BATCH (a long queue) would be read at every
+        # sweep and a lost job behind them never looked at; a queued job is checked again
+        # two intervals on, as if just written. Leased and held jobs keep their place.
+        self.store.seen_alive(waiting, now)
 
     def _fail_past_deadline(self, job_id: str, report: SweepReport) -> None:
         hours = self.settings.job_deadline_seconds / 3600

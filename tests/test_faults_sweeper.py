@@ -61,6 +61,26 @@ def test_a_long_queue_is_not_multiplied_and_lost_messages_come_back(make_setting
     assert app.extensions["delineate"].store.get(waiting[0]).status is JobState.QUEUED
 
 
+def test_lost_jobs_behind_more_than_a_batch_of_queued_ones_come_back(make_settings: Any, monkeypatch: Any) -> None:
+    """A sweep reads at most BATCH stale jobs, oldest first: the queued ones it finds in the
+    broker move back in the index, so the lost ones behind them are reached."""
+    import celery_app.sweeper as sweeper_module
+
+    monkeypatch.setattr(sweeper_module, "BATCH", 50)
+    app = create_app(make_settings(**SHORT))
+    for _ in range(50):
+        _create_queued(app, with_message=True)
+    time.sleep(1.1)  # the lost ones strictly newer: every batch of the old order is the 50 queued
+    lost = [_create_queued(app, with_message=False) for _ in range(3)]
+    sweeper = sweeper_for(app.extensions["celery"])
+    time.sleep(2.1)
+    republished: list[str] = []
+    for _ in range(6):
+        republished += sweeper.sweep().republished
+        time.sleep(1.0)
+    assert sorted(republished) == sorted(lost)
+
+
 def test_a_job_past_its_deadline_fails_saying_why(make_settings: Any) -> None:
     settings = make_settings(job_deadline_seconds=2, **SHORT)
     app = create_app(settings)

@@ -43,6 +43,13 @@ class SweepIndex:
         if job_ids:
             self.redis.zrem(LIVE_KEY, *job_ids)
 
+    def seen_alive(self, job_ids: list[str], at: float) -> None:
+        """Move these live jobs' sweep time to ``at`` (epoch s): a sweep found their message
+        waiting, so the next sweeps look at the jobs behind them first. Only jobs still in
+        the index (XX): one that ended meanwhile is not put back."""
+        if job_ids:
+            self.redis.zadd(LIVE_KEY, dict.fromkeys(job_ids, at), xx=True)
+
     def expired(self, now: float, limit: int) -> list[str]:
         """Jobs whose hash expired by ``now`` (epoch s) by the index; a job written since
         without the index noticing is put back with its real expiry, not returned."""
