@@ -23,6 +23,7 @@ from celery.signals import (
 )
 
 from delineate.config import Settings
+from delineate.errors import JobFailed
 from delineate.metrics.worker import RunningJobs, record_retry
 from delineate.models import JobState, Phase
 from delineate.observability import setup_process
@@ -42,12 +43,13 @@ def _on_failure(
 
     Not a Retry, nor a Reject: when a retry cannot be republished (the broker is failing
     over), Celery rejects the message and reports that as a failure; the job is not
-    failed, and the sweeper re-drives it once its lease is gone."""
+    failed, and the sweeper re-drives it once its lease is gone. Nor a JobFailed: the
+    run failed the job itself, with its own reason."""
     if getattr(sender, "name", None) != PREPARE_DOWNLOAD or not task_id:
         return
     from celery.exceptions import Reject, Retry
 
-    if isinstance(exception, (Retry, Reject)):
+    if isinstance(exception, (Retry, Reject, JobFailed)):
         return
     try:
         with sender.app.flask_app.app_context():

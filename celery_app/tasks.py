@@ -11,7 +11,7 @@ from celery import Task, current_app, shared_task
 
 from celery_app.sweeper import sweeper_for
 from delineate import webhooks
-from delineate.errors import StorageError
+from delineate.errors import JobFailed, StorageError
 from delineate.jobs import TRANSIENT_ERRORS, DownloadRun, backoff_seconds
 from delineate.services import services
 from delineate.task_queue import DELIVER_WEBHOOK, PREPARE_DOWNLOAD, SWEEP_TASK
@@ -25,8 +25,18 @@ logger = logging.getLogger(__name__)
     acks_late=True,
     reject_on_worker_lost=True,
     max_retries=None,  # the limit is MAX_RETRIES, enforced below with a clear message
+    throws=(JobFailed,),  # an expected end: logged at INFO, no traceback, not sent to Sentry
 )
 def prepare_download(self: Task, job_id: str) -> None:
+    """Run the job; retry transient errors with backoff.
+
+    :raise JobFailed: this run ended the job ``failed`` (no file available, a permanent
+        storage error, too many retries or redeliveries), with the job's error: a FAILURE
+        in Celery, so Flower's "Failed" counts the runs that
+        ``delineate_jobs_total{status="failed"}`` counts. The message is acknowledged
+        (``acks_late`` acks failures), so the job never runs again. A job the sweeper
+        fails (past JOB_DEADLINE_SECONDS) is not a run: Flower never counts it.
+    """
     svc = services()
     holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
     run = DownloadRun(job_id, svc.store, svc.storage, svc.settings, holder=holder)
@@ -35,14 +45,15 @@ def prepare_download(self: Task, job_id: str) -> None:
         run.run(redelivered=redelivered)
     except TRANSIENT_ERRORS as exc:
         retries = self.request.retries
-        if retries >= svc.settings.max_retries:
-            run.fail(f"Gave up after {retries + 1} attempts; last error: {exc}")
-            return
-        countdown = backoff_seconds(retries, svc.settings.retry_backoff_base_seconds)
-        logger.warning("job %s: transient error (%s); retry %d in %.1f s", job_id, exc, retries + 1, countdown)
-        raise self.retry(exc=exc, countdown=countdown) from None
+        if retries < svc.settings.max_retries:
+            countdown = backoff_seconds(retries, svc.settings.retry_backoff_base_seconds)
+            logger.warning("job %s: transient error (%s); retry %d in %.1f s", job_id, exc, retries + 1, countdown)
+            raise self.retry(exc=exc, countdown=countdown) from None
+        run.fail(f"Gave up after {retries + 1} attempts; last error: {exc}")
     except StorageError as exc:  # permanent: retrying cannot help
         run.fail(f"Storage error: {exc.message}")
+    if run.failure is not None:
+        raise JobFailed(run.failure)
 
 
 @shared_task(name=DELIVER_WEBHOOK, acks_late=True, ignore_result=True)

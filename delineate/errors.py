@@ -12,6 +12,7 @@
     ├── GatewayTimeout (504)
     ├── ServiceUnavailable (503)
     │   └── NotReplicated (503)       no replica confirmed a new job in time (Sentinel)
+    ├── JobFailed (500)               the worker's run ended its job `failed` (a task FAILURE)
     └── StorageError (500)            raised by storage.py, never a botocore type
         ├── SourceUnavailable (503)   transient: the store did not answer or throttled
         └── StorageMisconfigured (500) permanent: bucket missing, access denied
@@ -94,6 +95,16 @@ class NotReplicated(ServiceUnavailable):
     REDIS_REPLICA_ACK_TIMEOUT_MS: a 202 would promise a job a failover could lose."""
 
     error = "not_replicated"
+
+
+class JobFailed(DelineateError):
+    """Raised by the task at the end of a run that made its job ``failed``, with the job's
+    error as the message: Celery records a FAILURE (Flower's "Failed"), the same runs that
+    ``delineate_jobs_total{status="failed"}`` counts. Declared in the task's ``throws``,
+    so Celery logs it at INFO without a traceback and Sentry does not report it; the
+    message is acknowledged like a success, never retried nor redelivered."""
+
+    error = "job_failed"
 
 
 class StorageError(DelineateError):

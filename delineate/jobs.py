@@ -94,6 +94,9 @@ class DownloadRun:
     _last_write_at: float = field(default=float("-inf"), init=False)
     _released: bool = field(default=False, init=False)
     _holds_slot: bool = field(default=False, init=False)
+    #: The error this run failed the job with; None while its own write has not made
+    #: the job ``failed`` (refused writes, a job failed elsewhere, do not count).
+    failure: str | None = field(default=None, init=False)
 
     # -- entry ----------------------------------------------------------------------
 
@@ -315,6 +318,8 @@ class DownloadRun:
             self.store.publish(job)
         if job.status.terminal:
             self._released = written  # the terminal write released the lease
+        if written and job.status is JobState.FAILED:
+            self.failure = job.error or ""
         wanted = fields.get("status")
         if job.status.terminal and job.status != wanted:
             raise Stopped(f"job is {job.status.value}")
@@ -349,11 +354,18 @@ class DownloadRun:
             logger.warning("job %s: could not delete %s: %s", self.job_id, key, exc)
 
     def fail(self, message: str) -> None:
-        """Mark the job failed (unless already terminal)."""
+        """Mark the job failed (unless already terminal; ``failure`` says whether this did)."""
         try:
-            self.store.update(self.job_id, status=JobState.FAILED, phase=Phase.DONE, error=message)
+            job, written, listeners = self.store.write(
+                self.job_id, status=JobState.FAILED, phase=Phase.DONE, error=message
+            )
         except JobGone:
             pass
+        else:
+            if written:  # (what store.update does, and whether this write failed the job)
+                self.failure = message
+                if listeners:
+                    self.store.publish(job)
         logger.error("job %s failed: %s", self.job_id, message)
 
 
