@@ -55,6 +55,11 @@ def _err(description: str, *headers: str) -> Resp:
     return Resp(description, schemas.ErrorBody, headers)
 
 
+def _query_number(name: str, description: str, maximum: int) -> dict[str, Any]:
+    schema = {"type": "integer", "minimum": 1, "maximum": maximum}
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
 BAD_JOB_ID = _err("the job id is not a UUID")
 NOT_FOUND = _err("no such job: unknown, expired, or another API key's")
 BAD_BODY = _err("malformed JSON, or fields that break the schema (each listed in details with its JSON path)")
@@ -195,8 +200,7 @@ OPERATIONS: tuple[Op, ...] = (
         extra_params=(
             {"name": "status", "in": "query", "required": False, "description": "one or more states, comma-separated",
              "schema": {"type": "string", "pattern": f"^(({_STATES})(,({_STATES}))*)?$"}},
-            {"name": "limit", "in": "query", "required": False, "description": "jobs per page (default 20)",
-             "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+            _query_number("limit", "jobs per page (default 20)", 100),
             {"name": "cursor", "in": "query", "required": False, "description": "nextCursor of the previous page",
              "schema": {"type": "string"}},
         ),
@@ -213,9 +217,22 @@ OPERATIONS: tuple[Op, ...] = (
         tags=("meta",),
     ),
     Op(
-        "get", "/dashboard", "/dashboard", "dashboard", "A page to start, watch, download and cancel jobs",
-        {200: Resp("the dashboard (static HTML; its scripts are served under /dashboard/static/)", None,
-                   media="text/html")},
+        "get", "/v1/stats/timeline", "/v1/stats/timeline", "statsTimeline",
+        "Requests, errors, latency and jobs over the last minutes, in buckets",
+        {200: Resp("buckets, oldest first", schemas.Timeline), 400: _err("a bad query parameter (named)")},
+        tags=("meta",), extra_params=(_query_number("minutes", "the window (default 15)", 60),),
+        description="Every API process and worker, from 10 s steps kept an hour; at most 120 buckets.",
+    ),
+    Op(
+        "get", "/v1/errors", "/v1/errors", "errorLog",
+        "The newest errors: 5xx answers, failed jobs, failed webhook deliveries",
+        {200: Resp("newest first", schemas.ErrorLog), 400: _err("a bad query parameter (named)")},
+        tags=("meta",), extra_params=(_query_number("limit", "entries (default 50)", 100),),
+        description="With API keys, only the caller's own; in open mode, every one. At most 100 are kept per key.",
+    ),
+    Op(
+        "get", "/dashboard", "/dashboard", "dashboard", "The operator console: jobs, health, figures, errors, traces",
+        {200: Resp("the console (HTML; its scripts are under /dashboard/static/)", None, media="text/html")},
         tags=("meta",), keyed=False,
     ),
     Op(
@@ -254,7 +271,8 @@ def _components() -> dict[str, Any]:
     models += [
         schemas.ErrorBody, schemas.Problem, schemas.JobStatus, schemas.Accepted, schemas.Estimate,
         schemas.CheckResult, schemas.StartResult, schemas.DownloadRedirect, schemas.Health, schemas.Index,
-        schemas.JobPage, schemas.JobSummary, schemas.Stats,
+        schemas.JobPage, schemas.JobSummary, schemas.Stats, schemas.Timeline, schemas.TimelineBucket,
+        schemas.ErrorLog, schemas.ErrorEntry,
     ]  # fmt: skip
     mode = {validation.FileIdsBody: "validation", validation.FileIdBody: "validation"}
     _, defs = models_json_schema(

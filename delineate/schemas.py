@@ -130,6 +130,50 @@ class Stats(_Body):
     jobsFinished: dict[str, int] = Field(description="finished jobs by terminal state, since the counters began")
 
 
+class TimelineBucket(_Body):
+    """One bucket of GET /v1/stats/timeline (every API process and worker together)."""
+
+    t: str = Field(description="the bucket's start, ISO-8601 UTC")
+    requests: int = Field(ge=0, description="requests answered")
+    errors4xx: int = Field(ge=0)
+    errors5xx: int = Field(ge=0)
+    p50Ms: float | None = Field(description="latency percentiles in ms (within 20 %); null without requests")
+    p95Ms: float | None
+    p99Ms: float | None
+    jobsCompleted: int = Field(ge=0)
+    jobsFailed: int = Field(ge=0)
+    jobsCancelled: int = Field(ge=0)
+    queueDepth: int | None = Field(description="the bucket's last sample; null when none was taken")
+    inProgress: int | None
+
+
+class Timeline(_Body):
+    """GET /v1/stats/timeline: the last minutes, oldest bucket first."""
+
+    stepSeconds: int = Field(ge=10, description="the width of each bucket")
+    buckets: list[TimelineBucket]
+
+
+class ErrorEntry(_Body):
+    """One error the service met: a 5xx answer, a failed job or a failed webhook delivery."""
+
+    time: str = Field(description="ISO-8601 UTC")
+    source: Literal["api", "worker", "webhook"]
+    message: str
+    status: int | None = Field(default=None, description="the HTTP status (api)")
+    route: str | None = Field(default=None, description="method and route (api)")
+    jobId: str | None = None
+    requestId: str | None = None
+    traceId: str | None = None
+    sentryEventId: str | None = Field(default=None, description="the Sentry event sent for it, if any")
+
+
+class ErrorLog(_Body):
+    """GET /v1/errors: the caller's newest errors (with API keys, only its own)."""
+
+    errors: list[ErrorEntry]
+
+
 class JobPage(_Body):
     """GET /v1/downloads: one page of the caller's jobs, newest first."""
 

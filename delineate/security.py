@@ -59,8 +59,8 @@ CORS_ALLOWED_HEADERS = [
 CORS_METHODS = "GET, POST, DELETE, OPTIONS"
 CORS_MAX_AGE_SECONDS = 600
 
-UNCOUNTED_PATHS = frozenset({"/health", "/livez", "/metrics"})
-UNCOUNTED_PREFIXES = ("/docs/assets/",)
+UNCOUNTED_PATHS = frozenset({"/health", "/livez", "/metrics", "/favicon.ico"})
+UNCOUNTED_PREFIXES = ("/docs/assets/", "/dashboard/static/")
 
 
 class Cors:

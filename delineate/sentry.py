@@ -73,6 +73,7 @@ def _add_request(event: dict[str, Any]) -> None:
 
     if not has_request_context():
         return
+    g.sentry_event_id = event.get("event_id")  # the error log of /v1/errors links to it
     event.setdefault(
         "request",
         {

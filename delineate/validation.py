@@ -181,3 +181,38 @@ def parse_job_id(value: str) -> str:
     if not _UUID.fullmatch(value):
         raise InvalidJobId(f"{value[:64]!r} is not a job id (expected a UUID).")
     return value.lower()
+
+
+# -- query parameters ------------------------------------------------------------------
+
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,6}")
+"""ASCII digits only: ``str.isdigit`` also accepts ``²`` and other digits ``int`` refuses."""
+
+
+def bad_query(parameter: str, message: str) -> InvalidRequest:
+    """The 400 for a query parameter, naming it."""
+    return InvalidRequest(
+        f"Invalid query parameter {parameter}: {message}",
+        details=[{"path": f"query {parameter}", "message": message}],
+    )
+
+
+def query_number(name: str, default: int, low: int, high: int) -> int:
+    """The whole-number query parameter ``name`` (``default`` when absent).
+
+    :raise InvalidRequest: not ASCII digits, or outside ``low``-``high``.
+    """
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not _WHOLE_NUMBER.fullmatch(raw) or not low <= int(raw) <= high:
+        raise bad_query(name, f"must be a whole number from {low} to {high}")
+    return int(raw)
+
+
+def refuse_unknown_query(*known: str) -> None:
+    """:raise InvalidRequest: the query string names a parameter not in ``known``."""
+    unknown = set(request.args) - set(known)
+    if unknown:
+        names = ", ".join(known) if known else "none"
+        raise bad_query(sorted(unknown)[0][:64], f"unknown parameter (known: {names})")

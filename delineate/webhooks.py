@@ -38,8 +38,9 @@ from delineate.config import Settings
 from delineate.errors import InvalidRequest
 from delineate.metrics.worker import record_webhook_delivery
 from delineate.models import Job
-from delineate.store import JobStore
+from delineate.store import JobStore, errorlog
 from delineate.task_queue import DELIVER_WEBHOOK, send_task
+from delineate.telemetry import current_trace_id
 from delineate.webhook_http import DEFAULT_PORTS, CallbackPolicy
 
 logger = logging.getLogger(__name__)
@@ -219,6 +220,11 @@ def deliver(store: JobStore, settings: Settings, job_id: str, attempt: int | Non
     status = "delivered" if outcome.delivered else "retrying" if will_retry else "failed"
     store.set_callback(job_id, {"status": status, "attempts": number, "lastError": outcome.error}, next_at)
     record_webhook_delivery(status, store.redis)
+    if not outcome.delivered:
+        message = f"Webhook attempt {number} {status}: {outcome.error}"
+        errorlog.write(
+            store.redis, job.owner, errorlog.entry("webhook", message, jobId=job_id, traceId=current_trace_id())
+        )
     log = logger.info if outcome.delivered else logger.warning
     log("job %s: webhook attempt %d %s (%s)", job_id, number, status, outcome.error or "ok")
     return Attempt(outcome.delivered, outcome.error, will_retry)

@@ -12,11 +12,13 @@ import logging
 from typing import Any
 
 import redis
-from flask import Flask, Response, g, jsonify
+from flask import Flask, Response, current_app, g, jsonify, request
 from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import HTTPException
 
 from delineate.errors import DelineateError
+from delineate.store import errorlog
+from delineate.telemetry import current_trace_id
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +61,31 @@ def error_response(
         body["details"] = details
     response = jsonify(body)
     response.status_code = status
+    if status >= 500:
+        _log_for_console(status, message)
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response
+
+
+def _log_for_console(status: int, message: str) -> None:
+    """Queue a 5xx for the error log of ``/v1/errors`` (written by the process's flusher,
+    never by this request: the error is often Redis itself)."""
+    recorder = current_app.extensions.get("delineate_console")
+    if recorder is None:
+        return
+    rule = request.url_rule
+    record = errorlog.entry(
+        "api",
+        message,
+        status=status,
+        route=f"{request.method} {rule.rule if rule is not None else 'unmatched'}",
+        jobId=(request.view_args or {}).get("job_id"),
+        requestId=g.get("request_id") or None,
+        traceId=current_trace_id(),
+        sentryEventId=g.get("sentry_event_id"),
+    )
+    recorder.error(g.get("owner"), record)
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -9,9 +9,9 @@ import re
 from flask import Blueprint, Response, jsonify, request
 
 from delineate.auth import current_owner
-from delineate.errors import InvalidRequest
 from delineate.models import JobState
 from delineate.services import services
+from delineate.validation import bad_query, query_number
 
 bp = Blueprint("history", __name__, url_prefix="/v1/downloads")
 
@@ -22,16 +22,7 @@ MAX_STATUS_LENGTH = 100
 MAX_CURSOR_LENGTH = 200
 """Characters of a cursor; ours are under 100."""
 
-_LIMIT = re.compile(r"[0-9]{1,3}")
-"""ASCII digits only: ``str.isdigit`` also accepts ``²`` and other digits ``int`` refuses."""
 _SCORE = re.compile(r"[0-9]{1,20}")
-
-
-def _bad(parameter: str, message: str) -> InvalidRequest:
-    return InvalidRequest(
-        f"Invalid query parameter {parameter}: {message}",
-        details=[{"path": f"query {parameter}", "message": message}],
-    )
 
 
 def _states() -> list[JobState]:
@@ -39,24 +30,18 @@ def _states() -> list[JobState]:
     if not raw:  # absent or empty: every state
         return list(JobState)
     if len(raw) > MAX_STATUS_LENGTH:
-        raise _bad("status", f"at most {MAX_STATUS_LENGTH} characters")
+        raise bad_query("status", f"at most {MAX_STATUS_LENGTH} characters")
     states: list[JobState] = []
     for name in raw.split(","):
         try:
             state = JobState(name)
         except ValueError:
             allowed = ", ".join(s.value for s in JobState)
-            raise _bad("status", f"{name[:32]!r} is not a state (one or more of {allowed}, comma-separated)") from None
+            message = f"{name[:32]!r} is not a state (one or more of {allowed}, comma-separated)"
+            raise bad_query("status", message) from None
         if state not in states:
             states.append(state)
     return states
-
-
-def _limit() -> int:
-    raw = request.args.get("limit", str(DEFAULT_LIMIT))
-    if not _LIMIT.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
-        raise _bad("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
-    return int(raw)
 
 
 def encode_cursor(score: int, job_id: str) -> str:
@@ -66,7 +51,7 @@ def encode_cursor(score: int, job_id: str) -> str:
 def decode_cursor(raw: str) -> tuple[int, str]:
     """:raise InvalidRequest: the cursor is not one this server made."""
     if len(raw) > MAX_CURSOR_LENGTH:
-        raise _bad("cursor", "not a cursor from a previous page (use nextCursor as given)")
+        raise bad_query("cursor", "not a cursor from a previous page (use nextCursor as given)")
     try:
         text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
         score, _, job_id = text.partition(":")
@@ -74,19 +59,19 @@ def decode_cursor(raw: str) -> tuple[int, str]:
             raise ValueError
         return int(score), job_id
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise _bad("cursor", "not a cursor from a previous page (use nextCursor as given)") from None
+        raise bad_query("cursor", "not a cursor from a previous page (use nextCursor as given)") from None
 
 
 @bp.get("")
 def list_jobs() -> Response:
     """The caller's jobs, newest first (all jobs in open mode)."""
     states = _states()
-    limit = _limit()
+    limit = query_number("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     raw_cursor = request.args.get("cursor")
     cursor = decode_cursor(raw_cursor) if raw_cursor else None
     unknown = set(request.args) - {"status", "limit", "cursor"}
     if unknown:
-        raise _bad(sorted(unknown)[0], "unknown parameter (status, limit and cursor are known)")
+        raise bad_query(sorted(unknown)[0], "unknown parameter (status, limit and cursor are known)")
     store = services().store
     jobs, next_position = store.history(current_owner(), states, limit, cursor)
     return jsonify(

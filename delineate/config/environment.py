@@ -19,11 +19,13 @@ from delineate.config.parse import (
     _callback_secret,
     _csv,
     _int,
+    _optional_url,
     _ratio,
     _sampler,
     _seconds,
     _sentinel_master,
     _sentinels,
+    _trace_url,
     _url,
 )
 from delineate.config.settings import Settings
@@ -73,6 +75,9 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "OTEL_EXPORTER_OTLP_ENDPOINT": ("otel_exporter_otlp_endpoint", lambda n, v: v.strip()),
     "OTEL_TRACES_SAMPLER": ("otel_traces_sampler", _sampler),
     "OTEL_TRACES_SAMPLER_ARG": ("otel_traces_sampler_arg", _ratio),
+    "DASHBOARD_SENTRY_DSN": ("dashboard_sentry_dsn", _optional_url),
+    "DASHBOARD_OTLP_ENDPOINT": ("dashboard_otlp_endpoint", _optional_url),
+    "DASHBOARD_TRACE_URL": ("dashboard_trace_url", _trace_url),
     "FLOWER_PORT": ("flower_port", lambda n, v: _int(n, v, 1, 65535)),
     "FLOWER_BASIC_AUTH": ("flower_basic_auth", _basic_auth),
     "CELERY_VISIBILITY_TIMEOUT_SECONDS": (

@@ -46,6 +46,19 @@ def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
     return value
 
 
+def _optional_url(name: str, raw: str) -> str:
+    """An http(s) URL, or empty (the feature it enables is off)."""
+    return _url(name, raw, ("http", "https")) if raw.strip() else ""
+
+
+def _trace_url(name: str, raw: str) -> str:
+    """A link template for a trace: an http(s) URL holding ``{traceId}``, or empty."""
+    value = _optional_url(name, raw)
+    if value and "{traceId}" not in value:
+        raise ConfigError(f"{name} must hold {{traceId}} where the trace id goes, got {raw!r}")
+    return value
+
+
 def _seconds(name: str, raw: str, minimum: float = 0.0) -> float:
     try:
         value = float(raw.strip())

@@ -19,6 +19,7 @@ SECRET_FIELDS = frozenset(
         "api_keys",
         "flower_basic_auth",
         "sentry_dsn",
+        "dashboard_sentry_dsn",  # public by design (it is sent to browsers), but often SENTRY_DSN itself
         "redis_sentinel_password",
     }
 )
@@ -92,6 +93,10 @@ class Settings:
     otel_exporter_otlp_endpoint: str = ""
     otel_traces_sampler: str = ""  # the SDK's names; empty: parentbased_always_on (every trace)
     otel_traces_sampler_arg: float = 1.0
+    # The operator console's browser SDKs (None: the server's own settings; "": off).
+    dashboard_sentry_dsn: str | None = None
+    dashboard_otlp_endpoint: str | None = None
+    dashboard_trace_url: str = ""  # e.g. http://localhost:16686/trace/{traceId}
     flower_port: int = 5555
     flower_basic_auth: str = ""
     # Crash safety (see ARCHITECTURE.md, "Crash safety").
@@ -131,6 +136,10 @@ class Settings:
             object.__setattr__(self, "celery_result_backend", self.redis_url)
         if not self.s3_public_endpoint:
             object.__setattr__(self, "s3_public_endpoint", self.s3_endpoint)
+        if self.dashboard_sentry_dsn is None:
+            object.__setattr__(self, "dashboard_sentry_dsn", self.sentry_dsn)
+        if self.dashboard_otlp_endpoint is None:
+            object.__setattr__(self, "dashboard_otlp_endpoint", self.otel_exporter_otlp_endpoint)
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

@@ -47,6 +47,7 @@ from delineate.metrics import (
     WORKERS_KEY,
     bucket_field,
 )
+from delineate.metrics.recorder import ConsoleRecorder
 from delineate.metrics.worker import count_terminal_jobs
 from delineate.models import TERMINAL_STATES
 from delineate.redis_clients import redis_client
@@ -175,9 +176,10 @@ class RequestObserver:
     request, ``g`` and the route again on every request, a path tuned to microseconds.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, recorder: ConsoleRecorder | None = None) -> None:
         self.metrics = REQUEST_METRICS
         self.access = AccessLog()
+        self.recorder = recorder
 
     def __call__(self, response: Response) -> Response:
         req, ctx = request._get_current_object(), g._get_current_object()  # type: ignore[attr-defined]
@@ -194,13 +196,19 @@ class RequestObserver:
     ) -> None:
         """Count, time and log one answered request (Flask's or the fast lane's)."""
         self.metrics.observe(method, route, status, seconds)
+        if self.recorder is not None:
+            self.recorder.request(status, seconds)
         self.access.write(method, route, path, status, seconds, request_id, job_id)
 
 
 def init_app(app: Flask) -> None:
     """Count and log every request, and every job that ends here; serve ``/metrics``
     (no API key: keep it on the internal network)."""
-    observer = app.extensions["delineate_observer"] = RequestObserver()
+    client = scrape_client(app.extensions["delineate"].settings)
+    recorder = app.extensions["delineate_console"] = ConsoleRecorder(
+        client, lambda: (queue_depth(client), jobs_in_progress(client))
+    )
+    observer = app.extensions["delineate_observer"] = RequestObserver(recorder)
     app.after_request(observer)
     count_terminal_jobs(app.extensions["delineate"].store)
     app.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])

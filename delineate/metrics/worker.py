@@ -30,7 +30,10 @@ from delineate.metrics import (
     WEBHOOKS_KEY,
     WORKERS_KEY,
     bucket_field,
+    timeline,
 )
+from delineate.store import errorlog
+from delineate.telemetry import current_trace_id
 
 logger = logging.getLogger(__name__)
 
@@ -55,13 +58,18 @@ def _seconds_between(start: str, end: str) -> float | None:
 
 
 def terminal_job_commands(job: Any) -> list[tuple[Any, ...]]:
-    """The Redis commands that count a job that reached a terminal state.
+    """The Redis commands that count a job that reached a terminal state (the job metrics,
+    the console's timeline, and the error log for a failed job).
 
     ``job`` is a :class:`delineate.models.Job`. Sent by the job store's terminal hook,
     which runs exactly once per job (the update script refuses a second terminal write),
     so a redelivered task or a cancel racing a worker never counts twice.
     """
-    commands: list[tuple[Any, ...]] = [("HINCRBY", JOBS_KEY, str(job.status.value), 1)]
+    state = str(job.status.value)
+    commands: list[tuple[Any, ...]] = [("HINCRBY", JOBS_KEY, state, 1), *timeline.terminal_commands(state)]
+    if state == "failed":
+        record = errorlog.entry("worker", job.error or "The job failed.", jobId=job.job_id, traceId=current_trace_id())
+        commands += errorlog.add_commands(job.owner, record)
     duration = _seconds_between(job.created_at, job.completed_at or job.updated_at)
     if duration is not None:
         commands += _histogram_commands(JOB_DURATION_KEY, JOB_DURATION_BUCKETS, duration)

@@ -24,6 +24,10 @@ Keys (all prefixed :data:`PREFIX`, ``delineate:``):
   the time (epoch seconds) its hash expires; moved and re-scored by the create, update and
   callback scripts, so the summary is one ZCOUNT per state of the entries not yet expired
   (O(log n), never a scan); expired entries are trimmed with the history.
+- ``errors:{owner}`` list, the newest errors the owner's requests and jobs met (5xx answers,
+  failed jobs, failed webhook deliveries), JSON each, newest first, at most
+  ERROR_LOG_LENGTH (``delineate/store/errorlog.py``); ``owner`` is ``-`` in open mode and for
+  requests without a key
 - ``metrics:*``     the shared metric counters (:data:`METRICS_PREFIX`, `delineate/metrics/`)
 
 The Lua scripts (``store/lua/*.lua``) build some of these keys themselves from the
@@ -65,6 +69,10 @@ def history_key(owner: str, state: str) -> str:
 
 def count_key(owner: str, state: str) -> str:
     return f"{PREFIX}count:{owner or '-'}:{state}"
+
+
+def errors_key(owner: str) -> str:
+    return f"{PREFIX}errors:{owner or '-'}"
 
 
 LIVE_KEY = f"{PREFIX}sweep:live"
