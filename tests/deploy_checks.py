@@ -267,6 +267,36 @@ def _target_problems(label: str, url: str, services: Mapping[str, Doc], default_
     return []
 
 
+def _console_problems(name: str, s: Settings, services: Mapping[str, Doc]) -> list[str]:
+    """The console's browser reaches the collector and the trace viewer from the host, and
+    the collector lets the console's origin (nginx's published port) post to it."""
+    problems: list[str] = []
+    if not s.dashboard_otlp_endpoint or s.dashboard_otlp_endpoint == s.otel_exporter_otlp_endpoint:
+        return problems
+    browser, collector = urlsplit(s.dashboard_otlp_endpoint), urlsplit(s.otel_exporter_otlp_endpoint)
+    target = services.get(collector.hostname or "", {})
+    if browser.hostname not in {"localhost", "127.0.0.1"}:
+        problems.append(f"compose: {name} DASHBOARD_OTLP_ENDPOINT = {s.dashboard_otlp_endpoint}: not on the host")
+    elif published_ports(target).get(browser.port or 80) != collector.port:
+        problems.append(
+            f"compose: {name} DASHBOARD_OTLP_ENDPOINT = {s.dashboard_otlp_endpoint} is not published to "
+            f"{collector.hostname}:{collector.port}"
+        )
+    origins = [
+        f"http://localhost:{host}"
+        for host, container in published_ports(services.get("nginx", {})).items()
+        if container == 80
+    ]
+    allowed = " ".join(_words(target.get("command")))
+    if not any(f"cors.allowed-origins={origin}" in allowed for origin in origins):
+        problems.append(f"compose: {collector.hostname} does not allow the console's origin ({origins}) by CORS")
+    if s.dashboard_trace_url:
+        viewer = urlsplit(s.dashboard_trace_url)
+        if viewer.hostname not in {"localhost", "127.0.0.1"} or viewer.port not in published_ports(target):
+            problems.append(f"compose: {name} DASHBOARD_TRACE_URL = {s.dashboard_trace_url}: not a published port")
+    return problems
+
+
 def _url_problems(services: Mapping[str, Doc], app_env: Mapping[str, Mapping[str, str]], root: Path) -> list[str]:
     problems: list[str] = []
     for name, env in app_env.items():
@@ -276,6 +306,7 @@ def _url_problems(services: Mapping[str, Doc], app_env: Mapping[str, Mapping[str
         problems += _target_problems(f"{name} S3_ENDPOINT", s.s3_endpoint, services, 80)
         if s.otel_exporter_otlp_endpoint:
             problems += _target_problems(f"{name} OTEL_EXPORTER_OTLP_ENDPOINT", s.otel_exporter_otlp_endpoint, services)
+        problems += _console_problems(name, s, services)
         # The public endpoint is what a browser on the host opens: a published port of the
         # same service and container port the app itself talks to.
         public, internal = urlsplit(s.s3_public_endpoint), urlsplit(s.s3_endpoint)

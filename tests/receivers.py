@@ -2,7 +2,10 @@
 receiver.
 
 All are plain HTTP servers on free ports; the first two decode what the real SDKs send:
-OTLP protobuf (``ExportTraceServiceRequest``) and Sentry envelopes (gzip or brotli).
+OTLP protobuf (``ExportTraceServiceRequest``, the Python SDK) or OTLP/JSON (the browser's
+exporter), and Sentry envelopes (gzip, brotli or plain). Both answer CORS preflights and
+allow any origin, as a collector configured for the console must (Jaeger's
+``--collector.otlp.http.cors.allowed-origins``).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class _Receiver:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self.preflights: list[tuple[str, dict[str, str]]] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -49,10 +53,24 @@ class _Receiver:
                     receiver.requests.append((self.path, dict(self.headers), body))
                 reply, content_type = receiver.reply(self.path)
                 self.send_response(200)
+                self.send_header("Access-Control-Allow-Origin", "*")
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
                 self.wfile.write(reply)
+
+            def do_OPTIONS(self) -> None:  # a browser's CORS preflight
+                with receiver.lock:
+                    receiver.preflights.append((self.path, dict(self.headers)))
+                self.send_response(204)
+                self.send_header("Access-Control-Allow-Origin", "*")
+                self.send_header("Access-Control-Allow-Methods", "POST, OPTIONS")
+                self.send_header(
+                    "Access-Control-Allow-Headers", self.headers.get("Access-Control-Request-Headers", "*")
+                )
+                self.send_header("Access-Control-Max-Age", "600")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -117,8 +135,12 @@ class OtlpReceiver(_Receiver):
         for path, headers, body in requests:
             if path != "/v1/traces":
                 continue
+            raw = _decompress(body, headers.get("Content-Encoding", ""))
+            if headers.get("Content-Type", "").startswith("application/json"):
+                spans.extend(_json_spans(json.loads(raw)))
+                continue
             message = ExportTraceServiceRequest()
-            message.ParseFromString(_decompress(body, headers.get("Content-Encoding", "")))
+            message.ParseFromString(raw)
             for resource_spans in message.resource_spans:
                 resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
                 for scope_spans in resource_spans.scope_spans:
@@ -135,6 +157,34 @@ class OtlpReceiver(_Receiver):
                             )
                         )
         return spans
+
+
+def _json_value(value: dict[str, Any]) -> Any:
+    for kind in ("stringValue", "boolValue", "intValue", "doubleValue"):
+        if kind in value:
+            return int(value[kind]) if kind == "intValue" else value[kind]
+    return None
+
+
+def _json_spans(message: dict[str, Any]) -> list[Span]:
+    """Spans of an OTLP/JSON export (ids are hex strings there, kinds numbers)."""
+    spans = []
+    for resource_spans in message.get("resourceSpans", []):
+        resource = {a["key"]: _json_value(a["value"]) for a in resource_spans.get("resource", {}).get("attributes", [])}
+        for scope_spans in resource_spans.get("scopeSpans", []):
+            for span in scope_spans.get("spans", []):
+                spans.append(
+                    Span(
+                        service=str(resource.get("service.name")),
+                        name=span["name"],
+                        kind=int(span.get("kind", 0)),
+                        trace_id=span["traceId"].lower(),
+                        span_id=span["spanId"].lower(),
+                        parent_span_id=(span.get("parentSpanId") or "").lower(),
+                        attributes={a["key"]: _json_value(a["value"]) for a in span.get("attributes", [])},
+                    )
+                )
+    return spans
 
 
 class SentryReceiver(_Receiver):
@@ -154,6 +204,10 @@ class SentryReceiver(_Receiver):
         ]
 
     def events(self) -> list[dict[str, Any]]:
+        return self.items("event")
+
+    def items(self, kind: str) -> list[dict[str, Any]]:
+        """The payloads of every envelope item of type ``kind`` (``event``, ``transaction``, ``feedback``)."""
         events = []
         for text in self.raw_texts():
             lines = text.split("\n")
@@ -165,7 +219,7 @@ class SentryReceiver(_Receiver):
                 except ValueError:
                     i += 1
                     continue
-                if header.get("type") == "event":
+                if header.get("type") == kind:
                     events.append(json.loads(lines[i + 1]))
                 i += 2
         return events

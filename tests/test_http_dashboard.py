@@ -1,63 +1,42 @@
-"""The dashboard in a real headless Chromium (Debian's ``chromium``, driven by Playwright).
+"""The dashboard in a real headless Chromium (Debian's ``chromium``, driven by Playwright),
+on the shared stack, which configures no Sentry and no collector (the console with them:
+``test_http_console.py``).
 
 Never ``playwright install``: the browser comes from apt (``.ci/run`` installs it).
-The page is served with a strict Content-Security-Policy to prove it needs no inline
-script or style. The screenshot lands in ``test-results/dashboard.png``.
+The page is served with its own strict Content-Security-Policy, which proves it needs no
+inline script or style. The screenshot lands in ``test-results/dashboard.png``.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.stack import ROOT
+from tests.browser import ARTIFACTS, chromium, needs_chromium
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = ROOT / "test-results"
-CSP = "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:"
-
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium)"
-)
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 def test_dashboard_starts_a_job_and_shows_it_finish(browser: Any, api_server: str) -> None:
     page = browser.new_page(viewport={"width": 1100, "height": 720})
     problems: list[str] = []
+    requests: list[Any] = []
     page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
     page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.on("request", lambda request: requests.append(request))
 
-    def with_csp(route: Any) -> None:
-        response = route.fetch()
-        route.fulfill(response=response, headers={**response.headers, "content-security-policy": CSP})
-
-    page.route(f"{api_server}/dashboard", with_csp)
-    page.goto(f"{api_server}/dashboard")
+    answer = page.goto(f"{api_server}/dashboard")
+    policy = answer.headers["content-security-policy"]
+    assert "script-src 'self';" in policy and "connect-src 'self';" in policy  # no telemetry origin
     page.wait_for_selector("#health-redis.ok", timeout=10_000)
     assert page.text_content("#health-storage") == "ok"
 
@@ -83,6 +62,14 @@ def test_dashboard_starts_a_job_and_shows_it_finish(browser: Any, api_server: st
     again = page.locator(f'.job[data-job-id="{job_id}"]')
     again.locator("a.download").wait_for(state="visible", timeout=10_000)
     assert not [p for p in problems if "Content Security Policy" in p or "Refused" in p], problems
+    # Without DASHBOARD_SENTRY_DSN / DASHBOARD_OTLP_ENDPOINT nothing is loaded for them and no
+    # call carries a traceparent.
+    assert not [r.url for r in requests if "sentry.min.js" in r.url or "otel.min.js" in r.url]
+    assert not [r.url for r in requests if "traceparent" in r.headers]
+    assert page.text_content("#telemetry-sentry") == "off" and page.text_content("#telemetry-traces") == "off"
+    # No 404 (a favicon's is an error in every console), and every request stayed on the origin.
+    assert not [p for p in problems if "404" in p], problems
+    assert {r.url.split("/")[2] for r in requests} == {api_server.split("/")[2]}
     page.close()
 
 
@@ -103,6 +90,30 @@ def test_dashboard_lists_the_servers_history(browser: Any, api_server: str) -> N
     page.reload()
     page.locator(f'.job[data-job-id="{job_id}"]').wait_for(state="attached", timeout=15_000)
     page.close()
+
+
+def test_a_forgotten_card_from_the_history_stays_forgotten(browser: Any, api_server: str) -> None:
+    job_id = httpx.post(f"{api_server}/v1/download/initiate", json={"file_ids": [70042]}, timeout=10).json()["jobId"]
+    page = browser.new_page()
+    page.goto(f"{api_server}/dashboard")
+    page.evaluate("localStorage.clear()")
+    page.reload()
+    card = page.locator(f'.job[data-job-id="{job_id}"]')
+    card.locator("button.forget").wait_for(state="visible", timeout=30_000)
+    card.locator("button.forget").click()
+    card.wait_for(state="detached", timeout=5_000)
+    page.reload()
+    page.wait_for_selector("#health-redis.ok", timeout=10_000)
+    page.wait_for_timeout(1_500)  # the history has been loaded
+    assert page.locator(f'.job[data-job-id="{job_id}"]').count() == 0
+    page.close()
+
+
+def test_the_favicon_is_served(api_server: str) -> None:
+    answer = httpx.get(f"{api_server}/favicon.ico", timeout=10)
+    assert answer.status_code == 200 and answer.headers["content-type"] == "image/x-icon"
+    assert answer.content[:4] == b"\x00\x00\x01\x00"  # an ICO
+    assert "RateLimit-Limit" not in answer.headers  # not counted
 
 
 def test_dashboard_cancels_a_job(browser: Any, api_server: str) -> None:
@@ -126,5 +137,5 @@ def test_dashboard_page_has_no_inline_script_or_style(api_server: str) -> None:
     html = httpx.get(f"{api_server}/dashboard", timeout=10).text
     assert "<script>" not in html and "<style" not in html and " style=" not in html
     assert 'src="/dashboard/static/dashboard.js"' in html
-    for asset in ("dashboard.js", "dashboard.css"):
+    for asset in ("dashboard.js", "dashboard.css", "vendor/uPlot.iife.min.js", "vendor/sentry.min.js"):
         assert httpx.get(f"{api_server}/dashboard/static/{asset}", timeout=10).status_code == 200

@@ -12,9 +12,7 @@ hides some outside calls (its online validator badge) on local addresses only.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,37 +20,18 @@ import httpx
 import pytest
 
 from delineate.security import HTML_CSP
-from tests.stack import ROOT
+from tests.browser import ARTIFACTS, chromium, needs_chromium
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = ROOT / "test-results"
 HOST = "delineate-docs.test"
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium)"
-)
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                f"--host-resolver-rules=MAP {HOST} 127.0.0.1",
-            ],
-        )
+    with chromium(f"--host-resolver-rules=MAP {HOST} 127.0.0.1") as browser:
         yield browser
-        browser.close()
 
 
 def spec_operations(spec: dict[str, Any]) -> set[tuple[str, str]]:

@@ -261,6 +261,18 @@ COMPOSE_BREAKS: dict[str, tuple[Mutation, str]] = {
         lambda c: _env("api")(c).update(OTEL_EXPORTER_OTLP_ENDPOINT="http://jaeger:9411"),
         "jaeger does not listen on 9411",
     ),
+    "console's collector unpublished": (
+        lambda c: _svc("jaeger")(c).update(ports=["127.0.0.1:16686:16686"]),
+        "is not published to jaeger:4318",
+    ),
+    "console's origin refused": (
+        lambda c: _svc("jaeger")(c).update(command=["--collector.otlp.http.cors.allowed-origins=http://x.example"]),
+        "does not allow the console's origin",
+    ),
+    "console's trace links": (
+        lambda c: _env("api")(c).update(DASHBOARD_TRACE_URL="http://jaeger:16686/trace/{traceId}"),
+        "DASHBOARD_TRACE_URL",
+    ),
 }
 
 
