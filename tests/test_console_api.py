@@ -190,3 +190,21 @@ def test_the_steps_expire_after_an_hour(make_settings: Callable[..., Settings]) 
     key = timeline.step_key(timeline.current_step())
     ttl = recorder.client.ttl(key)
     assert 3600 < ttl <= timeline.KEEP_SECONDS
+
+
+def test_settled_steps_are_read_once_a_minute_and_the_newest_every_time(
+    make_settings: Callable[..., Settings],
+) -> None:
+    app = create_app(make_settings())
+    client = flushed(app).client
+    cache = timeline.StepCache()
+    now = time.time()
+    old, new = timeline.current_step(now) - 30, timeline.current_step(now)
+    for step in (old, new):
+        client.hset(timeline.step_key(step), "n", 1)
+    n = timeline.FIELDS.index("n")
+    assert [v[n] for v in cache.read(client, [old, new], now)] == [1, 1]
+    for step in (old, new):
+        client.hincrby(timeline.step_key(step), "n", 1)
+    assert [v[n] for v in cache.read(client, [old, new], now + 1)] == [1, 2]  # the settled one kept
+    assert [v[n] for v in cache.read(client, [old, new], now + 1 + timeline.CACHE_SECONDS)] == [2, 2]

@@ -89,7 +89,7 @@ def test_build_sums_counts_and_keeps_the_latest_sample() -> None:
     stored: list[dict[str, str]] = [{} for _ in steps]
     stored[0] = {"n": "3", "e4": "1", "h10": "3", "completed": "2", "queue": "7", "running": "1"}
     stored[1] = {"n": "1", "e5": "1", "h20": "1", "failed": "1", "queue": "4", "running": "2"}
-    answer = timeline.build(60, steps, stored)
+    answer = timeline.build(60, steps, [timeline.parse(values) for values in stored])
     assert answer["stepSeconds"] == 30
     first = answer["buckets"][0]
     assert (first["requests"], first["errors4xx"], first["errors5xx"]) == (4, 1, 1)
@@ -98,6 +98,14 @@ def test_build_sums_counts_and_keeps_the_latest_sample() -> None:
     assert first["p50Ms"] is not None and first["t"].endswith("Z")
     empty = answer["buckets"][5]
     assert empty["p99Ms"] is None and empty["queueDepth"] is None and empty["requests"] == 0
+
+
+def test_parsing_ignores_unknown_fields_and_reads_bytes() -> None:
+    values = timeline.parse({b"n": b"4", "h3": "2", "junk": "9", "queue": "0"})
+    assert values[timeline.FIELDS.index("n")] == 4 and values[timeline.FIELDS.index("h3")] == 2
+    assert values[timeline.FIELDS.index("queue")] == 0  # a sample of zero is not "no sample"
+    assert values[timeline.FIELDS.index("running")] == timeline.NO_SAMPLE
+    assert len(values) == len(timeline.FIELDS) and sum(v for v in values if v > 0) == 6
 
 
 def test_a_terminal_job_counts_in_its_step() -> None:

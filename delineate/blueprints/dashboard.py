@@ -20,7 +20,7 @@ from functools import cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, jsonify, send_from_directory
+from flask import Blueprint, Response, current_app, jsonify, send_from_directory
 
 from delineate.auth import current_owner
 from delineate.config import Settings
@@ -117,14 +117,13 @@ def live_numbers() -> Response:
 
 @bp.get("/v1/stats/timeline")
 def timeline_view() -> Response:
-    """The last ``minutes`` (1-60, default 15) in buckets, oldest first: one pipelined read."""
+    """The last ``minutes`` (1-60, default 15) in buckets, oldest first: at most one pipelined
+    read (of the steps this process has not kept)."""
     minutes = query_number("minutes", timeline.DEFAULT_MINUTES, 1, timeline.MAX_MINUTES)
     refuse_unknown_query("minutes")
     steps = timeline.window_steps(minutes)
-    pipe = scrape_client(services().settings).pipeline(transaction=False)
-    for step in steps:
-        pipe.hgetall(timeline.step_key(step))
-    return jsonify(timeline.build(minutes, steps, pipe.execute()))
+    cache: timeline.StepCache = current_app.extensions["delineate_timeline"]
+    return jsonify(timeline.build(minutes, steps, cache.read(scrape_client(services().settings), steps)))
 
 
 @bp.get("/v1/errors")

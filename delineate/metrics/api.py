@@ -48,6 +48,7 @@ from delineate.metrics import (
     bucket_field,
 )
 from delineate.metrics.recorder import ConsoleRecorder
+from delineate.metrics.timeline import StepCache
 from delineate.metrics.worker import count_terminal_jobs
 from delineate.models import TERMINAL_STATES
 from delineate.redis_clients import redis_client
@@ -209,6 +210,7 @@ def init_app(app: Flask) -> None:
         client, lambda: (queue_depth(client), jobs_in_progress(client))
     )
     observer = app.extensions["delineate_observer"] = RequestObserver(recorder)
+    app.extensions["delineate_timeline"] = StepCache()  # the settled steps /v1/stats/timeline read
     app.after_request(observer)
     count_terminal_jobs(app.extensions["delineate"].store)
     app.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])

@@ -14,7 +14,8 @@ that expires an hour after it ends:
 - ``queue``, ``running``: queue depth and jobs in progress, sampled once a step by the API
   processes' flushers (the last sample of a step wins).
 
-A read is one pipeline of at most ``60 * 60 / STEP`` ``HGETALL``\\s, whatever the traffic.
+A read is at most one pipeline of ``60 * 60 / STEP`` ``HGETALL``\\s, whatever the traffic; in
+steady running far fewer: each process keeps the steps that are settled (:class:`StepCache`).
 Imports neither Flask nor prometheus-client.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -161,62 +163,110 @@ def percentile(histogram: Sequence[int], total: int, q: float) -> float | None:
     return round(LATENCY_BOUNDS[-1] * 1000, 2)
 
 
+FIELDS: tuple[str, ...] = (
+    "n", "e4", "e5", *JOB_FIELDS, "queue", "running", *(f"h{i}" for i in range(len(LATENCY_BOUNDS) + 1)),
+)  # fmt: skip
+"""A stored step's fields, in the order :func:`parse` lays them out."""
+_INDEX = {name: index for index, name in enumerate(FIELDS)}
+_QUEUE, _RUNNING, _HISTOGRAM = _INDEX["queue"], _INDEX["running"], _INDEX["h0"]
+_JOBS = tuple((_INDEX[state], name) for state, name in JOB_FIELDS.items())
+NO_SAMPLE = -1
+
+
+def parse(stored: Mapping[Any, Any]) -> list[int]:
+    """A stored step's hash as one list of :data:`FIELDS` (``queue`` and ``running``:
+    :data:`NO_SAMPLE` when the step has none). Unknown fields are ignored."""
+    values = [0] * len(FIELDS)
+    values[_QUEUE] = values[_RUNNING] = NO_SAMPLE
+    index = _INDEX
+    for name, value in stored.items():
+        at = index.get(name if isinstance(name, str) else name.decode())
+        if at is not None:
+            values[at] = int(value)
+    return values
+
+
+SETTLED_SECONDS = 2 * STEP_SECONDS
+"""A step this long past its end takes no more writes in normal running (a flusher writes
+within a second), so its parsed values may be kept and not read again, in seconds."""
+
+CACHE_SECONDS = 60.0
+"""How long a settled step is kept before it is read again, in seconds: what a flusher
+writes late (after a Redis outage) shows within this."""
+
+
+class StepCache:
+    """This process's parsed steps: a timeline read asks Redis only for the steps it has not
+    got (the newest, and those kept past CACHE_SECONDS), at most the whole window."""
+
+    def __init__(self) -> None:
+        self._steps: dict[int, tuple[float, list[int]]] = {}
+        self._lock = threading.Lock()
+
+    def read(self, client: Any, steps: Sequence[int], now: float | None = None) -> list[list[int]]:
+        """The parsed values of ``steps`` (oldest first), from the cache or one pipeline."""
+        now = time.time() if now is None else now
+        with self._lock:
+            known = {step: self._steps.get(step) for step in steps}
+        missing = [step for step, entry in known.items() if entry is None or now - entry[0] > CACHE_SECONDS]
+        fetched: dict[int, list[int]] = {}
+        if missing:
+            pipe = client.pipeline(transaction=False)
+            for step in missing:
+                pipe.hgetall(step_key(step))
+            fetched = {step: parse(stored) for step, stored in zip(missing, pipe.execute(), strict=True)}
+        settled = current_step(now) - SETTLED_SECONDS // STEP_SECONDS
+        with self._lock:
+            for step, values in fetched.items():
+                if step < settled:
+                    self._steps[step] = (now, values)
+            oldest = current_step(now) - KEEP_SECONDS // STEP_SECONDS
+            for step in [step for step in self._steps if step < oldest]:
+                del self._steps[step]
+        return [fetched[step] if step in fetched else known[step][1] for step in steps]  # type: ignore[index]
+
+
 @dataclass
 class _Bucket:
     t: int
-    requests: int = 0
-    errors4xx: int = 0
-    errors5xx: int = 0
-    jobs: dict[str, int] | None = None
-    queue: int | None = None
-    running: int | None = None
-    histogram: list[int] | None = None
+    values: list[int]
 
-    def add(self, stored: Mapping[str, str]) -> None:
-        if not stored:
-            return
-        self.requests += int(stored.get("n", 0))
-        self.errors4xx += int(stored.get("e4", 0))
-        self.errors5xx += int(stored.get("e5", 0))
-        jobs = self.jobs if self.jobs is not None else dict.fromkeys(JOB_FIELDS, 0)
-        for state in JOB_FIELDS:
-            jobs[state] += int(stored.get(state, 0))
-        self.jobs = jobs
-        histogram = self.histogram if self.histogram is not None else [0] * (len(LATENCY_BOUNDS) + 1)
-        for name, value in stored.items():
-            if name.startswith("h") and name[1:].isdigit() and int(name[1:]) < len(histogram):
-                histogram[int(name[1:])] += int(value)
-        self.histogram = histogram
-        if "queue" in stored:  # the latest sample of the bucket
-            self.queue = int(stored["queue"])
-        if "running" in stored:
-            self.running = int(stored["running"])
+    def add(self, values: list[int]) -> None:
+        mine = self.values
+        for index in range(_QUEUE):
+            mine[index] += values[index]
+        for index in range(_HISTOGRAM, len(FIELDS)):
+            mine[index] += values[index]
+        if values[_QUEUE] != NO_SAMPLE:  # the bucket's latest sample
+            mine[_QUEUE], mine[_RUNNING] = values[_QUEUE], values[_RUNNING]
 
     def to_json(self) -> dict[str, Any]:
-        histogram = self.histogram or []
-        jobs = self.jobs or dict.fromkeys(JOB_FIELDS, 0)
+        values = self.values
+        requests, histogram = values[0], values[_HISTOGRAM:]
         answer: dict[str, Any] = {
             "t": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.t)),
-            "requests": self.requests,
-            "errors4xx": self.errors4xx,
-            "errors5xx": self.errors5xx,
-            "p50Ms": percentile(histogram, self.requests, 0.50),
-            "p95Ms": percentile(histogram, self.requests, 0.95),
-            "p99Ms": percentile(histogram, self.requests, 0.99),
+            "requests": requests,
+            "errors4xx": values[1],
+            "errors5xx": values[2],
+            "p50Ms": percentile(histogram, requests, 0.50),
+            "p95Ms": percentile(histogram, requests, 0.95),
+            "p99Ms": percentile(histogram, requests, 0.99),
         }
-        answer.update({name: jobs[state] for state, name in JOB_FIELDS.items()})
-        answer["queueDepth"] = self.queue
-        answer["inProgress"] = self.running
+        answer.update({name: values[index] for index, name in _JOBS})
+        answer["queueDepth"] = None if values[_QUEUE] == NO_SAMPLE else values[_QUEUE]
+        answer["inProgress"] = None if values[_RUNNING] == NO_SAMPLE else values[_RUNNING]
         return answer
 
 
-def build(minutes: int, steps: Sequence[int], stored: Iterable[Mapping[str, str]]) -> dict[str, Any]:
-    """The answer of ``/v1/stats/timeline`` from the stored hashes of ``steps`` (oldest first)."""
+def build(minutes: int, steps: Sequence[int], parsed: Iterable[list[int]]) -> dict[str, Any]:
+    """The answer of ``/v1/stats/timeline`` from the parsed steps (:func:`parse`, oldest first)."""
     width = step_for(minutes)
     per_bucket = width // STEP_SECONDS
     buckets: list[_Bucket] = []
-    for index, (step, values) in enumerate(zip(steps, stored, strict=True)):
+    for index, (step, values) in enumerate(zip(steps, parsed, strict=True)):
         if index % per_bucket == 0:
-            buckets.append(_Bucket(t=step * STEP_SECONDS))
+            empty = [0] * len(FIELDS)
+            empty[_QUEUE] = empty[_RUNNING] = NO_SAMPLE
+            buckets.append(_Bucket(step * STEP_SECONDS, empty))
         buckets[-1].add(values)
     return {"stepSeconds": width, "buckets": [bucket.to_json() for bucket in buckets]}
