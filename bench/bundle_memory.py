@@ -25,7 +25,7 @@ from delineate import create_app
 from delineate.config import load_settings
 from delineate.dev.seed import seed
 from delineate.storage import Storage, source_key
-from tests.stack import start_redis, start_seaweed, start_worker, wait_for
+from tests.support.stack import start_redis, start_seaweed, start_worker, wait_for
 
 MIB = 1024 * 1024
 FIRST_ID = 200_000

@@ -24,9 +24,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.stack import Hello, median, start_stack, wrk
-from delineate.metrics import timeline
-from delineate.metrics.timeline import LATENCY_BOUNDS
 from delineate.store import errorlog
+from delineate.telemetry import timeline
+from delineate.telemetry.timeline import LATENCY_BOUNDS
 
 
 def fill(client: Any) -> None:

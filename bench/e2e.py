@@ -42,9 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.stack import start_stack
 from delineate.dev.seed import SAMPLE_IDS
-from delineate.metrics import JOBS_KEY
 from delineate.models import TERMINAL_STATES
 from delineate.store.keys import job_key
+from delineate.telemetry.metrics import JOBS_KEY
 
 CLIENTS = 16
 """Client threads submitting jobs."""

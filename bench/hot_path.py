@@ -1,6 +1,7 @@
 """The hot path: status and initiate under wrk, beside a bare hello measured in the same run.
 
 Production defaults: delays on (10-120 s), the rate limiter on with its limit out of reach,
+the fast paths on (``--no-fast-paths``: FAST_PATHS=false, the libraries alone),
 request ids, security headers, CORS, Prometheus metrics and the JSON access log on, a
 Celery worker running (asleep in the simulated origin, as in production). With
 ``--telemetry`` the API and the worker also export traces to a local OTLP sink and errors
@@ -13,7 +14,7 @@ down during a run (this one is shared) moves both sides of the ratio alike. Figu
 per run; ``--json`` writes them for ``run_all.py``.
 
     .venv/bin/python bench/hot_path.py [--runs 5] [--seconds 10] [--connections 50]
-        [--api-workers 2] [--telemetry] [--no-worker] [--json bench/results/hot_path.json]
+        [--api-workers 2] [--telemetry] [--no-worker] [--no-fast-paths] [--json bench/results/hot_path.json]
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.stack import WRK_POST, Hello, median, start_stack, wrk
-from tests.stack import completed_job as stack_completed_job
+from tests.support.stack import completed_job as stack_completed_job
 
 SAMPLER_ENV = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
 
@@ -45,13 +46,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="delineate-bench-"))
     env: dict[str, str] = {}
     receivers: list[Any] = []
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = {"fast_paths": not args.no_fast_paths}
     if args.telemetry:
-        from tests.receivers import OtlpReceiver, SentryReceiver
+        from tests.support.receivers import OtlpReceiver, SentryReceiver
 
         otlp, sentry = OtlpReceiver().start(), SentryReceiver().start()
         receivers = [otlp, sentry]
-        overrides = {"otel_exporter_otlp_endpoint": otlp.endpoint, "sentry_dsn": sentry.dsn}
+        overrides.update(otel_exporter_otlp_endpoint=otlp.endpoint, sentry_dsn=sentry.dsn)
         # The SDK's own variables; at 1 they are left unset: the SDK then keeps every trace.
         env = {**SAMPLER_ENV, "OTEL_TRACES_SAMPLER_ARG": str(args.sampling)} if args.sampling < 1 else {}
     stack = start_stack(
@@ -100,6 +101,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "connections": args.connections,
         "seconds": args.seconds,
         "worker": not args.no_worker,
+        "fast_paths": not args.no_fast_paths,
         "runs": runs,
     }
 
@@ -132,6 +134,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--telemetry", action="store_true", help="OTLP + Sentry to local sinks, 10 %% sampling")
     parser.add_argument("--sampling", type=float, default=0.1, help="with --telemetry: the trace ratio (1: all)")
     parser.add_argument("--no-worker", action="store_true", help="no Celery worker (jobs only queue)")
+    parser.add_argument("--no-fast-paths", action="store_true", help="FAST_PATHS=false: the libraries alone")
     parser.add_argument("--json", type=Path, help="write the figures here")
     return parser
 

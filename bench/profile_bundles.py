@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import e2e
 from bench.stack import RESULTS, start_stack
-from tests.stack import BIN
+from tests.support.stack import BIN
 
 BUCKETS: list[tuple[str, tuple[str, ...]]] = [
     ("Celery outside the task: consumer loop, events, acks", ("__OUTSIDE__",)),

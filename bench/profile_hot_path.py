@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.hot_path import SAMPLER_ENV, completed_job
 from bench.stack import RESULTS, WRK_POST, start_stack
-from tests.stack import BIN
+from tests.support.stack import BIN
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("gunicorn + gevent (outside the app)", ("__OUTSIDE__",)),
@@ -84,7 +84,7 @@ def profile(route: str, seconds: int, telemetry: bool) -> tuple[str, Path]:
     overrides: dict[str, str] = {}
     receivers = []
     if telemetry:
-        from tests.receivers import OtlpReceiver, SentryReceiver
+        from tests.support.receivers import OtlpReceiver, SentryReceiver
 
         otlp, sentry = OtlpReceiver().start(), SentryReceiver().start()
         receivers = [otlp, sentry]

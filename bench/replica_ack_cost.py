@@ -1,6 +1,6 @@
 """What the 202 rule (WAIT for a replica) costs POST /v1/download/initiate.
 
-Starts a primary, a replica and three sentinels (``tests/sentinel_stack.py``) and two
+Starts a primary, a replica and three sentinels (``tests/support/sentinel_stack.py``) and two
 gunicorn APIs on that same primary: one through Sentinel (its initiate runs the create
 script and ``WAIT 1 <REDIS_REPLICA_ACK_TIMEOUT_MS>`` on its own lane), one straight to the
 primary's address without Sentinel (no WAIT: the create on the shared lane, as before).
@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.initiate_latency import one_run
 from bench.stack import OUT_OF_REACH, RESULTS, WRK_POST, wrk
 from delineate.config import load_settings
-from tests.sentinel_stack import start_sentinel_group
-from tests.stack import start_api
+from tests.support.sentinel_stack import start_sentinel_group
+from tests.support.stack import start_api
 
 
 def measure(base: str, requests: int, seconds: int) -> dict[str, float]:

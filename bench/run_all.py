@@ -70,20 +70,24 @@ def _hot_args(args: argparse.Namespace, *extra: str) -> argparse.Namespace:
     return hot_path.parser().parse_args(["--runs", str(args.runs), "--seconds", str(args.seconds), *extra])
 
 
-def scenario_hot(args: argparse.Namespace, figures: dict[str, Figure], telemetry: bool = False) -> None:
-    """Status and initiate beside the hello, production defaults (``--telemetry``: traced)."""
-    result = hot_path.measure(_hot_args(args, *(["--telemetry"] if telemetry else [])))
-    (RESULTS / f"hot_path{'_telemetry' if telemetry else ''}.json").write_text(json.dumps(result, indent=2))
+def scenario_hot(
+    args: argparse.Namespace, figures: dict[str, Figure], telemetry: bool = False, libraries: bool = False
+) -> None:
+    """Status and initiate beside the hello, production defaults (``telemetry``: traced;
+    ``libraries``: FAST_PATHS=false, the price of the reference path)."""
+    extra = [*(["--telemetry"] if telemetry else []), *(["--no-fast-paths"] if libraries else [])]
+    result = hot_path.measure(_hot_args(args, *extra))
+    prefix = "telemetry_" if telemetry else "libraries_" if libraries else ""
+    (RESULTS / f"hot_path{'_' + prefix.rstrip('_') if prefix else ''}.json").write_text(json.dumps(result, indent=2))
     runs = result["runs"]
     hello = [h["rps"] for run in runs for h in run["hellos"]]
-    prefix = "telemetry_" if telemetry else ""
     for route in ("status", "initiate"):
         rps = [run[route]["rps"] for run in runs]
         figures[f"{prefix}{route}_ratio"].values += [run[route]["ratio"] for run in runs]
         figures[f"{prefix}{route}_ratio"].note = f"{_spread(rps, ' req/s')} beside hello {_spread(hello, ' req/s')}"
         if not telemetry:
-            figures[f"{route}_p99"].values += [run[route]["p99_ms"] for run in runs]
-            figures[f"{route}_errors"].values += [run[route]["errors"] for run in runs]
+            figures[f"{prefix}{route}_p99"].values += [run[route]["p99_ms"] for run in runs]
+            figures[f"{prefix}{route}_errors"].values += [run[route]["errors"] for run in runs]
 
 
 def scenario_capacity(args: argparse.Namespace, figures: dict[str, Figure]) -> None:
@@ -247,6 +251,12 @@ def figures_of_record() -> dict[str, Figure]:
         "telemetry_initiate_ratio": Figure(
             "initiate, tracing + Sentry, 10 % sampled, x hello", "x", "≥ 0.35", met=lambda v: v >= 0.35
         ),
+        "libraries_status_ratio": Figure("status, FAST_PATHS=false, x hello", "x", ""),
+        "libraries_status_p99": Figure("status p99, FAST_PATHS=false", "ms", ""),
+        "libraries_status_errors": Figure("status errors, FAST_PATHS=false", "", "0", met=lambda v: v == 0),
+        "libraries_initiate_ratio": Figure("initiate, FAST_PATHS=false, x hello", "x", ""),
+        "libraries_initiate_p99": Figure("initiate p99, FAST_PATHS=false", "ms", ""),
+        "libraries_initiate_errors": Figure("initiate errors, FAST_PATHS=false", "", "0", met=lambda v: v == 0),
         "singles_jobs_per_s": Figure("single-file jobs, delays off", "jobs/s", "≥ 150", met=lambda v: v >= 150),
         "singles_lost": Figure("end-to-end jobs lost", "jobs", "0", met=lambda v: v == 0),
         "bundle_copy_ratio": Figure("3-file bundles, x raw S3 GET+PUT copy", "x", "≥ 0.9", met=lambda v: v >= 0.9),
@@ -286,7 +296,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--waiting-jobs", type=int, default=1000)
-    parser.add_argument("--only", default="hot,telemetry,capacity,e2e,waiting,fairness,idle,sse,bundles,console")
+    parser.add_argument(
+        "--only", default="hot,telemetry,libraries,capacity,e2e,waiting,fairness,idle,sse,bundles,console"
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("bench: wrk is missing (apt-get install wrk)", file=sys.stderr)
@@ -297,6 +309,7 @@ def main() -> int:
     steps: list[tuple[str, Callable[[], None]]] = [
         ("hot", lambda: scenario_hot(args, figures)),
         ("telemetry", lambda: scenario_hot(args, figures, telemetry=True)),
+        ("libraries", lambda: scenario_hot(args, figures, libraries=True)),
         ("capacity", lambda: scenario_capacity(args, figures)),
         ("e2e", lambda: scenario_e2e(args, figures)),
         ("waiting", lambda: scenario_waiting(args, figures)),

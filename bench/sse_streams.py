@@ -1,6 +1,6 @@
 """Benchmark: 2,000 concurrent SSE streams on ONE API process (one gunicorn gevent worker).
 
-Starts its own redis-server and gunicorn (tests/stack.py helpers; no S3 is needed: the
+Starts its own redis-server and gunicorn (tests/support/stack.py helpers; no S3 is needed: the
 jobs are written to the store directly and driven by this script through JobStore, the
 same writes and publishes a Celery worker makes). Clients are raw asyncio sockets in a
 few processes. Reports:
@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from delineate.config import load_settings  # noqa: E402
 from delineate.models import TERMINAL_STATES, Job, JobState, Phase  # noqa: E402
 from delineate.services import build_services  # noqa: E402
-from tests.stack import start_api, start_redis, wait_for  # noqa: E402
+from tests.support.stack import start_api, start_redis, wait_for  # noqa: E402
 
 TERMINAL = {state.value for state in TERMINAL_STATES}
 

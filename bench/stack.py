@@ -1,7 +1,7 @@
 """What every benchmark shares: a production-like stack on free ports, wrk, the ceilings.
 
 A stack is redis-server, SeaweedFS, gunicorn (``deploy/gunicorn.conf.py``: gevent) and
-Celery workers (threads pool), each its own process started by ``tests/stack.py`` and
+Celery workers (threads pool), each its own process started by ``tests/support/stack.py`` and
 stopped by its PID. Ceilings are measured against the same machine in the same run: a
 bare Flask hello on the same gunicorn settings for HTTP, a raw boto3 GET+PUT for S3.
 """
@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:
 
 from delineate.config import Settings, load_settings  # noqa: E402
 from delineate.dev.seed import SAMPLE_IDS  # noqa: E402
-from tests.stack import (  # noqa: E402
+from tests.support.stack import (  # noqa: E402
     BIN,
     Service,
     free_port,

@@ -3,7 +3,7 @@
 Starts its own Redis, SeaweedFS and one Celery worker (100 threads) with the memory limit
 of the Kubernetes worker pod (deploy/k8s/worker-deployment.yaml, 1 GiB) given as
 WORKER_MEMORY_LIMIT_BYTES, which sizes the per-process bundling semaphore
-(``delineate.bundle_slots.bundle_slots``). Starts 100 jobs at once over the same 20 objects and
+(``delineate.jobs.slots.bundle_slots``). Starts 100 jobs at once over the same 20 objects and
 samples the worker's RSS every 50 ms; prints the peak beside the limit. ``--bundle-concurrency``
 overrides the semaphore (e.g. 100: no bound, for comparison).
 
@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.bundle_memory import MIB, PeakSampler, rss_bytes
 from bench.stack import start_stack
 from delineate import create_app
-from delineate.bundle_slots import bundle_slots
 from delineate.dev.seed import seed
+from delineate.jobs.slots import bundle_slots
 from delineate.storage import Storage
-from tests.stack import wait_for
+from tests.support.stack import wait_for
 
 POD_LIMIT_BYTES = 1024 * MIB
 """The worker pod's memory limit in deploy/k8s/worker-deployment.yaml."""

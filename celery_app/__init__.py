@@ -1,7 +1,9 @@
-"""The Celery side: task wrappers, the signal handlers that mirror state into the job
-store, the sweeper, and the worker's entry point (``celery -A celery_app.worker``).
+"""The worker's entry package: task wrappers (``tasks``), the signal handlers that mirror
+Celery's state into the job store and start telemetry (``signals``), and the entry point
+itself (``celery -A celery_app.worker``).
 
-The Celery app itself is built by :func:`delineate.celery_init.init_celery`, and the
-task and queue names live in :mod:`delineate.task_queue`: this package uses
-``delineate``, never the reverse.
+The Celery app is built by :func:`delineate.broker.app.make_celery` (through
+``delineate.boot.worker_or_exit``), the task and queue names live in
+:mod:`delineate.broker.queue`, the sweeper's logic in :mod:`delineate.jobs.sweeper`: this
+package uses ``delineate``, never the reverse.
 """

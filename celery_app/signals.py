@@ -22,15 +22,15 @@ from celery.signals import (
     worker_shutdown,
 )
 
+from delineate.broker.app import services_of
+from delineate.broker.queue import PREPARE_DOWNLOAD
 from delineate.config import Settings
 from delineate.errors import JobFailed
-from delineate.metrics.worker import RunningJobs, record_retry
 from delineate.models import JobState, Phase
-from delineate.observability import setup_process
-from delineate.services import services
 from delineate.store import JobGone
-from delineate.task_queue import PREPARE_DOWNLOAD
-from delineate.telemetry import WORKER_SERVICE
+from delineate.telemetry.job_metrics import RunningJobs, record_retry
+from delineate.telemetry.setup import setup_process
+from delineate.telemetry.tracing import WORKER_SERVICE
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +52,12 @@ def _on_failure(
     if isinstance(exception, (Retry, Reject, JobFailed)):
         return
     try:
-        with sender.app.flask_app.app_context():
-            _mark(
-                task_id,
-                JobState.FAILED,
-                f"Internal error while preparing the download ({type(exception).__name__})",
-            )
+        _mark(
+            services_of(sender.app),
+            task_id,
+            JobState.FAILED,
+            f"Internal error while preparing the download ({type(exception).__name__})",
+        )
     except Exception:
         logger.exception("could not mirror failure of job %s", task_id)
 
@@ -68,15 +68,14 @@ def _on_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
     if getattr(sender, "name", None) != PREPARE_DOWNLOAD or not task_id:
         return
     try:
-        with sender.app.flask_app.app_context():
-            _mark(task_id, JobState.CANCELLED, "Revoked")
+        _mark(services_of(sender.app), task_id, JobState.CANCELLED, "Revoked")
     except Exception:
         logger.exception("could not mirror revocation of job %s", task_id)
 
 
-def _mark(job_id: str, state: JobState, error: str) -> None:
+def _mark(svc: Any, job_id: str, state: JobState, error: str) -> None:
     try:
-        services().store.update(job_id, status=state, phase=Phase.DONE, error=error)
+        svc.store.update(job_id, status=state, phase=Phase.DONE, error=error)
     except JobGone:
         pass
 
@@ -86,13 +85,12 @@ def connect_worker(celery: Celery) -> None:
     worker: at ``worker_init``, since with the threads pool there is no child process (so
     ``worker_process_init`` never fires), and Flower, which imports the same entry
     point, never sends it."""
-    flask_app = celery.flask_app  # type: ignore[attr-defined]
 
     @worker_init.connect(weak=False)
     def _on_worker_init(**_: Any) -> None:
-        settings: Settings = flask_app.extensions["delineate"].settings
+        settings: Settings = services_of(celery).settings
         setup_process(settings, WORKER_SERVICE)
-        count_worker_jobs(lambda: flask_app.extensions["delineate"])
+        count_worker_jobs(lambda: services_of(celery))
 
 
 def count_worker_jobs(get_services: Callable[[], Any]) -> RunningJobs:

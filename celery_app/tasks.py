@@ -9,12 +9,13 @@ import uuid
 
 from celery import Task, current_app, shared_task
 
-from celery_app.sweeper import sweeper_for
-from delineate import webhooks
+from delineate.broker.app import services_of
+from delineate.broker.queue import DELIVER_WEBHOOK, PREPARE_DOWNLOAD, SWEEP_TASK
 from delineate.errors import JobFailed, StorageError
-from delineate.jobs import TRANSIENT_ERRORS, DownloadRun, backoff_seconds
-from delineate.services import services
-from delineate.task_queue import DELIVER_WEBHOOK, PREPARE_DOWNLOAD, SWEEP_TASK
+from delineate.jobs import webhooks
+from delineate.jobs.retry import TRANSIENT_ERRORS, backoff_seconds
+from delineate.jobs.run import DownloadRun
+from delineate.jobs.sweeper import sweeper_for
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def prepare_download(self: Task, job_id: str) -> None:
         (``acks_late`` acks failures), so the job never runs again. A job the sweeper
         fails (past JOB_DEADLINE_SECONDS) is not a run: Flower never counts it.
     """
-    svc = services()
+    svc = services_of(current_app)
     holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
     run = DownloadRun(job_id, svc.store, svc.storage, svc.settings, holder=holder)
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
@@ -65,11 +66,11 @@ def deliver_webhook(job_id: str, attempt: int | None = None) -> None:
     message for another, so a receiver may see a delivery twice (it should treat jobId +
     status as idempotent); a message for an attempt already made does nothing.
     """
-    svc = services()
+    svc = services_of(current_app)
     webhooks.deliver(svc.store, svc.settings, job_id, attempt)
 
 
 @shared_task(name=SWEEP_TASK, ignore_result=True)
 def sweep() -> None:
-    """One sweep (``celery_app/sweeper.py``); beat sends this every SWEEP_INTERVAL_SECONDS."""
+    """One sweep (``delineate/jobs/sweeper.py``); beat sends this every SWEEP_INTERVAL_SECONDS."""
     sweeper_for(current_app._get_current_object()).sweep()  # type: ignore[attr-defined]

@@ -2,12 +2,12 @@
 
 Importing the task and signal modules here registers the tasks and connects the state
 mirrors, for every command run with ``-A celery_app.worker`` (worker, beat, Flower)
-and every entry point built on this one (``tests/fault_worker.py``).
+and every entry point built on this one (``tests/support/fault_worker.py``).
 """
 
 import celery_app.signals
 import celery_app.tasks  # registers the tasks
-from delineate.boot import app_or_exit
+from delineate.boot import worker_or_exit
 
-celery = app_or_exit().extensions["celery"]
+celery = worker_or_exit()
 celery_app.signals.connect_worker(celery)  # tracing, Sentry and metrics start at worker_init, in the worker only

@@ -1,5 +1,6 @@
 """Start-up for the process entry points (gunicorn, the WSGI app, the worker, Flower):
-settings and the app, failing in one line on a bad setting.
+settings and the app (the API's Flask app, or the worker's Celery app), failing in one
+line on a bad setting.
 
 gunicorn's master imports this module (through ``deploy/gunicorn.conf.py``) before gevent
 patches anything, so at module level it imports only the standard library and
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 from delineate.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
+    from celery import Celery
     from flask import Flask
 
 
@@ -29,12 +31,28 @@ def settings_or_exit() -> Settings:
 def app_or_exit(service: str | None = None) -> Flask:
     """The app of an entry point: JSON logs; with ``service``, tracing and Sentry for this process."""
     from delineate import create_app
-    from delineate.logs import configure_logging
+    from delineate.telemetry.logs import configure_logging
 
     configure_logging()
     settings = settings_or_exit()
     if service:
-        from delineate.observability import setup_process
+        from delineate.telemetry.setup import setup_process
 
         setup_process(settings, service)
     return create_app(settings)
+
+
+def worker_or_exit() -> Celery:
+    """The worker's Celery app (also Flower's, and the sweeper's): JSON logs, its services,
+    and the job store's terminal hooks. Tracing and Sentry start at ``worker_init``
+    (``celery_app.signals``), in the worker only."""
+    from delineate.broker.app import make_celery
+    from delineate.services import build_services, connect_store
+    from delineate.telemetry.logs import configure_logging
+
+    configure_logging()
+    settings = settings_or_exit()
+    svc = build_services(settings)
+    celery = make_celery(settings, svc)
+    connect_store(svc, celery)
+    return celery

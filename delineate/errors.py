@@ -18,7 +18,7 @@
         └── StorageMisconfigured (500) permanent: bucket missing, access denied
 
 Each carries its HTTP status and machine name; views raise these, and the handlers of
-:mod:`delineate.blueprints.errors` build every error body from them. This module
+:mod:`delineate.api.blueprints.errors` build every error body from them. This module
 imports nothing beyond the standard library, so the worker's job code (and the CLI) can
 raise and catch these without loading the web layer.
 """

@@ -25,7 +25,7 @@ class JobState(StrEnum):
 
 TERMINAL_STATES = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
 """The states a job never leaves, in the order they are listed (API, metrics). The one
-definition: the client, SSE and OpenAPI derive theirs from it, and tests/test_unit_store.py
+definition: the client, SSE and OpenAPI derive theirs from it, and tests/unit/test_store.py
 pins the copies that cannot import it (``store/lua/update.lua``, the dashboard's script)."""
 _TERMINAL = frozenset(TERMINAL_STATES)
 _STATES = {state.value: state for state in JobState}

@@ -1,31 +1,45 @@
-"""The per-process clients, built once per process and kept in ``app.extensions``.
+"""The per-process clients, built once per process: the API keeps them in
+``app.extensions["delineate"]``, the worker on its Celery app (``celery.delineate``).
 
 Each client is made on first use (``cached_property``): nothing connects at import or
 in the app factory, a process only pays for the clients it uses (the worker never
 builds the health-check clients), and a forked child builds its own.
+:func:`connect_store` hangs what must happen when a job ends on the store, in the API
+and the worker alike. Imports no web framework.
 """
 
 from __future__ import annotations
 
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-from flask import current_app
 from redis import Redis
 
 from delineate.config import Settings
 from delineate.models import Job
-from delineate.redis_clients import redis_client, sentinel_enabled
-from delineate.redis_direct import DirectRedis, lane_for
-from delineate.replica_ack import ReplicaAck
+from delineate.redis_io import lane_for
+from delineate.redis_io.base import Lane
+from delineate.redis_io.clients import no_retry, redis_client, sentinel_enabled
+from delineate.redis_io.direct import DirectRedis
+from delineate.redis_io.library import LibraryLane
 from delineate.storage import Storage
 from delineate.store import JobStore
+from delineate.store.replica_ack import ReplicaAck
 from delineate.store.sweep_index import WEBHOOK_CLAIM_INTERVALS
 
-REDIS_MAX_CONNECTIONS = 1000
+if TYPE_CHECKING:
+    from celery import Celery
 
-REDIS_ANSWER_SECONDS = 5
-"""How long a command may wait for Redis's answer (the socket timeout of the shared client)."""
+REDIS_MAX_CONNECTIONS = 1000
 """Connections per process in the Redis pool (redis-py's default of 100 is too few for SSE)."""
+
+REQUEST_ANSWER_SECONDS = 0.8
+"""In the API, how long a Redis command may wait for its answer, in seconds: a request that
+needs a stalled Redis answers 503 within a second (design.md, "Failure behaviour")."""
+
+WORKER_ANSWER_SECONDS = 5.0
+"""In the worker and other processes, the same deadline, in seconds: a job's write may wait
+out a short stall (the task retries past it by the retry policy)."""
 
 
 def download_name(job: Job) -> str:
@@ -33,25 +47,31 @@ def download_name(job: Job) -> str:
 
 
 class Services:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, answer_seconds: float = WORKER_ANSWER_SECONDS) -> None:
         self.settings = settings
+        self.answer_seconds = answer_seconds
 
     @cached_property
     def redis(self) -> Redis:
+        """The shared client. No hidden retries (redis-py's default waits with backoff and
+        tries again, several deadlines in all): a caller hears within its deadline that Redis
+        is away; behind Sentinel, quick retries of a lost connection only (a failover)."""
         return redis_client(
             self.settings,
-            blocking_timeout=2,
+            blocking_timeout=self.answer_seconds,
             decode_responses=True,
             max_connections=REDIS_MAX_CONNECTIONS,
-            socket_connect_timeout=2,
-            socket_timeout=REDIS_ANSWER_SECONDS,
+            socket_connect_timeout=min(2.0, self.answer_seconds),
+            socket_timeout=self.answer_seconds,
             health_check_interval=30,
+            retry=no_retry(self.settings),
         )
 
     @cached_property
-    def direct_redis(self) -> DirectRedis:
-        """The hot path's lane to the same Redis (rate limits, job reads and writes)."""
-        return lane_for(self.redis)  # type: ignore[no-any-return]
+    def direct_redis(self) -> Lane:
+        """The hot path's lane to the same Redis (rate limits, job reads and writes): ours
+        with FAST_PATHS (the default), redis-py's client without."""
+        return lane_for(self.redis, self.settings.fast_paths)
 
     @cached_property
     def storage(self) -> Storage:
@@ -77,8 +97,13 @@ class Services:
         timeout_ms = self.settings.redis_replica_ack_timeout_ms
         # The lane's deadline covers the WAIT's own timeout, so a long WAIT ends as "no
         # replica acknowledged" (503 not_replicated), never as a lane timeout.
-        lane = DirectRedis(self.redis.connection_pool, timeout_seconds=REDIS_ANSWER_SECONDS + timeout_ms / 1000)
-        return ReplicaAck(lane, timeout_ms)
+        deadline = self.answer_seconds + timeout_ms / 1000
+        if self.settings.fast_paths:
+            return ReplicaAck(DirectRedis(self.redis.connection_pool, timeout_seconds=deadline), timeout_ms)
+        client = redis_client(
+            self.settings, decode_responses=True, socket_timeout=deadline, retry=no_retry(self.settings)
+        )
+        return ReplicaAck(LibraryLane(client), timeout_ms)
 
     # Short-fused clients for /health, so a hung dependency answers "error" quickly.
     @cached_property
@@ -90,10 +115,16 @@ class Services:
         return Storage(self.settings, timeout_seconds=0.8, retries=1)
 
 
-def build_services(settings: Settings) -> Services:
-    return Services(settings)
+def build_services(settings: Settings, answer_seconds: float = WORKER_ANSWER_SECONDS) -> Services:
+    return Services(settings, answer_seconds)
 
 
-def services() -> Services:
-    """The current app's services (inside a request, CLI command or task)."""
-    return current_app.extensions["delineate"]  # type: ignore[no-any-return]
+def connect_store(svc: Services, celery: Celery) -> None:
+    """What the job store does when a write makes a job terminal, in every process that
+    writes jobs: count it (metrics, the console's timeline and error log) and send the
+    first webhook delivery."""
+    from delineate.jobs.webhooks import send_first_delivery
+    from delineate.telemetry.job_metrics import count_terminal_jobs
+
+    count_terminal_jobs(svc.store)
+    send_first_delivery(svc.store, celery)

@@ -7,7 +7,7 @@ Sentry start per worker process.
 import gc
 
 from delineate.boot import app_or_exit
-from delineate.telemetry import API_SERVICE
+from delineate.telemetry.tracing import API_SERVICE
 
 app = app_or_exit(API_SERVICE)
 

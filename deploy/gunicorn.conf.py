@@ -18,14 +18,14 @@ for _stale in glob.glob(os.path.join(_metrics_dir, "*.db")):
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 
 from delineate.boot import settings_or_exit  # noqa: E402
-from delineate.logs import logging_config  # noqa: E402
+from delineate.telemetry.logs import logging_config  # noqa: E402
 
 # A bad setting stops start-up here, in one line, before any worker boots.
 _settings = settings_or_exit()
 
 bind = f"0.0.0.0:{_settings.port}"
 # gevent, fair between keep-alive connections, and its refusals (below) answered in JSON
-worker_class = "delineate.gunicorn_errors.JsonErrorsWorker"
+worker_class = "delineate.api.gunicorn_errors.JsonErrorsWorker"
 workers = 2
 worker_connections = 4000  # open connections per worker (SSE streams count)
 timeout = 30  # a worker that stops answering its heartbeat for this long is replaced
@@ -40,7 +40,7 @@ control_socket_disable = True  # gunicorn 27's shared ~/.gunicorn socket would c
 # JSON lines on stdout; the app writes one access line per request (delineate.access),
 # so gunicorn's own access log stays off.
 accesslog = None
-logger_class = "delineate.gunicorn_worker.AppAccessLogger"
+logger_class = "delineate.api.gunicorn_worker.AppAccessLogger"
 errorlog = "-"
 logconfig_dict = logging_config()
 
@@ -54,6 +54,6 @@ def child_exit(server: object, worker: object) -> None:
 
 def worker_exit(server: object, worker: object) -> None:
     """A worker's last request counts reach the metric files before it goes."""
-    from delineate.metrics.api import REQUEST_METRICS
+    from delineate.api.metrics import REQUEST_METRICS
 
     REQUEST_METRICS.flush()

@@ -1,6 +1,6 @@
 """Session fixtures: a real redis-server, SeaweedFS, Celery worker and gunicorn, on free ports.
 
-Tests that need a service stopped or killed start their own (see ``tests/stack.py``)
+Tests that need a service stopped or killed start their own (see ``tests/support/stack.py``)
 on their own Redis database, so the shared ones stay healthy for everyone else.
 """
 
@@ -18,23 +18,39 @@ from delineate import create_app
 from delineate.config import Settings, load_settings
 from delineate.dev.seed import SAMPLE_IDS, seed
 from delineate.storage import Storage
-from tests.stack import Service, start_api, start_redis, start_seaweed, start_worker
+from tests.support.stack import Service, start_api, start_redis, start_seaweed, start_worker
 
 _db_numbers = itertools.count(2)  # db 0 and 1 belong to the shared stack
 
 
+KINDS = ("unit", "integration", "http", "faults", "deploy")
+"""The test folders, each a marker of the same name (as Warehouse marks by folder)."""
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fast-paths",
+        choices=("true", "false"),
+        default="true",
+        help="FAST_PATHS of every stack the tests start (false: the libraries alone, the reference path)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global FAST_PATHS
+    FAST_PATHS = config.getoption("--fast-paths") == "true"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Mark by folder-free file name, as Warehouse marks by folder.
     for item in items:
-        name = Path(str(item.fspath)).name
-        if name.startswith("test_unit_"):
-            item.add_marker(pytest.mark.unit)
-        elif name.startswith("test_http_"):
-            item.add_marker(pytest.mark.http)
-        elif name.startswith("test_faults_"):
-            item.add_marker(pytest.mark.faults)
-        else:
-            item.add_marker(pytest.mark.integration)
+        parts = Path(str(item.fspath)).parts
+        kind = next((part for part in reversed(parts) if part in KINDS), None)
+        if kind is not None:
+            item.add_marker(getattr(pytest.mark, kind))
+
+
+FAST_PATHS = True
+"""What ``--fast-paths`` asked for (every settings object below carries it)."""
 
 
 @pytest.fixture(scope="session")
@@ -92,6 +108,7 @@ class SeaweedHandle:
 
 def _base_settings(redis_port: int, s3_port: int, db: int = 0, **overrides: object) -> Settings:
     values: dict[str, object] = {
+        "fast_paths": FAST_PATHS,
         "redis_url": f"redis://127.0.0.1:{redis_port}/{db}",
         "s3_endpoint": f"http://127.0.0.1:{s3_port}",
         # The simulated origin delay: long enough to watch, short enough to wait for.

@@ -78,6 +78,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "DASHBOARD_SENTRY_DSN": ("dashboard_sentry_dsn", _optional_url),
     "DASHBOARD_OTLP_ENDPOINT": ("dashboard_otlp_endpoint", _optional_url),
     "DASHBOARD_TRACE_URL": ("dashboard_trace_url", _trace_url),
+    "FAST_PATHS": ("fast_paths", _bool),
     "FLOWER_PORT": ("flower_port", lambda n, v: _int(n, v, 1, 65535)),
     "FLOWER_BASIC_AUTH": ("flower_basic_auth", _basic_auth),
     "CELERY_VISIBILITY_TIMEOUT_SECONDS": (

@@ -97,6 +97,9 @@ class Settings:
     dashboard_sentry_dsn: str | None = None
     dashboard_otlp_endpoint: str | None = None
     dashboard_trace_url: str = ""  # e.g. http://localhost:16686/trace/{traceId}
+    # Our own hot paths around the libraries (the fast lane in front of Flask, the Redis lanes,
+    # the direct S3 requests, kombu's shared client); False: the libraries alone.
+    fast_paths: bool = True
     flower_port: int = 5555
     flower_basic_auth: str = ""
     # Crash safety (see ARCHITECTURE.md, "Crash safety").
@@ -106,7 +109,7 @@ class Settings:
     max_redeliveries: int = 3
     max_retries: int = 5
     retry_backoff_base_seconds: float = 2.0
-    # The sweeper (celery_app/sweeper.py) and what it drives.
+    # The sweeper (delineate/jobs/sweeper.py) and what it drives.
     sweep_interval_seconds: int = 15
     job_deadline_seconds: int = 21_600
     webhook_retry_base_seconds: float = 15.0

@@ -32,7 +32,7 @@ def sweeper_args(name: str) -> list[str]:
     """``celery worker`` arguments of the sweeper: beat inside (an in-memory schedule, no
     file), consuming only the sweep queue. Run exactly one (a second would only send
     sweeps that the sweep lock turns into no-ops)."""
-    from delineate.task_queue import SWEEP_QUEUE
+    from delineate.broker.queue import SWEEP_QUEUE
 
     return ["--beat", "--scheduler", "celery.beat:Scheduler", "-Q", SWEEP_QUEUE, "-c", "2",
             "--loglevel=INFO", "-n", f"{name}@%h"]  # fmt: skip

@@ -21,7 +21,6 @@ from delineate.errors import StorageError, StorageMisconfigured
 from delineate.storage.direct import DirectS3
 from delineate.storage.errors import convert
 from delineate.storage.multipart import Multipart
-from delineate.telemetry import tracing_ready
 
 READ_CHUNK_BYTES = 256 * 1024
 """Bytes read from a source object at a time while bundling."""
@@ -85,41 +84,44 @@ class Storage(Multipart):
             max_pool_connections=64,
             parameter_validation=False,  # every call's parameters are built here, not by users
         )
-        credentials = {
-            "aws_access_key_id": settings.s3_access_key_id,
-            "aws_secret_access_key": settings.s3_secret_access_key,
-            "region_name": settings.s3_region,
-            "config": config,
-        }
-        session = boto3.session.Session(botocore_session=_botocore_session())
-        self._client = session.client("s3", endpoint_url=settings.s3_endpoint, **credentials)
+        # Keys from the settings; left empty, boto3 finds them itself (its environment
+        # variables, a web identity token, an instance profile, SSO), temporary ones included.
+        session = boto3.session.Session(
+            aws_access_key_id=settings.s3_access_key_id or None,
+            aws_secret_access_key=settings.s3_secret_access_key or None,
+            region_name=settings.s3_region,
+            botocore_session=_botocore_session(),
+        )
+        self._session = session
+        self._client = session.client("s3", endpoint_url=settings.s3_endpoint, config=config)
         # Presigning is local arithmetic; a second client signs for the public endpoint.
         if settings.s3_public_endpoint != settings.s3_endpoint:
-            self._public = session.client("s3", endpoint_url=settings.s3_public_endpoint, **credentials)
+            self._public = session.client("s3", endpoint_url=settings.s3_public_endpoint, config=config)
         else:
             self._public = self._client
         self._presigned: dict[tuple[str, str], tuple[float, str]] = {}
         # A job's HEADs, GETs and small PUT, without botocore's client machinery (see
-        # delineate/storage/direct.py); path-style addressing only.
+        # delineate/storage/direct.py), signed with the credentials boto3 resolved; only
+        # with FAST_PATHS, path-style addressing and credentials to sign with.
+        credentials = session.get_credentials()
         self._direct = (
             DirectS3(
                 endpoint=settings.s3_endpoint,
                 bucket=settings.s3_bucket_name,
-                access_key=settings.s3_access_key_id,
-                secret_key=settings.s3_secret_access_key,
+                credentials=credentials.get_frozen_credentials,
                 region=settings.s3_region,
                 timeout_seconds=timeout_seconds,
                 attempts=retries,
             )
-            if settings.s3_force_path_style
+            if settings.fast_paths and settings.s3_force_path_style and credentials is not None
             else None
         )
         self._reuse_seconds = settings.presigned_url_expiry_seconds * PRESIGN_REUSE_SHARE
         self._bucket_confirmed_at = float("-inf")
 
     def _lean(self) -> DirectS3 | None:
-        """The direct client, unless tracing is on (a trace shows botocore's spans)."""
-        return None if self._direct is None or tracing_ready() else self._direct
+        """The direct requests (None: boto3 for everything)."""
+        return self._direct
 
     # -- reads ----------------------------------------------------------------
 

@@ -4,11 +4,14 @@ A bundle job makes a HEAD per file, a GET per file and one PUT; through the boto
 client each cost 1-3 ms of CPU on this machine (event hooks, endpoint rules, checksum
 and response parsing), more than the bytes they move for files of a few hundred KB.
 ``DirectS3`` makes just those three requests, path-style, with the SigV4 signature
-computed by ``SigV4`` below (about 30 µs; botocore's signer alone takes ~0.4 ms). The
-answers are mapped like the client's: 404 missing, 403 denied, 5xx, 408, 429, timeouts
-and connection errors transient (tried ``attempts`` times in all, as botocore's standard
-mode does). Everything else (buckets, multipart uploads, presigning, deletes) and every
-request while tracing is on stays with boto3 (``delineate/storage/client.py``).
+computed by ``SigV4`` below (about 30 µs; botocore's signer alone takes ~0.4 ms), with
+the credentials boto3 itself resolved (static keys, or temporary ones with their session
+token: a role, an instance profile, SSO; refreshed as boto3 refreshes them). The answers
+are mapped like the client's: 404 missing, 403 denied, 5xx, 408, 429, timeouts and
+connection errors transient (tried ``attempts`` times in all, as botocore's standard mode
+does). With tracing on, each request is a CLIENT span named as botocore's instrumentation
+names it. Everything else (buckets, multipart uploads, presigning, deletes), and every
+request with FAST_PATHS false, stays with boto3 (``delineate/storage/client.py``).
 """
 
 from __future__ import annotations
@@ -18,63 +21,88 @@ import hmac
 import random
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Protocol
 from urllib.parse import quote, urlsplit
 
 import urllib3
 
 from delineate.errors import SourceUnavailable, StorageError
 from delineate.storage.errors import from_answer
+from delineate.telemetry.tracing import tracing_ready
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 SIGNED_HEADERS = "host;x-amz-content-sha256;x-amz-date"
+SIGNED_WITH_TOKEN = "host;x-amz-content-sha256;x-amz-date;x-amz-security-token"  # noqa: S105 - header names
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
 
 
-class SigV4:
-    """AWS Signature Version 4 for S3 header authentication, with no query string and
-    three signed headers (host, x-amz-content-sha256, x-amz-date). Checked against
-    botocore's ``S3SigV4Auth`` in ``tests/test_unit_s3_direct.py``."""
+class Credentials(Protocol):
+    """What a signature needs: botocore's ``ReadOnlyCredentials`` (a snapshot that cannot
+    change while one request is signed)."""
 
-    def __init__(self, access_key: str, secret_key: str, region: str, service: str = "s3") -> None:
-        self._access_key = access_key
-        self._secret = ("AWS4" + secret_key).encode()
+    access_key: str
+    secret_key: str
+    token: str | None
+
+
+class SigV4:
+    """AWS Signature Version 4 for S3 header authentication, with no query string and the
+    signed headers host, x-amz-content-sha256, x-amz-date (and x-amz-security-token with
+    temporary credentials). Checked against botocore's ``S3SigV4Auth`` in
+    ``tests/unit/test_s3_direct.py``."""
+
+    def __init__(self, region: str, service: str = "s3") -> None:
         self._region = region
         self._service = service
-        self._day_key: tuple[str, bytes] | None = None  # the signing key changes once a day
+        self._day_key: tuple[str, str, bytes] | None = None  # (day, secret, key): changes once a day
 
-    def _signing_key(self, day: str) -> bytes:
-        if self._day_key is None or self._day_key[0] != day:
-            key = self._secret
+    def _signing_key(self, day: str, secret: str) -> bytes:
+        if self._day_key is None or self._day_key[:2] != (day, secret):
+            key = ("AWS4" + secret).encode()
             for part in (day, self._region, self._service, "aws4_request"):
                 key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-            self._day_key = (day, key)
-        return self._day_key[1]
+            self._day_key = (day, secret, key)
+        return self._day_key[2]
 
     def headers(
-        self, method: str, path: str, host: str, payload_sha256: str, now: datetime | None = None
+        self,
+        method: str,
+        path: str,
+        host: str,
+        payload_sha256: str,
+        credentials: Credentials,
+        now: datetime | None = None,
     ) -> dict[str, str]:
         """The headers that sign a request for ``path`` (already URI-encoded) on ``host``."""
         stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
         day = stamp[:8]
         scope = f"{day}/{self._region}/{self._service}/aws4_request"
+        token = credentials.token
+        signed = SIGNED_WITH_TOKEN if token else SIGNED_HEADERS
         canonical = (
             f"{method}\n{path}\n\n"
-            f"host:{host}\nx-amz-content-sha256:{payload_sha256}\nx-amz-date:{stamp}\n\n"
-            f"{SIGNED_HEADERS}\n{payload_sha256}"
+            f"host:{host}\nx-amz-content-sha256:{payload_sha256}\nx-amz-date:{stamp}\n"
+            + (f"x-amz-security-token:{token}\n" if token else "")
+            + f"\n{signed}\n{payload_sha256}"
         )
         to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-        signature = hmac.new(self._signing_key(day), to_sign.encode(), hashlib.sha256).hexdigest()
-        return {
+        key = self._signing_key(day, credentials.secret_key)
+        signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        headers = {
             "Host": host,
             "X-Amz-Date": stamp,
             "X-Amz-Content-SHA256": payload_sha256,
             "Authorization": (
-                f"AWS4-HMAC-SHA256 Credential={self._access_key}/{scope}, "
-                f"SignedHeaders={SIGNED_HEADERS}, Signature={signature}"
+                f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
+                f"SignedHeaders={signed}, Signature={signature}"
             ),
         }
+        if token:
+            headers["X-Amz-Security-Token"] = token
+        return headers
 
 
 class DirectS3:
@@ -85,8 +113,7 @@ class DirectS3:
         *,
         endpoint: str,
         bucket: str,
-        access_key: str,
-        secret_key: str,
+        credentials: Callable[[], Credentials],
         region: str,
         timeout_seconds: float,
         attempts: int,
@@ -96,7 +123,9 @@ class DirectS3:
         self._origin = f"{parts.scheme}://{parts.netloc}"
         self._host = parts.netloc  # what the request's Host header carries, port and all
         self._prefix = f"{parts.path.rstrip('/')}/{quote(bucket)}/"
-        self._signer = SigV4(access_key, secret_key, region)
+        self._credentials = credentials  # boto3's, frozen per request (they may be refreshed)
+        self._signer = SigV4(region)
+        self._region = region
         self._attempts = max(1, attempts)
         self._pool = urllib3.PoolManager(
             maxsize=64,
@@ -109,7 +138,8 @@ class DirectS3:
     def head(self, key: str) -> int | None:
         """The object's size, or None when the store answers 404 (the caller tells a
         missing key from a missing bucket: a HEAD's answer has no body to say which)."""
-        response = self._send("HEAD", key)
+        with self._span("HeadObject", key):
+            response = self._send("HEAD", key)
         if response.status == 200:
             return int(response.headers.get("Content-Length", 0))
         if response.status == 404:
@@ -121,6 +151,10 @@ class DirectS3:
 
         :raise FileNotFoundError: no such key.
         """
+        with self._span("GetObject", key):
+            yield from self._get(key, chunk_size)
+
+    def _get(self, key: str, chunk_size: int) -> Iterator[bytes]:
         response = self._send("GET", key, stream=True)
         finished = False
         try:
@@ -144,6 +178,10 @@ class DirectS3:
 
         :raise SourceUnavailable: the answer was cut short, or the store did not answer.
         """
+        with self._span("GetObject", key):
+            return self._get_small(key, limit, chunk_size)
+
+    def _get_small(self, key: str, limit: int, chunk_size: int) -> tuple[int, list[bytes] | None] | None:
         response = self._send("GET", key, stream=True)
         finished = False
         try:
@@ -177,11 +215,34 @@ class DirectS3:
         headers = {"Content-Length": str(sum(map(len, chunks)))}
         if content_type:
             headers["Content-Type"] = content_type
-        response = self._send("PUT", key, body=chunks, payload_sha256=digest.hexdigest(), headers=headers)
+        with self._span("PutObject", key):
+            response = self._send("PUT", key, body=chunks, payload_sha256=digest.hexdigest(), headers=headers)
         if response.status != 200:
             raise self._refusal("PUT", key, response)
 
     # -- plumbing -------------------------------------------------------------------
+
+    @contextmanager
+    def _span(self, operation: str, key: str) -> Iterator[None]:
+        """With tracing on, the request as a CLIENT span named and described as botocore's
+        instrumentation does (``S3.GetObject``...), so a trace shows the same S3 calls
+        whichever path made them; without, nothing."""
+        if not tracing_ready():
+            yield
+            return
+        from opentelemetry import trace
+
+        attributes = {
+            "rpc.system": "aws-api",
+            "rpc.service": "S3",
+            "rpc.method": operation,
+            "aws.region": self._region,
+            "aws.s3.bucket": self.bucket,
+            "aws.s3.key": key,
+        }
+        tracer = trace.get_tracer("delineate.storage")
+        with tracer.start_as_current_span(f"S3.{operation}", kind=trace.SpanKind.CLIENT, attributes=attributes):
+            yield
 
     def _send(
         self,
@@ -196,7 +257,7 @@ class DirectS3:
         """The store's answer, once it is not a transient failure (those are retried)."""
         path = self._prefix + quote(key, safe="/~")
         for attempt in range(1, self._attempts + 1):
-            signed = self._signer.headers(method, path, self._host, payload_sha256)
+            signed = self._signer.headers(method, path, self._host, payload_sha256, self._credentials())
             if headers:
                 signed.update(headers)
             try:

@@ -20,8 +20,8 @@ import redis
 from redis.exceptions import NoScriptError
 
 from delineate.models import Job, JobState, encode_fields, utcnow
-from delineate.redis_direct import DirectRedis, lane_for, pairs_to_dict
-from delineate.replica_ack import ReplicaAck
+from delineate.redis_io import lane_for
+from delineate.redis_io.base import Lane, pairs_to_dict
 from delineate.store.history import HISTORY_MARGIN_SECONDS, HISTORY_TRIM_CHANCE, History
 from delineate.store.keys import (
     EXPIRY_KEY,
@@ -36,6 +36,7 @@ from delineate.store.keys import (
     job_key,
     lease_key,
 )
+from delineate.store.replica_ack import ReplicaAck
 from delineate.store.scripts import source
 from delineate.store.sweep_index import SweepIndex
 
@@ -80,7 +81,7 @@ class JobStore(History, SweepIndex):
         client: redis.Redis,
         ttl_seconds: int,
         presign: Callable[[Job], str] | None = None,
-        direct: DirectRedis | None = None,
+        direct: Lane | None = None,
         webhook_claim_seconds: int = 60,
         replica_ack: ReplicaAck | None = None,
     ) -> None:

@@ -8,12 +8,12 @@ Keys (all prefixed :data:`PREFIX`, ``delineate:``):
 - ``active:{owner}`` sorted set, the owner's queued and processing job ids, each scored
   with the time (epoch seconds) its hash expires; kept by the create and update scripts
 - ``idem:{owner}:{sha256(Idempotency-Key)}`` string ``"{jobId} {fingerprint}"``; TTL JOB_TTL_SECONDS
-- ``ratelimit:{caller}``  rate-limit counters (:data:`RATE_LIMIT_PREFIX`, `delineate/ratelimit.py`)
+- ``ratelimit:{caller}``  rate-limit counters (:data:`RATE_LIMIT_PREFIX`, `delineate/api/edge/ratelimit.py`)
 - ``sweep:live``    sorted set, every queued or processing job id scored by its last write
   (epoch seconds); ``sweep:expiry`` every job id scored by when its hash expires;
   ``sweep:webhooks`` job ids with a webhook delivery due, scored by when (epoch seconds).
   Written by the same scripts that write the job, read by the sweeper
-  (``celery_app/sweeper.py``); ``sweep:suspects`` and ``sweep:lock`` are the sweeper's own.
+  (``delineate/jobs/sweeper.py``); ``sweep:suspects`` and ``sweep:lock`` are the sweeper's own.
 - ``history:{owner}:{state}`` sorted set, the owner's job ids in that state, scored by
   creation time (epoch ms); ``owner`` is ``-`` in open mode. Moved between states by the
   update script; entries whose hash expired are dropped when a page meets them,
@@ -28,7 +28,7 @@ Keys (all prefixed :data:`PREFIX`, ``delineate:``):
   failed jobs, failed webhook deliveries), JSON each, newest first, at most
   ERROR_LOG_LENGTH (``delineate/store/errorlog.py``); ``owner`` is ``-`` in open mode and for
   requests without a key
-- ``metrics:*``     the shared metric counters (:data:`METRICS_PREFIX`, `delineate/metrics/`)
+- ``metrics:*``     the shared metric counters (:data:`METRICS_PREFIX`, `delineate/telemetry/`)
 
 The Lua scripts (``store/lua/*.lua``) build some of these keys themselves from the
 stored owner and job id; they write the prefix as ``$PREFIX:``, which
@@ -91,4 +91,4 @@ RATE_LIMIT_PREFIX = f"{PREFIX}ratelimit"
 """Prefix of the rate limiter's counters: ``{prefix}:{caller}``, one per window."""
 
 METRICS_PREFIX = f"{PREFIX}metrics:"
-"""Prefix of the metric hashes every process shares (``delineate/metrics/``)."""
+"""Prefix of the metric hashes every process shares (``delineate/telemetry/``)."""

@@ -1,4 +1,4 @@
-"""The sweeper's indexes (``celery_app/sweeper.py``): the sweep part of the job store.
+"""The sweeper's indexes (``delineate/jobs/sweeper.py``): the sweep part of the job store.
 
 A mixin of :class:`~delineate.store.jobstore.JobStore`; it reads the ``sweep:`` sets
 that the create, update and callback scripts keep (see :mod:`delineate.store.keys`).

@@ -1,4 +1,4 @@
-// `make assets`: bundles the console's browser libraries into delineate/static/dashboard/vendor/,
+// `make assets`: bundles the console's browser libraries into delineate/api/static/dashboard/vendor/,
 // with their versions and licences beside them. The output is committed, so `make run` needs
 // no Node; rerun this after changing package.json (then `npm install` updates the lockfile).
 import { build } from "esbuild";
@@ -7,7 +7,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const out = join(here, "..", "..", "delineate", "static", "dashboard", "vendor");
+const out = join(here, "..", "..", "delineate", "api", "static", "dashboard", "vendor");
 mkdirSync(out, { recursive: true });
 
 const bundles = [

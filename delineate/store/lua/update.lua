@@ -11,7 +11,7 @@
 -- published), {2, record} when refused because the job already reached a terminal state,
 -- {3} when refused because another runner holds the lease.
 
--- = models.TERMINAL_STATES (checked by tests/test_unit_store.py)
+-- = models.TERMINAL_STATES (checked by tests/unit/test_store.py)
 local TERMINAL = {completed = true, failed = true, cancelled = true}
 
 local status = redis.call('HGET', KEYS[1], 'status')

@@ -1,0 +1,368 @@
+"""A small Python client for the delineate API, for scripts and for the CLI.
+
+    from delineate.client.api import Client
+
+    with Client("http://localhost:3000") as api:
+        job = api.initiate([70000, 70007])
+        for status in api.watch(job["jobId"]):
+            print(status["status"], status["progress"])
+        api.download(job["jobId"], "out.zip")   # resumed on a dropped connection, verified
+
+Errors are :class:`ApiError` (and subclasses) carrying the server's error body and request
+id; :class:`VerificationError` when a downloaded result does not match its manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import tempfile
+import time
+import uuid
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from httpx_sse import SSEError, connect_sse
+
+from delineate.models import TERMINAL_STATES, JobState
+
+TERMINAL = frozenset(state.value for state in TERMINAL_STATES)
+_UNSUCCESSFUL = TERMINAL - {JobState.COMPLETED.value}
+
+DOWNLOAD_CHUNK_BYTES = 256 * 1024
+"""Bytes written to disk at a time while downloading."""
+
+MAX_RESUMES = 20
+"""How many times a dropped download is resumed with a Range request before giving up."""
+
+MAX_RATE_LIMIT_WAITS = 5
+"""How many 429 answers a call waits out (per Retry-After) before raising."""
+
+
+class ClientError(Exception):
+    """Base of everything this client raises."""
+
+
+class ApiError(ClientError):
+    """The server answered with an error; ``body`` is its JSON error body."""
+
+    def __init__(self, status_code: int, body: dict[str, Any], request_id: str | None) -> None:
+        self.status_code = status_code
+        self.body = body
+        self.error = str(body.get("error", "http_error"))
+        self.request_id = request_id or body.get("requestId")
+        message = body.get("message") or f"HTTP {status_code}"
+        super().__init__(f"{message} (HTTP {status_code}, {self.error}, request {self.request_id})")
+
+
+class AuthError(ApiError):
+    """401: missing or wrong API key."""
+
+
+class NotFound(ApiError):
+    """404: unknown job (or another key's)."""
+
+
+class RateLimited(ApiError):
+    """429 after waiting out Retry-After :data:`MAX_RATE_LIMIT_WAITS` times."""
+
+
+class Unreachable(ClientError):
+    """The server could not be reached at all."""
+
+
+class JobFailed(ClientError):
+    """The job ended failed or cancelled."""
+
+    def __init__(self, status: dict[str, Any]) -> None:
+        self.status = status
+        super().__init__(f"job {status.get('jobId')} {status.get('status')}: {status.get('error')}")
+
+
+class VerificationError(ClientError):
+    """The downloaded result does not match its manifest (or its announced size)."""
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        body = response.json()
+        if not isinstance(body, dict):
+            raise ValueError
+    except ValueError:
+        body = {"error": "http_error", "message": response.text[:200] or response.reason_phrase}
+    request_id = response.headers.get("x-request-id")
+    kind = {401: AuthError, 404: NotFound, 429: RateLimited}.get(response.status_code, ApiError)
+    raise kind(response.status_code, body, request_id)
+
+
+class Client:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        headers = {"User-Agent": "delineate-client/0.1"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self._sleep = sleep
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        for attempt in range(MAX_RATE_LIMIT_WAITS + 1):
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                raise Unreachable(f"cannot reach {self.base_url}: {exc}") from None
+            if response.status_code != 429 or attempt == MAX_RATE_LIMIT_WAITS:
+                break
+            self._sleep(_retry_after(response))
+        _raise_for(response)
+        return response
+
+    # -- the API ------------------------------------------------------------------------
+
+    def initiate(
+        self,
+        file_ids: Iterable[int],
+        idempotency_key: str | None = None,
+        callback_url: str | None = None,
+    ) -> dict[str, Any]:
+        """Start a job. Always sends an Idempotency-Key, so a retried call starts one job."""
+        body: dict[str, Any] = {"file_ids": list(file_ids)}
+        if callback_url:
+            body["callback_url"] = callback_url
+        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        return dict(self._request("POST", "/v1/download/initiate", json=body, headers=headers).json())
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        return dict(self._request("GET", f"/v1/download/status/{job_id}").json())
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return dict(self._request("DELETE", f"/v1/download/{job_id}").json())
+
+    def estimate(self, file_ids: Iterable[int]) -> dict[str, Any]:
+        return dict(self._request("POST", "/v1/download/estimate", json={"file_ids": list(file_ids)}).json())
+
+    def jobs(self, status: str | None = None, limit: int = 20, cursor: str | None = None) -> dict[str, Any]:
+        """One page of the caller's jobs, newest first: ``{"jobs": [...], "nextCursor"}``."""
+        params: dict[str, Any] = {"limit": limit}
+        if status:
+            params["status"] = status
+        if cursor:
+            params["cursor"] = cursor
+        return dict(self._request("GET", "/v1/downloads", params=params).json())
+
+    def download_url(self, job_id: str) -> str:
+        """A fresh presigned link to the result (the 302's Location)."""
+        response = self._request("GET", f"/v1/download/{job_id}", follow_redirects=False)
+        return response.headers["location"]
+
+    # -- waiting ------------------------------------------------------------------------
+
+    def watch(
+        self, job_id: str, poll_interval: float = 1.0, unreachable_for: float = 120.0
+    ) -> Iterator[dict[str, Any]]:
+        """Yield status snapshots until the job is terminal.
+
+        Uses the SSE stream; when it cannot be opened or is cut, reconnects with
+        Last-Event-ID, and falls back to polling (with backoff) while it keeps failing.
+        Snapshots never go backwards: an older ``version`` than one already yielded is skipped.
+        An API that cannot be reached is retried for ``unreachable_for`` seconds (a restart).
+        """
+        last_version = -1
+        failures = 0
+        use_stream = True
+        down_since: float | None = None
+        while True:
+            if use_stream:
+                try:
+                    for status in self._stream(job_id, last_version):
+                        if status.get("version", 0) > last_version:
+                            last_version = status.get("version", 0)
+                            failures = 0
+                            yield status
+                        if status.get("status") in TERMINAL:
+                            return
+                except ApiError as exc:
+                    if isinstance(exc, AuthError):
+                        raise
+                    # No stream here (an old server, a proxy): poll. An unknown job
+                    # raises NotFound from the status call below.
+                    use_stream = exc.status_code not in (404, 405, 501)
+                    failures += 1
+                except (httpx.TransportError, SSEError, json.JSONDecodeError):
+                    failures += 1
+            # The stream ended early or failed: poll once, then try the stream again.
+            try:
+                status = self.status(job_id)
+                down_since = None
+            except Unreachable:
+                # The API may be restarting: keep trying for a while before giving up.
+                down_since = down_since or time.monotonic()
+                if time.monotonic() - down_since > unreachable_for:
+                    raise
+                failures += 1
+                self._sleep(min(poll_interval * (2 ** min(failures, 4)), 15) * random.uniform(0.5, 1.0))
+                continue
+            if status.get("version", 0) > last_version:
+                last_version = status.get("version", 0)
+                yield status
+            if status.get("status") in TERMINAL:
+                return
+            self._sleep(min(poll_interval * (2 ** min(failures, 4)), 15) * random.uniform(0.5, 1.0))
+
+    def _stream(self, job_id: str, last_version: int) -> Iterator[dict[str, Any]]:
+        headers = {"Last-Event-ID": str(last_version)} if last_version >= 0 else {}
+        timeout = httpx.Timeout(10.0, read=60.0)  # the server's heartbeat keeps reads alive
+        with connect_sse(
+            self._http, "GET", f"/v1/download/stream/{job_id}", headers=headers, timeout=timeout
+        ) as source:
+            if source.response.status_code >= 400:
+                source.response.read()
+                _raise_for(source.response)
+            for event in source.iter_sse():
+                if event.data:
+                    yield dict(json.loads(event.data))
+
+    def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """Block until the job is terminal; :raise TimeoutError: past ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: dict[str, Any] = {}
+        for last in self.watch(job_id):
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {last.get('status')} after {timeout} s")
+        return last
+
+    # -- downloading --------------------------------------------------------------------
+
+    def download(
+        self,
+        job_id: str,
+        path: str | os.PathLike[str],
+        on_bytes: Callable[[int, int | None], None] = lambda done, total: None,
+    ) -> Path:
+        """Fetch a completed job's result to ``path``, resuming and verifying it.
+
+        Streams into a temporary file beside ``path``, resumes with ``Range`` after a dropped
+        connection, verifies the result (each zip entry against ``manifest.json`` sha256;
+        a single-file result against its size) and only then renames it into place.
+
+        :raise JobFailed: the job is failed or cancelled.
+        :raise VerificationError: the bytes do not match.
+        """
+        status = self.status(job_id)
+        if status["status"] in _UNSUCCESSFUL:
+            raise JobFailed(status)
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            self._fetch(job_id, tmp, on_bytes)
+            verify(tmp, expected_size=status.get("size"))
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return target
+
+    def _fetch(self, job_id: str, tmp: Path, on_bytes: Callable[[int, int | None], None]) -> None:
+        url = self.download_url(job_id)
+        done = 0
+        total: int | None = None
+        with open(tmp, "wb") as out, httpx.Client(timeout=httpx.Timeout(30.0)) as s3:
+            for _ in range(MAX_RESUMES + 1):
+                headers = {"Range": f"bytes={done}-"} if done else {}
+                try:
+                    with s3.stream("GET", url, headers=headers) as response:
+                        if response.status_code == 403:  # the link expired: ask for a new one
+                            url = self.download_url(job_id)
+                            continue
+                        if response.status_code not in (200, 206):
+                            response.read()
+                            raise ClientError(f"download failed: HTTP {response.status_code}")
+                        if done and response.status_code == 200:  # Range ignored: start over
+                            out.seek(0)
+                            out.truncate()
+                            done = 0
+                        if total is None:
+                            total = _total_size(response, done)
+                        for chunk in response.iter_bytes(DOWNLOAD_CHUNK_BYTES):
+                            out.write(chunk)
+                            done += len(chunk)
+                            on_bytes(done, total)
+                    if total is None or done >= total:
+                        return
+                except (httpx.TransportError, httpx.RemoteProtocolError):
+                    pass  # dropped mid-transfer: resume from `done`
+                out.flush()
+        raise ClientError(f"download of job {job_id} kept failing after {MAX_RESUMES} resumes")
+
+
+def _total_size(response: httpx.Response, offset: int) -> int | None:
+    content_range = response.headers.get("content-range", "")
+    if "/" in content_range:
+        size = content_range.rsplit("/", 1)[1]
+        return int(size) if size.isdigit() else None
+    length = response.headers.get("content-length")
+    return offset + int(length) if length and length.isdigit() else None
+
+
+def _retry_after(response: httpx.Response) -> float:
+    value = response.headers.get("retry-after", "1")
+    try:
+        return max(0.0, min(float(value), 60.0))
+    except ValueError:
+        return 1.0
+
+
+def verify(path: Path, expected_size: int | None = None) -> None:
+    """Check a downloaded result.
+
+    A bundle (it holds ``manifest.json``): every listed entry exists with the listed size
+    and sha256, and the zip's own CRCs hold. Anything else: its size matches.
+
+    :raise VerificationError: on any mismatch.
+    """
+    if expected_size is not None and path.stat().st_size != expected_size:
+        raise VerificationError(f"size is {path.stat().st_size} bytes, the server announced {expected_size}")
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as zf:
+            if "manifest.json" not in zf.namelist():
+                return
+            manifest = json.loads(zf.read("manifest.json"))
+            for entry in manifest.get("files", []):
+                name = f"{entry['file_id']}.zip"
+                digest = hashlib.sha256()
+                size = 0
+                with zf.open(name) as member:
+                    while chunk := member.read(DOWNLOAD_CHUNK_BYTES):
+                        digest.update(chunk)
+                        size += len(chunk)
+                if size != entry["size"] or digest.hexdigest() != entry["sha256"]:
+                    raise VerificationError(f"{name} does not match manifest.json (size or sha256)")
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise VerificationError(f"the result is corrupt: {exc}") from None
