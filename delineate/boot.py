@@ -39,7 +39,11 @@ def app_or_exit(service: str | None = None) -> Flask:
         from delineate.telemetry.setup import setup_process
 
         setup_process(settings, service)
-    return create_app(settings)
+    try:
+        return create_app(settings)
+    except ConfigError as exc:  # the tenants file, read as the app is built
+        print(f"delineate: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def worker_or_exit() -> Celery:
@@ -53,6 +57,11 @@ def worker_or_exit() -> Celery:
     configure_logging()
     settings = settings_or_exit()
     svc = build_services(settings)
+    try:
+        svc.tenants  # noqa: B018 - a bad tenants file stops start-up here, in one line
+    except ConfigError as exc:
+        print(f"delineate: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     celery = make_celery(settings, svc)
     connect_store(svc, celery)
     return celery

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from redis import Redis
 
 from delineate.config import Settings
+from delineate.config.tenants import TenantsHolder
 from delineate.models import Job
 from delineate.redis_io import lane_for
 from delineate.redis_io.base import Lane
@@ -26,6 +27,7 @@ from delineate.storage import Storage
 from delineate.store import JobStore
 from delineate.store.replica_ack import ReplicaAck
 from delineate.store.sweep_index import WEBHOOK_CLAIM_INTERVALS
+from delineate.telemetry.logs import add_secrets
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -72,6 +74,18 @@ class Services:
         """The hot path's lane to the same Redis (rate limits, job reads and writes): ours
         with FAST_PATHS (the default), redis-py's client without."""
         return lane_for(self.redis, self.settings.fast_paths)
+
+    @cached_property
+    def tenants(self) -> TenantsHolder:
+        """The tenants in force in this process (TENANTS_FILE, API_KEYS or open mode), reloaded
+        when the file changes. Their keys and secrets never reach a log line.
+
+        :raise ConfigError: the tenants do not load (at start-up: the entry point stops).
+        """
+        holder = TenantsHolder(self.settings)
+        add_secrets(holder.current.secret_values())
+        holder.on_change.append(lambda tenants: add_secrets(tenants.secret_values()))
+        return holder
 
     @cached_property
     def storage(self) -> Storage:

@@ -24,6 +24,7 @@ def build_app(settings: Settings) -> Flask:
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes)
     app.json = OrjsonProvider(app)
     svc = app.extensions["delineate"] = build_services(settings, REQUEST_ANSWER_SECONDS)
+    svc.tenants  # noqa: B018 - loaded now: a bad tenants file stops start-up (ConfigError)
     celery = app.extensions["celery"] = make_celery(settings, svc)
     connect_store(svc, celery)
     app.extensions["delineate_tasks"] = TaskQueue(settings, celery)

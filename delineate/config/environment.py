@@ -14,6 +14,7 @@ from delineate.config.parse import (
     ConfigError,
     _api_keys,
     _basic_auth,
+    _bind_address,
     _bool,
     _callback_hosts,
     _callback_secret,
@@ -79,6 +80,9 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "DASHBOARD_OTLP_ENDPOINT": ("dashboard_otlp_endpoint", _optional_url),
     "DASHBOARD_TRACE_URL": ("dashboard_trace_url", _trace_url),
     "FAST_PATHS": ("fast_paths", _bool),
+    "TENANTS_FILE": ("tenants_file", lambda n, v: v.strip()),
+    "SENTRY_TEST_ROUTE": ("sentry_test_route", _bool),
+    "BIND": ("bind", _bind_address),
     "FLOWER_PORT": ("flower_port", lambda n, v: _int(n, v, 1, 65535)),
     "FLOWER_BASIC_AUTH": ("flower_basic_auth", _basic_auth),
     "CELERY_VISIBILITY_TIMEOUT_SECONDS": (

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 from urllib.parse import urlsplit
 
 
@@ -145,6 +146,16 @@ def _callback_secret(name: str, raw: str) -> str:
     return raw
 
 
+def _bind_address(name: str, raw: str) -> str:
+    """The address the API listens on: an IPv4 or IPv6 address (``0.0.0.0`` for every interface)."""
+    value = raw.strip().strip("[]")
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be an IP address (127.0.0.1, 0.0.0.0, ::), got {raw!r}") from None
+    return value
+
+
 def _basic_auth(name: str, raw: str) -> str:
     """``user:password`` (or empty: no authentication)."""
     value = raw.strip()
@@ -187,7 +198,14 @@ def _api_keys(name: str, raw: str) -> dict[str, str]:
     keys: dict[str, str] = {}
     for item in _csv(raw):
         owner, sep, key = item.partition(":")
-        if not sep or not owner.strip() or not key.strip():
+        owner, key = owner.strip(), key.strip()
+        if not sep or not owner or not key:
             raise ConfigError(f"{name} entries must look like name:key, got {item!r}")
-        keys[key.strip()] = owner.strip()
+        # Either twice would silently change who owns what: a key with two names, or a
+        # name with two keys (several keys per tenant: TENANTS_FILE).
+        if key in keys:
+            raise ConfigError(f"{name} gives one key to two names ({keys[key]!r} and {owner!r})")
+        if owner in keys.values():
+            raise ConfigError(f"{name} names {owner!r} twice (for several keys per tenant, use TENANTS_FILE)")
+        keys[key] = owner
     return keys

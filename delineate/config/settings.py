@@ -55,6 +55,8 @@ class Settings:
     """
 
     port: int = 3000
+    # Where the API listens: the loopback by default (`make run`); the image sets 0.0.0.0.
+    bind: str = "127.0.0.1"
     redis_url: str = "redis://127.0.0.1:6379/0"
     celery_broker_url: str = ""
     celery_result_backend: str = ""
@@ -83,6 +85,8 @@ class Settings:
     max_active_jobs_per_key: int = 20
     cors_origins: tuple[str, ...] = ("*",)
     api_keys: Mapping[str, str] = field(default_factory=dict)
+    # Tenants with their own keys, limits and webhooks (delineate/config/tenants.py); wins over API_KEYS.
+    tenants_file: str = ""
     trusted_proxy_hops: int = 0
     callback_allowed_hosts: tuple[str, ...] = ()
     callback_secret: str = ""
@@ -90,6 +94,8 @@ class Settings:
     sse_max_streams: int = 5000
     max_body_bytes: int = 65_536
     sentry_dsn: str = ""
+    # `?sentry_test=true` on POST /v1/download/check answers a deliberate 500 (make run, compose's dev profile).
+    sentry_test_route: bool = False
     otel_exporter_otlp_endpoint: str = ""
     otel_traces_sampler: str = ""  # the SDK's names; empty: parentbased_always_on (every trace)
     otel_traces_sampler_arg: float = 1.0

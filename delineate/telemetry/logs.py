@@ -105,6 +105,12 @@ def register_secrets(values: frozenset[str]) -> None:
     _secrets = tuple(sorted(values, key=len, reverse=True))
 
 
+def add_secrets(values: frozenset[str]) -> None:
+    """Remove these values too from every later log line (a tenant's keys and secrets)."""
+    global _secrets
+    _secrets = tuple(sorted(set(_secrets) | values, key=len, reverse=True))
+
+
 def scrub_text(text: str) -> str:
     """Signatures, keys and every registered secret out of ``text``."""
     return remove_secrets(redact(text), _secrets) if _secrets or "=" in text else text
