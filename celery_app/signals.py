@@ -7,6 +7,8 @@ Connected when this module is imported; ``celery_app.worker`` imports it.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -19,16 +21,18 @@ from celery.signals import (
     task_retry,
     task_revoked,
     worker_init,
+    worker_ready,
     worker_shutdown,
 )
 
 from delineate.broker.app import services_of
-from delineate.broker.queue import PREPARE_DOWNLOAD
+from delineate.broker.queue import CELERY_QUEUE, PREPARE_DOWNLOAD
 from delineate.config import Settings
 from delineate.errors import JobFailed
 from delineate.models import JobState, Phase
 from delineate.store import JobGone
 from delineate.telemetry.job_metrics import RunningJobs, record_retry
+from delineate.telemetry.metrics import WORKER_STALE_SECONDS
 from delineate.telemetry.setup import setup_process
 from delineate.telemetry.tracing import WORKER_SERVICE
 
@@ -87,16 +91,51 @@ def connect_worker(celery: Celery) -> None:
     point, never sends it."""
 
     @worker_init.connect(weak=False)
-    def _on_worker_init(**_: Any) -> None:
+    def _on_worker_init(sender: Any = None, **_: Any) -> None:
         settings: Settings = services_of(celery).settings
         setup_process(settings, WORKER_SERVICE)
-        count_worker_jobs(lambda: services_of(celery))
+        # The pool a job worker offers the fair share (the sweeper consumes only its own queue).
+        queues = getattr(sender, "app", celery).amqp.queues
+        consumed = queues.consume_from if queues.consume_from is not None else queues  # no -Q: all
+        slots = int(getattr(sender, "concurrency", 0) or 0) if CELERY_QUEUE in consumed else 0
+        count_worker_jobs(lambda: services_of(celery), slots)
+
+    @worker_ready.connect(weak=False)
+    def _on_worker_ready(**_: Any) -> None:
+        reload_tenants_on_sighup(services_of(celery).tenants)
 
 
-def count_worker_jobs(get_services: Callable[[], Any]) -> RunningJobs:
-    """Count jobs, retries and running jobs from this worker process's Celery signals."""
+def reload_tenants_on_sighup(tenants: Any) -> None:
+    """SIGHUP re-reads the tenants file in place, at once: the handler only wakes a thread
+    that does it (a handler must not take the locks a reload takes). Celery's own handler,
+    installed by now, would restart the whole worker, waiting out every running job first."""
+    wake = threading.Event()
+
+    def reload() -> None:
+        while True:
+            wake.wait()
+            wake.clear()
+            tenants.check(force=True)
+
+    try:
+        signal.signal(signal.SIGHUP, lambda _signum, _frame: wake.set())
+    except ValueError:  # not the main thread: the file's change is still seen within seconds
+        logger.warning("tenants: SIGHUP not handled in this worker; the file is re-read on change")
+        return
+    threading.Thread(target=reload, name="tenants-reload", daemon=True).start()
+
+
+def count_worker_jobs(get_services: Callable[[], Any], slots: int = 0) -> RunningJobs:
+    """Count jobs, retries and running jobs from this worker process's Celery signals; with
+    ``slots``, register the pool with the fair share at every heartbeat (the entry lives
+    WORKER_STALE_SECONDS: a killed worker's slots stop counting after that)."""
     svc = get_services()
     running = RunningJobs(svc.redis)
+    if slots:
+        worker = (running.worker_id, slots, int(WORKER_STALE_SECONDS))
+        running.on_heartbeat.append(lambda: svc.store.dispatch(worker=worker))
+        # an idle worker still notices a changed tenants file (its hooks write the weights)
+        running.on_heartbeat.append(lambda: svc.tenants.current)
 
     def ours(sender: Any) -> bool:
         return getattr(sender, "name", None) == PREPARE_DOWNLOAD
@@ -122,6 +161,11 @@ def count_worker_jobs(get_services: Callable[[], Any]) -> RunningJobs:
     @worker_shutdown.connect(weak=False)
     def _shutdown(**_: Any) -> None:
         running.stop()
+        if slots:  # a warm shutdown hands its slots back at once
+            try:
+                svc.store.dispatch(worker=(running.worker_id, 0, 0))
+            except redis.RedisError as exc:
+                logger.warning("could not hand the worker's slots back: %s", exc)
 
     running.start()
     return running

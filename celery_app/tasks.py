@@ -58,16 +58,18 @@ def prepare_download(self: Task, job_id: str) -> None:
 
 
 @shared_task(name=DELIVER_WEBHOOK, acks_late=True, ignore_result=True)
-def deliver_webhook(job_id: str, attempt: int | None = None) -> None:
-    """Make webhook delivery attempt ``attempt`` for a terminal job (see ``webhooks``).
+def deliver_webhook(job_id: str, attempt: int | None = None, event: str | None = None) -> None:
+    """Make webhook delivery attempt ``attempt`` for a terminal job (see ``webhooks``);
+    ``event`` ``"revoked"``: the revoked job's delivery (``webhooks.send_revoked``).
 
     No Celery retries: the next attempt is scheduled in Redis and sent by the sweeper, so
     it survives worker restarts. acks_late: a worker that dies mid-delivery leaves the
     message for another, so a receiver may see a delivery twice (it should treat jobId +
-    status as idempotent); a message for an attempt already made does nothing.
+    status as idempotent); a message for an attempt already made does nothing. Signed
+    with, and sent only to the hosts of, the job owner's tenant as it is now.
     """
     svc = services_of(current_app)
-    webhooks.deliver(svc.store, svc.settings, job_id, attempt)
+    webhooks.deliver(svc.store, svc.settings, svc.tenants.current, job_id, attempt, event)
 
 
 @shared_task(name=SWEEP_TASK, ignore_result=True)

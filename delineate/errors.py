@@ -63,6 +63,13 @@ class JobNotReady(DelineateError):
     error = "job_not_ready"
 
 
+class Revoked(DelineateError):
+    """The job's result was revoked: its downloads are gone for good."""
+
+    status_code = 410
+    error = "revoked"
+
+
 class Conflict(DelineateError):
     status_code = 409
     error = "conflict"

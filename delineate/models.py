@@ -78,6 +78,7 @@ class Job:
     delay_ms: int | None = None
     callback_url: str = ""
     callback: dict[str, Any] | None = None
+    revoked_at: str | None = None
 
     @property
     def total_files(self) -> int:
@@ -111,14 +112,16 @@ class Job:
             delay_ms=int(delay) if delay else None,
             callback_url=get("callbackUrl", ""),
             callback=orjson.loads(callback) if callback else None,
+            revoked_at=get("revokedAt") or None,
         )
 
     def to_status(self, presign: Callable[[Job], str] | None = None) -> dict[str, Any]:
-        """The public status JSON (design.md). ``presign`` makes a fresh download link."""
+        """The public status JSON (design.md). ``presign`` makes a fresh download link; a
+        revoked job never gets one, and is the only one whose status has ``revokedAt``."""
         url = None
-        if self.status is JobState.COMPLETED and self.result_key and presign is not None:
+        if self.status is JobState.COMPLETED and self.result_key and presign is not None and not self.revoked_at:
             url = presign(self)
-        return {
+        status: dict[str, Any] = {
             "jobId": self.job_id,
             "status": self.status.value,
             "progress": self.progress,
@@ -139,6 +142,9 @@ class Job:
             "bytesTotal": self.bytes_total,
             "callback": self.callback,
         }
+        if self.revoked_at:
+            status["revokedAt"] = self.revoked_at
+        return status
 
 
 def encode_fields(**fields: Any) -> dict[str, str]:

@@ -10,11 +10,13 @@ and the worker alike. Imports no web framework.
 
 from __future__ import annotations
 
+import logging
 from functools import cached_property
 from typing import TYPE_CHECKING
 
 from redis import Redis
 
+from delineate.broker.queue import CELERY_QUEUE, broker_is_the_store
 from delineate.config import Settings
 from delineate.config.tenants import TenantsHolder
 from delineate.models import Job
@@ -25,9 +27,12 @@ from delineate.redis_io.direct import DirectRedis
 from delineate.redis_io.library import LibraryLane
 from delineate.storage import Storage
 from delineate.store import JobStore
+from delineate.store.dispatch import share_workers
 from delineate.store.replica_ack import ReplicaAck
 from delineate.store.sweep_index import WEBHOOK_CLAIM_INTERVALS
 from delineate.telemetry.logs import add_secrets
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -100,6 +105,7 @@ class Services:
             direct=self.direct_redis,
             webhook_claim_seconds=WEBHOOK_CLAIM_INTERVALS * self.settings.sweep_interval_seconds,
             replica_ack=self.replica_ack,
+            queue_key=CELERY_QUEUE if broker_is_the_store(self.settings) else "",
         )
 
     @cached_property
@@ -137,8 +143,19 @@ def connect_store(svc: Services, celery: Celery) -> None:
     """What the job store does when a write makes a job terminal, in every process that
     writes jobs: count it (metrics, the console's timeline and error log) and send the
     first webhook delivery."""
+    from delineate.broker.queue import TaskQueue
     from delineate.jobs.webhooks import send_first_delivery
     from delineate.telemetry.job_metrics import count_terminal_jobs
 
     count_terminal_jobs(svc.store)
     send_first_delivery(svc.store, celery)
+    if not svc.store.queue_key:  # the broker is another Redis: granted jobs go through Celery
+        queue = TaskQueue(svc.settings, celery)
+
+        def publish_granted(ids: list[str]) -> None:
+            for job_id in ids:
+                queue.send(job_id)
+
+        svc.store.publish_granted = publish_granted
+    svc.tenants.on_change.append(lambda tenants: share_workers(svc.store, tenants))
+    share_workers(svc.store, svc.tenants.current)

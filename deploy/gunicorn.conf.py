@@ -20,10 +20,18 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 from delineate.boot import settings_or_exit  # noqa: E402
 from delineate.telemetry.logs import logging_config  # noqa: E402
 
-# A bad setting stops start-up here, in one line, before any worker boots.
-_settings = settings_or_exit()
+# A bad setting or tenants file stops start-up here, in one line, before any worker boots.
+_settings = settings_or_exit(check_tenants=True)
 
-bind = f"0.0.0.0:{_settings.port}"
+
+def _bind(host: str, port: int) -> str:
+    """gunicorn's ``HOST:PORT`` for BIND and PORT: an IPv6 address in brackets (``[::1]:3000``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# BIND: the loopback by default (`make run`: nothing outside this machine reaches the API);
+# the image sets 0.0.0.0 for compose and Kubernetes, whose proxies and probes come from outside.
+bind = _bind(_settings.bind, _settings.port)
 # gevent, fair between keep-alive connections, and its refusals (below) answered in JSON
 worker_class = "delineate.api.gunicorn_errors.JsonErrorsWorker"
 workers = 2
@@ -43,6 +51,14 @@ accesslog = None
 logger_class = "delineate.api.gunicorn_worker.AppAccessLogger"
 errorlog = "-"
 logconfig_dict = logging_config()
+
+
+def when_ready(server: object) -> None:
+    """SIGHUP restarts the workers gracefully, so they read the tenants file (and every
+    setting) anew; a file that no longer loads keeps the running workers instead."""
+    from delineate.boot import guard_reload
+
+    guard_reload(server)
 
 
 def child_exit(server: object, worker: object) -> None:

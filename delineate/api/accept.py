@@ -102,18 +102,28 @@ def accept(
     if callback_url:
         job.callback = pending_callback()
     with queue.message(job.job_id) as enqueue:
-        # The record and its task message in one script (when the broker is this Redis).
-        earlier = _create_or_replay(svc, job, idem_key, enqueue)
+        # The record and its task message in one script (when the broker is this Redis);
+        # the message goes onto Celery's queue when a worker slot is granted (at once, in
+        # the same script, when one is free).
+        try:
+            earlier = _create_or_replay(svc, job, idem_key, enqueue)
+        except (OperationalError, ConnectionError, OSError) as exc:
+            # The broker is another Redis and refused what was granted: never leave a job
+            # that no worker will ever see (what else was granted, the sweeper republishes).
+            svc.store.delete(job.job_id, job.owner, idem_key)
+            logger.error("could not enqueue job %s: %s", job.job_id, exc)
+            raise ServiceUnavailable(
+                "The job queue is unavailable; try again shortly.", headers={"Retry-After": "5"}
+            ) from None
     if earlier is not None:
         return Accepted(earlier, True, svc.settings)
-    if enqueue is None:
-        _send_or_undo(svc, queue, job, idem_key)
     logger.debug("job %s queued with %d files (owner %r)", job.job_id, len(ids), job.owner)
     return Accepted(job, False, svc.settings)
 
 
 def _create_or_replay(svc: Services, job: Job, idem_key: str | None, enqueue: tuple[str, str] | None) -> Job | None:
-    cap = svc.settings.max_active_jobs_per_key if svc.settings.api_keys else None
+    tenants = svc.tenants.current
+    cap = tenants.tenant(job.owner).max_active_jobs if tenants.keyed else None
     ids_fingerprint = fingerprint(job.file_ids) if idem_key else ""
     try:
         replay = svc.store.create(
@@ -143,16 +153,3 @@ def _create_or_replay(svc: Services, job: Job, idem_key: str | None, enqueue: tu
     if earlier is None:  # expired between the two reads
         raise JobNotFound(f"No job {replay.job_id}.")
     return earlier
-
-
-def _send_or_undo(svc: Services, queue: TaskQueue, job: Job, idem_key: str | None) -> None:
-    """Publish through Celery; if the broker refuses, remove the record again (503)."""
-    try:
-        queue.send(job.job_id)
-    except (OperationalError, ConnectionError, OSError) as exc:
-        # Never leave a job that no worker will ever see.
-        svc.store.delete(job.job_id, job.owner, idem_key)
-        logger.error("could not enqueue job %s: %s", job.job_id, exc)
-        raise ServiceUnavailable(
-            "The job queue is unavailable; try again shortly.", headers={"Retry-After": "5"}
-        ) from None

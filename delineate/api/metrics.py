@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -35,7 +35,7 @@ from prometheus_client.registry import Collector
 from delineate.api.recorder import ConsoleRecorder
 from delineate.broker.queue import CELERY_QUEUE
 from delineate.config import Settings
-from delineate.models import TERMINAL_STATES
+from delineate.models import TERMINAL_STATES, JobState
 from delineate.redis_io.clients import redis_client
 from delineate.telemetry.logs import AccessLog
 from delineate.telemetry.metrics import (
@@ -69,6 +69,13 @@ HTTP_LATENCY = Histogram(
     ["method", "route", "status"],
     buckets=LATENCY_BUCKETS,
 )
+METRIC_METHODS = frozenset({"GET", "POST", "DELETE", "HEAD", "OPTIONS"})
+"""The values the ``method`` label takes, with ``other`` for any other method: the client
+chooses the method, and each new one would be a new series in every scrape, for ever."""
+
+ACCESS_METHOD_CHARS = 16
+"""The access line keeps the method as sent, cut to this many characters."""
+
 SSE_STREAMS_OPEN = Gauge(
     "delineate_sse_streams_open",
     "Server-Sent Event streams open now, over the API processes alive.",
@@ -127,6 +134,8 @@ class RequestMetrics:
         self._lock = threading.Lock()
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        if method not in METRIC_METHODS:
+            method = "other"
         tally = self._tallies.get((method, route, status))
         if tally is None:
             tally = self._tallies.setdefault((method, route, status), _Tally(len(self._bounds) + 1))
@@ -194,11 +203,12 @@ class RequestObserver:
     def record(
         self, method: str, route: str, path: str, status: int, seconds: float, request_id: str, job_id: str | None
     ) -> None:
-        """Count, time and log one answered request (Flask's or the fast lane's)."""
+        """Count, time and log one answered request (Flask's or the fast lane's); an odd
+        method is counted as ``other`` and logged cut to ACCESS_METHOD_CHARS."""
         self.metrics.observe(method, route, status, seconds)
         if self.recorder is not None:
             self.recorder.request(status, seconds)
-        self.access.write(method, route, path, status, seconds, request_id, job_id)
+        self.access.write(method[:ACCESS_METHOD_CHARS], route, path, status, seconds, request_id, job_id)
 
 
 def init_app(app: Flask) -> None:
@@ -309,12 +319,23 @@ def queue_depth(client: redis.Redis) -> int:
 
 
 def stats(client: redis.Redis) -> dict[str, Any]:
-    """The few live numbers of ``/v1/stats``."""
+    """The few live numbers of ``/v1/stats``, of the whole service (open mode)."""
     jobs = {k: int(v) for k, v in client.hgetall(JOBS_KEY).items()}
     return {
         "queueDepth": queue_depth(client),
         "jobsInProgress": jobs_in_progress(client),
         "jobsFinished": {state.value: jobs.get(state.value, 0) for state in TERMINAL_STATES},
+    }
+
+
+def tenant_stats(counts: Mapping[str, int]) -> dict[str, Any]:
+    """The same numbers for one tenant, from its jobs by state (``history_counts``): its
+    queued jobs as the queue, its processing ones as in progress, its finished jobs whose
+    records are kept (JOB_TTL_SECONDS). Nothing of the other tenants or the whole queue."""
+    return {
+        "queueDepth": counts.get(JobState.QUEUED.value, 0),
+        "jobsInProgress": counts.get(JobState.PROCESSING.value, 0),
+        "jobsFinished": {state.value: counts.get(state.value, 0) for state in TERMINAL_STATES},
     }
 
 

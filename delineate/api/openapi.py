@@ -139,24 +139,24 @@ OPERATIONS: tuple[Op, ...] = (
                 "to a freshly presigned link of the result (valid PRESIGNED_URL_EXPIRY_SECONDS)",
                 schemas.DownloadRedirect, ("Location",),
             ),
-            400: BAD_JOB_ID,
-            404: NOT_FOUND,
+            400: BAD_JOB_ID, 404: NOT_FOUND,
             409: _err("the job is not completed (its status is in details)"),
+            410: _err("`revoked`: DELETE revoked the job's result, for good (its status is in details)"),
             503: REDIS_DOWN,
         },
         job_id=True,
     ),
     Op(
         "delete", "/v1/download/{jobId}", "/v1/download/<job:job_id>", "cancelDownload",
-        "Cancel a job",
+        "Cancel a job, or revoke a completed job's result",
         {
             202: Resp(
-                "cancelled; a running job stops at its next file step and leaves no partial result",
+                "cancelled (a running job stops at its next file step, leaving no partial result); or, for a "
+                "completed job, revoked (again): `revokedAt` set, its bundle deleted, downloads answer 410",
                 schemas.JobStatus,
             ),
-            400: BAD_JOB_ID,
-            404: NOT_FOUND,
-            409: _err("the job already finished (its status is in details)"),
+            400: BAD_JOB_ID, 404: NOT_FOUND,
+            409: _err("the job already failed or was cancelled (its status is in details)"),
             503: REDIS_DOWN,
         },
         job_id=True,
@@ -177,7 +177,7 @@ OPERATIONS: tuple[Op, ...] = (
             400: BAD_BODY, 413: TOO_LARGE, 415: NOT_JSON, 503: REDIS_DOWN,
         },
         body=validation.FileIdBody,
-        description="`?sentry_test=true` raises a deliberate error (500 JSON), to prove error reporting.",
+        description="A query parameter is a 400, but with SENTRY_TEST_ROUTE `?sentry_test=true`: a deliberate 500.",
     ),
     Op(
         "post", "/v1/download/start", "/v1/download/start", "startSynchronous",
@@ -371,7 +371,7 @@ def _operation(op: Op, keyed_mode: bool) -> dict[str, Any]:
 def build_spec(app: Flask) -> dict[str, Any]:
     """The document for ``app``: only routes it serves; security only when keys are set."""
     settings = app.extensions["delineate"].settings
-    keyed_mode = bool(settings.api_keys)
+    keyed_mode = app.extensions["delineate"].tenants.current.keyed
     served = {(rule.rule, method.lower()) for rule in app.url_map.iter_rules() for method in rule.methods or ()}
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:

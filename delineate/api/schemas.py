@@ -34,7 +34,8 @@ class ErrorBody(_Body):
     requestId: str = Field(description="equals the response's X-Request-ID header")
     details: Any = Field(
         default=None,
-        description="validation errors: a list of {path, message}; 409: the job's status or the earlier job",
+        description="validation errors: a list of {path, message}; 409: the job's status or the earlier job; "
+        "410: the revoked job's status",
     )
 
 
@@ -55,12 +56,17 @@ class JobStatus(_Body):
     availableFiles: int = Field(ge=0)
     missingFileIds: list[int]
     attempts: int = Field(ge=0)
-    downloadUrl: str | None = Field(description="a fresh presigned link when completed")
+    downloadUrl: str | None = Field(description="a fresh presigned link when completed (null once revoked)")
     size: int | None = Field(description="bytes behind downloadUrl")
     error: str | None
     createdAt: str = Field(description="ISO-8601, UTC")
     updatedAt: str
     completedAt: str | None
+    revokedAt: str | None = Field(
+        default=None,
+        description="ISO-8601, UTC: when DELETE revoked the completed job's result (the status stays completed, "
+        "downloadUrl is null and downloads answer 410); absent until then",
+    )
     version: int = Field(ge=0, description="increases by one on every write")
     phase: PhaseName
     bytesDone: int = Field(ge=0)

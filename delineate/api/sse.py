@@ -18,6 +18,8 @@ exhaust the API's Redis pool. The hub:
   everything again, and tells every stream to re-read its snapshot (events published
   while it was away are lost, the stored state is not).
 
+``StreamSlots`` caps a process's streams; ``TenantStreams`` a tenant's, over every process.
+
 Tuning constants are in seconds.
 """
 
@@ -29,6 +31,7 @@ import os
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -41,6 +44,7 @@ from redis.retry import Retry
 from delineate.config import Settings
 from delineate.models import TERMINAL_STATES
 from delineate.redis_io.clients import redis_client
+from delineate.store.keys import streams_key
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +62,9 @@ RECONNECT_BACKOFF_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 CLIENT_NAME_PREFIX = "delineate-sse-"
 """The hub's Redis connection is named this plus the process id."""
+
+STALE_HEARTBEATS = 3
+"""A tenant's stream not refreshed for this many heartbeats (its process died) stops counting."""
 
 TERMINAL_EVENTS = frozenset(state.value for state in TERMINAL_STATES)
 
@@ -342,3 +349,52 @@ class StreamSlots:
     def release(self) -> None:
         with self._lock:
             self.open = max(self.open - 1, 0)
+
+
+class TenantStreams:
+    """Each tenant's open streams across every API process, against its ``max_streams``: a
+    sorted set per tenant (``streams_key``) of stream ids scored by their last heartbeat.
+
+    A slot is one MULTI (drop stale entries, add, count): of two processes racing for the last
+    one, the one counted past the limit removes its entry. A stream refreshes its score at each
+    heartbeat and removes it at its end; a dead process's entries go stale (STALE_HEARTBEATS).
+    """
+
+    def __init__(self, client: redis.Redis, heartbeat_seconds: float) -> None:
+        self.client = client
+        self.stale_seconds = heartbeat_seconds * STALE_HEARTBEATS
+        self.ttl_seconds = int(self.stale_seconds) + 1  # the set goes once nothing refreshes it
+
+    def acquire(self, owner: str, limit: int) -> str | None:
+        """A new stream's id, or None when ``owner`` holds ``limit`` streams.
+
+        :raise redis.RedisError: Redis did not answer (the caller answers 503).
+        """
+        key, stream_id, now = streams_key(owner), uuid.uuid4().hex, time.time()
+        oldest = f"{now - self.stale_seconds:.3f}"
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zremrangebyscore(key, "-inf", f"({oldest}")
+        pipe.zadd(key, {stream_id: now})
+        pipe.zcount(key, oldest, "+inf")
+        pipe.expire(key, self.ttl_seconds)
+        if int(pipe.execute()[2]) > limit:
+            self.client.zrem(key, stream_id)
+            return None
+        return stream_id
+
+    def refresh(self, owner: str, stream_id: str) -> None:
+        """At a heartbeat: still open (added again if Redis lost it); a Redis error is logged only."""
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zadd(streams_key(owner), {stream_id: time.time()})
+            pipe.expire(streams_key(owner), self.ttl_seconds)
+            pipe.execute()
+        except redis.RedisError as exc:
+            logger.debug("stream %s of %r: heartbeat not recorded: %s", stream_id, owner, exc)
+
+    def release(self, owner: str, stream_id: str) -> None:
+        """The stream ended (on a Redis error its entry stops counting once stale)."""
+        try:
+            self.client.zrem(streams_key(owner), stream_id)
+        except redis.RedisError as exc:
+            logger.debug("stream %s of %r: slot left to go stale: %s", stream_id, owner, exc)

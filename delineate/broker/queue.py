@@ -112,13 +112,19 @@ BEFORE_SEND_HOOKS: list[Callable[[str], None]] = []
 every production process; ``tests/support/fault_api.py`` puts a crash here."""
 
 
+def broker_is_the_store(settings: Settings) -> bool:
+    """Whether Celery's broker is the job store's own Redis (and database): then the store's
+    scripts push task messages themselves."""
+    return settings.celery_broker_url == settings.redis_url
+
+
 class TaskQueue:
     """Sends ``prepare_download`` for a job: inside the job store's script, or by Celery."""
 
     def __init__(self, settings: Settings, celery: Celery) -> None:
         self.celery = celery
         #: Whether the message can go in the job store's script (same Redis, same database).
-        self.atomic = settings.celery_broker_url == settings.redis_url
+        self.atomic = broker_is_the_store(settings)
         self._origin = anon_nodename()
         self._reply_to = str(celery.thread_oid)
 

@@ -68,6 +68,10 @@ class NotFound(ApiError):
     """404: unknown job (or another key's)."""
 
 
+class Revoked(ApiError):
+    """410: the job's result was revoked (``DELETE`` on the completed job); it is gone for good."""
+
+
 class RateLimited(ApiError):
     """429 after waiting out Retry-After :data:`MAX_RATE_LIMIT_WAITS` times."""
 
@@ -98,7 +102,7 @@ def _raise_for(response: httpx.Response) -> None:
     except ValueError:
         body = {"error": "http_error", "message": response.text[:200] or response.reason_phrase}
     request_id = response.headers.get("x-request-id")
-    kind = {401: AuthError, 404: NotFound, 429: RateLimited}.get(response.status_code, ApiError)
+    kind = {401: AuthError, 404: NotFound, 410: Revoked, 429: RateLimited}.get(response.status_code, ApiError)
     raise kind(response.status_code, body, request_id)
 
 
@@ -159,6 +163,20 @@ class Client:
         return dict(self._request("GET", f"/v1/download/status/{job_id}").json())
 
     def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a queued or processing job; a completed one is revoked (see :meth:`revoke`)."""
+        return dict(self._request("DELETE", f"/v1/download/{job_id}").json())
+
+    def revoke(self, job_id: str) -> dict[str, Any]:
+        """Withdraw a completed job's result: its bundle is deleted, links handed out stop
+        working, downloads answer 410. Idempotent. Refuses (:class:`ClientError`) a job that
+        has not completed, rather than cancel it.
+        """
+        status = self.status(job_id)
+        if status.get("status") != JobState.COMPLETED.value:
+            raise ClientError(
+                f"job {job_id} is {status.get('status')}: only a completed job's result can be revoked"
+                " (to stop a running job, cancel it)"
+            )
         return dict(self._request("DELETE", f"/v1/download/{job_id}").json())
 
     def estimate(self, file_ids: Iterable[int]) -> dict[str, Any]:

@@ -168,7 +168,8 @@ def _fetch(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     with _client(args) as client:
         status = client.status(args.job)
-    _emit(args, status, f"{status['jobId']}: {status['status']} {status['progress']}% ({status['phase']})")
+    line = f"{status['jobId']}: {status['status']} {status['progress']}% ({status['phase']})"
+    _emit(args, status, line + (f", revoked at {status['revokedAt']}" if status.get("revokedAt") else ""))
     return EXIT_OK
 
 
@@ -183,8 +184,21 @@ def _watch(args: argparse.Namespace) -> int:
 def _cancel(args: argparse.Namespace) -> int:
     with _client(args) as client:
         status = client.cancel(args.job)
-    _emit(args, status, f"{status['jobId']}: {status['status']}")
+    _emit(args, status, _status_line(status))
     return EXIT_OK
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        status = client.revoke(args.job)
+    _emit(args, status, _status_line(status))
+    return EXIT_OK
+
+
+def _status_line(status: dict[str, Any]) -> str:
+    if status.get("revokedAt"):
+        return f"{status['jobId']}: {status['status']}, its result revoked at {status['revokedAt']}"
+    return f"{status['jobId']}: {status['status']}"
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -244,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, handler, text in (
         ("status", _status, "show a job's status"),
         ("watch", _watch, "follow a job live until it ends"),
-        ("cancel", _cancel, "cancel a job"),
+        ("cancel", _cancel, "cancel a job (a completed one: revoke its result)"),
+        ("revoke", _revoke, "withdraw a completed job's result: its links stop working"),
     ):
         sub = commands.add_parser(name, parents=[common], help=text)
         sub.add_argument("job", metavar="JOB")
@@ -262,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from delineate.client.api import ApiError, AuthError, ClientError, JobFailed, RateLimited, Unreachable
+    from delineate.client.api import ApiError, AuthError, ClientError, JobFailed, RateLimited, Revoked, Unreachable
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -279,6 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = EXIT_JOB_FAILED
             if args.json and hasattr(exc, "status"):
                 print(json.dumps(exc.status))
+        elif isinstance(exc, Revoked):  # the result is gone for good: like a job that failed
+            code = EXIT_JOB_FAILED
         elif isinstance(exc, (Unreachable, AuthError, RateLimited)):
             code = EXIT_SERVER
         elif isinstance(exc, ApiError):

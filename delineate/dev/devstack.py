@@ -22,8 +22,9 @@ from delineate.boot import settings_or_exit
 from delineate.config import Settings
 from delineate.dev.localstack import answers, host_port, is_local, redis_command, seaweed_command, wait_until
 
-DEV_DEFAULTS = {"DOWNLOAD_DELAY_MIN_MS": "5000", "DOWNLOAD_DELAY_MAX_MS": "15000"}
-"""The development delay range (the settings' own defaults stay 10-120 s)."""
+DEV_DEFAULTS = {"DOWNLOAD_DELAY_MIN_MS": "5000", "DOWNLOAD_DELAY_MAX_MS": "15000", "SENTRY_TEST_ROUTE": "true"}
+"""The development delay range (the settings' own defaults stay 10-120 s), and the deliberate
+500 of ``POST /v1/download/check?sentry_test=true`` (off by default)."""
 
 RUN_DIR = Path(".run")
 
@@ -53,8 +54,11 @@ def _setup(settings: Settings, manager: Manager) -> None:
         storage = Storage(settings)
         wait_until(_bucket_ready(storage), 60, "the bucket", interval=0.5)
         written = seed(storage)
+        # The API listens on BIND (deploy/gunicorn.conf.py): the loopback unless set otherwise.
+        api_host = "127.0.0.1" if settings.bind in ("0.0.0.0", "::") else settings.bind
+        api_host = f"[{api_host}]" if ":" in api_host else api_host
         print(
-            f"\n  delineate is up: API http://127.0.0.1:{settings.port}/  "
+            f"\n  delineate is up: API http://{api_host}:{settings.port}/  "
             f"(health /health)  Flower http://127.0.0.1:{settings.flower_port}/\n"
             f"  {len(SAMPLE_IDS)} sample files in s3://{settings.s3_bucket_name}/downloads/ "
             f"({written} newly seeded). Ctrl-C stops everything.\n",

@@ -300,7 +300,7 @@ class DownloadRun:
         listens, at most every PUBLISH_INTERVAL_SECONDS); stop when the job went terminal
         elsewhere (cancelled) or another runner has the lease."""
         try:
-            job, written, listeners = self.store.write(
+            job, written, listeners, _ = self.store.write(
                 self.job_id, lease=(self.holder, self.settings.job_lease_seconds), **fields
             )
         except LeaseLost:
@@ -348,7 +348,7 @@ class DownloadRun:
     def fail(self, message: str) -> None:
         """Mark the job failed (unless already terminal; ``failure`` says whether this did)."""
         try:
-            job, written, listeners = self.store.write(
+            job, written, listeners, _ = self.store.write(
                 self.job_id, status=JobState.FAILED, phase=Phase.DONE, error=message
             )
         except JobGone:

@@ -20,6 +20,8 @@ would only waste messages. Each sweep:
    unless a delivery message for it still waits in the queue.
 3. **Deletes the bundles of expired jobs** (``sweep:expiry``) and aborts multipart
    uploads left incomplete for MULTIPART_ABORT_AFTER_SECONDS.
+4. **Deletes the bundles of revoked jobs** that their revoking request did not
+   (``sweep:revoked``: it died after the revocation's write, or S3 did not answer it).
 
 Costs per sweep: one index read, one pipelined read of the candidates, and, only when
 some candidate has no lease, one read of the broker's queue and unacked hash (linear in
@@ -42,11 +44,13 @@ from delineate.broker.app import services_of
 from delineate.broker.queue import DELIVER_WEBHOOK, PREPARE_DOWNLOAD, send_task
 from delineate.broker.queues import RESTORE_SCRIPT, UNACKED_INDEX, UNACKED_LIST, BrokerView, Held, read_broker
 from delineate.config import Settings
+from delineate.config.tenants import TenantsHolder
 from delineate.errors import StorageError
 from delineate.models import JobState, Phase
 from delineate.redis_io.clients import redis_client
 from delineate.storage import Storage, bundle_key
 from delineate.store import JobGone, JobStore
+from delineate.store.dispatch import share_workers
 from delineate.store.keys import SUSPECTS_KEY, SWEEP_LOCK_KEY
 
 logger = logging.getLogger(__name__)
@@ -64,16 +68,25 @@ class SweepReport:
     restored: list[str] = field(default_factory=list)
     deadline_failed: list[str] = field(default_factory=list)
     webhooks_sent: int = 0
+    granted: int = 0
     expired_cleaned: int = 0
+    revoked_cleaned: int = 0
     uploads_aborted: int = 0
     skipped: bool = False
 
 
 class Sweeper:
     def __init__(
-        self, settings: Settings, store: JobStore, storage: Storage, broker: redis.Redis, celery: Celery
+        self,
+        settings: Settings,
+        store: JobStore,
+        storage: Storage,
+        broker: redis.Redis,
+        celery: Celery,
+        tenants: TenantsHolder | None = None,
     ) -> None:
         self.settings = settings
+        self.tenants = tenants or TenantsHolder(settings)
         self.store = store
         self.storage = storage
         self.broker = broker
@@ -98,7 +111,7 @@ class Sweeper:
             return report
         self._view = None
         try:
-            for part in (self.redrive, self.drive_webhooks, self.delete_expired):
+            for part in (self.share_slots, self.redrive, self.drive_webhooks, self.delete_expired, self.delete_revoked):
                 try:
                     part(report)
                 except (redis.RedisError, StorageError, OperationalError) as exc:
@@ -118,6 +131,14 @@ class Sweeper:
             )  # fmt: skip
         return report
 
+    # -- 0. the fair share ---------------------------------------------------------------
+
+    def share_slots(self, report: SweepReport) -> None:
+        """Restate the tenants' weights and caps, free the slots of jobs that ended without
+        saying so, and grant what is free (a grant lost with a crashed writer comes here)."""
+        share_workers(self.store, self.tenants.current)
+        report.granted = len(self.store.dispatch(repair=True))
+
     # -- 1. jobs whose message was lost ---------------------------------------------------
 
     def redrive(self, report: SweepReport) -> None:
@@ -129,11 +150,13 @@ class Sweeper:
         candidates: list[str] = []
         waiting: list[str] = []  # their message waits in the queue: moved back in the index
         deadline_ms = (now - self.settings.job_deadline_seconds) * 1000
-        for job_id, (status, created_ms, leased) in zip(ids, self.store.sweep_states(ids), strict=True):
+        for job_id, (status, created_ms, leased, slotless) in zip(ids, self.store.sweep_states(ids), strict=True):
             if status is None or JobState(status).terminal:
                 gone.append(job_id)
             elif created_ms is not None and created_ms < deadline_ms:
                 self._fail_past_deadline(job_id, report)
+            elif slotless:
+                waiting.append(job_id)  # it waits for a worker slot (the fair share): no message yet
             elif not leased:
                 candidates.append(job_id)
         self.store.forget_live(gone)
@@ -228,6 +251,14 @@ class Sweeper:
             "bundles/", older_than_seconds=self.settings.multipart_abort_after_seconds
         )
 
+    def delete_revoked(self, report: SweepReport) -> None:
+        """Only ``bundles/{jobId}.zip``: a single-file job's result is a source, never deleted."""
+        ids = self.store.revoked_bundles(1000)  # DeleteObjects takes at most 1000 keys
+        if ids:
+            self.storage.delete_many([bundle_key(j) for j in ids])
+            self.store.forget_revoked(ids)
+            report.revoked_cleaned += len(ids)
+
 
 _per_process: dict[int, Sweeper] = {}
 
@@ -244,5 +275,5 @@ def sweeper_for(celery: Celery) -> Sweeper:
             socket_connect_timeout=2,
             socket_timeout=10,
         )
-        sweeper = _per_process[id(celery)] = Sweeper(svc.settings, svc.store, svc.storage, broker, celery)
+        sweeper = _per_process[id(celery)] = Sweeper(svc.settings, svc.store, svc.storage, broker, celery, svc.tenants)
     return sweeper

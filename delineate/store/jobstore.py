@@ -22,6 +22,7 @@ from redis.exceptions import NoScriptError
 from delineate.models import Job, JobState, encode_fields, utcnow
 from delineate.redis_io import lane_for
 from delineate.redis_io.base import Lane, pairs_to_dict
+from delineate.store.dispatch import Dispatch, Publish
 from delineate.store.history import HISTORY_MARGIN_SECONDS, HISTORY_TRIM_CHANCE, History
 from delineate.store.keys import (
     EXPIRY_KEY,
@@ -30,6 +31,7 @@ from delineate.store.keys import (
     NO_QUEUE_KEY,
     active_key,
     count_key,
+    dispatch_tenant,
     events_channel,
     history_key,
     idempotency_key,
@@ -37,6 +39,7 @@ from delineate.store.keys import (
     lease_key,
 )
 from delineate.store.replica_ack import ReplicaAck
+from delineate.store.revocation import Revocation
 from delineate.store.scripts import source
 from delineate.store.sweep_index import SweepIndex
 
@@ -57,6 +60,7 @@ class Written(NamedTuple):
     job: Job  # the record after the call
     written: bool  # False: refused, the job was already terminal
     listeners: int  # subscribers of the job's events channel when it was written
+    granted: tuple[str, ...] = ()  # jobs the write's freed slot went to (the caller publishes them)
 
 
 class TooManyActive(Exception):
@@ -75,7 +79,7 @@ class Replay:
     fingerprint: str
 
 
-class JobStore(History, SweepIndex):
+class JobStore(History, SweepIndex, Dispatch, Revocation):
     def __init__(
         self,
         client: redis.Redis,
@@ -84,8 +88,13 @@ class JobStore(History, SweepIndex):
         direct: Lane | None = None,
         webhook_claim_seconds: int = 60,
         replica_ack: ReplicaAck | None = None,
+        queue_key: str = "",
     ) -> None:
         self.redis = client
+        #: Celery's queue when the broker is this Redis (the scripts push granted jobs' messages
+        #: onto it); "" when it is another, and ``publish_granted`` sends them through Celery.
+        self.queue_key = queue_key
+        self.publish_granted: Publish | None = None
         #: Behind Sentinel: creates wait for a replica's acknowledgement (the 202 rule).
         self.replica_ack = replica_ack
         # The per-job reads and writes (every status read, every progress step) go
@@ -97,15 +106,16 @@ class JobStore(History, SweepIndex):
         #: Called with the record when a write makes a job terminal (webhooks, metrics):
         #: exactly once per job, since the update script refuses a second terminal write.
         self.terminal_hooks: list[Callable[[Job], None]] = []
-        # The update script's fixed ARGV[4], ARGV[5] (update.lua), taken once, as when
-        # they were written into the script.
-        self._update_constants = (HISTORY_MARGIN_SECONDS, int(webhook_claim_seconds))
+        # The update script's fixed ARGV[4..6] (update.lua), taken once, as when they were
+        # written into the script.
+        self._update_constants = (HISTORY_MARGIN_SECONDS, int(webhook_claim_seconds), queue_key)
         self._update = self.direct.script(source("update"))
         self._callback = self.direct.script(source("callback"))
         self._create = self.direct.script(source("create"))
         self._claim_webhook = client.register_script(source("claim_webhook"))
         self._lease = self.direct.script(source("lease"))
         self._release = self.direct.script(source("release"))
+        self._init_dispatch()
 
     # -- reads ------------------------------------------------------------------
 
@@ -180,7 +190,7 @@ class JobStore(History, SweepIndex):
             count_key(job.owner, JobState.QUEUED.value),
         ]
         args: list[Any] = [self.ttl_seconds, max_active or 0, job.job_id, fingerprint, created_ms, message]
-        args.append(HISTORY_MARGIN_SECONDS)  # ARGV[7] (create.lua)
+        args += [HISTORY_MARGIN_SECONDS, dispatch_tenant(job.owner)]  # ARGV[7], ARGV[8] (create.lua)
         for name, value in fields.items():
             args += [name, value]
         if self.replica_ack is None:
@@ -194,6 +204,7 @@ class JobStore(History, SweepIndex):
             return Replay(earlier_id, earlier_fingerprint)
         if result[0] == 3:
             raise TooManyActive(int(result[1]))
+        self._granted(list(result[1:]))
         return None
 
     def delete(self, job_id: str, owner: str = "", idempotency_key_: str | None = None) -> None:
@@ -250,13 +261,16 @@ class JobStore(History, SweepIndex):
             raise LeaseLost(job_id)
         job = Job.from_hash(pairs_to_dict(result[1]))
         written = result[0] == 1
+        granted = tuple(str(i) for i in result[3]) if written and len(result) > 3 and result[3] else ()
+        if granted:
+            self._granted(list(granted))
         if written and job.status.terminal:
             for hook in self.terminal_hooks:
                 try:
                     hook(job)
                 except Exception:  # the state is written; a lost hook must not undo that
                     logger.exception("job %s: terminal hook failed", job_id)
-        return Written(job, written, int(result[2]) if written else 0)
+        return Written(job, written, int(result[2]) if written else 0, granted)
 
     def set_callback(self, job_id: str, outcome: dict[str, Any], next_attempt_at: float | None = None) -> bool:
         """Store a webhook delivery outcome (also on a terminal job), and schedule the next

@@ -11,7 +11,9 @@ Keys (all prefixed :data:`PREFIX`, ``delineate:``):
 - ``ratelimit:{caller}``  rate-limit counters (:data:`RATE_LIMIT_PREFIX`, `delineate/api/edge/ratelimit.py`)
 - ``sweep:live``    sorted set, every queued or processing job id scored by its last write
   (epoch seconds); ``sweep:expiry`` every job id scored by when its hash expires;
-  ``sweep:webhooks`` job ids with a webhook delivery due, scored by when (epoch seconds).
+  ``sweep:webhooks`` job ids with a webhook delivery due, scored by when (epoch seconds;
+  a revoked job's ``revoked`` delivery uses its entry once its own delivery is over);
+  ``sweep:revoked`` revoked job ids whose bundle may still exist, by revocation time.
   Written by the same scripts that write the job, read by the sweeper
   (``delineate/jobs/sweeper.py``); ``sweep:suspects`` and ``sweep:lock`` are the sweeper's own.
 - ``history:{owner}:{state}`` sorted set, the owner's job ids in that state, scored by
@@ -28,6 +30,14 @@ Keys (all prefixed :data:`PREFIX`, ``delineate:``):
   failed jobs, failed webhook deliveries), JSON each, newest first, at most
   ERROR_LOG_LENGTH (``delineate/store/errorlog.py``); ``owner`` is ``-`` in open mode and for
   requests without a key
+- ``dispatch:*``    the fair share of the worker slots (``store/lua/dispatch.lua``, which builds
+  them): ``ready:{tenant}`` (list of waiting job ids), ``waiting`` (set of tenants),
+  ``running`` and ``running:{tenant}`` (sorted sets of granted jobs), ``tenants`` (hash of
+  each tenant's weight and max_running), ``workers`` (hash of registered pools), ``known``;
+  ``tenant`` is ``-`` in open mode
+- ``streams:{owner}`` sorted set, the owner's open SSE streams (an id per stream) scored by
+  their last heartbeat (epoch seconds), across every API process; a stream not refreshed for
+  a few heartbeats (its process died) no longer counts (``delineate/api/sse.py``)
 - ``metrics:*``     the shared metric counters (:data:`METRICS_PREFIX`, `delineate/telemetry/`)
 
 The Lua scripts (``store/lua/*.lua``) build some of these keys themselves from the
@@ -75,9 +85,30 @@ def errors_key(owner: str) -> str:
     return f"{PREFIX}errors:{owner or '-'}"
 
 
+def streams_key(owner: str) -> str:
+    return f"{PREFIX}streams:{owner or '-'}"
+
+
+DISPATCH_PREFIX = f"{PREFIX}dispatch:"
+"""The fair share's keys (``store/lua/dispatch.lua`` builds them from this prefix)."""
+DISPATCH_TENANTS_KEY = f"{DISPATCH_PREFIX}tenants"
+
+
+def dispatch_tenant(owner: str) -> str:
+    """A tenant's name in the dispatch keys (``-`` for the open tenant, as in history keys)."""
+    return owner or "-"
+
+
+def ready_key(owner: str) -> str:
+    return f"{DISPATCH_PREFIX}ready:{dispatch_tenant(owner)}"
+
+
 LIVE_KEY = f"{PREFIX}sweep:live"
 EXPIRY_KEY = f"{PREFIX}sweep:expiry"
 WEBHOOKS_KEY = f"{PREFIX}sweep:webhooks"
+REVOKED_KEY = f"{PREFIX}sweep:revoked"
+"""Sorted set: revoked job ids whose bundle may still exist, scored by revocation time
+(epoch seconds); written by ``revoke.lua``, emptied by the revoking request or the sweeper."""
 SUSPECTS_KEY = f"{PREFIX}sweep:suspects"
 SWEEP_LOCK_KEY = f"{PREFIX}sweep:lock"
 

@@ -10,14 +10,36 @@ update and create scripts and add its bytes to every progress write.
 
 from __future__ import annotations
 
+import re
 from importlib.resources import files
 
 from delineate.store.keys import PREFIX
 
 MARKER = "$PREFIX:"
 
-NAMES = ("update", "create", "callback", "claim_webhook", "lease", "release")
+NAMES = (
+    "update",
+    "create",
+    "callback",
+    "claim_webhook",
+    "lease",
+    "release",
+    "revoke",
+    "revoked_webhook",
+    "grant",
+)
 """Every script in ``lua/``."""
+
+
+INCLUDE = "-- $INCLUDE "
+"""A line ``-- $INCLUDE dispatch`` is replaced by ``lua/dispatch.lua`` (its functions)."""
+
+INCLUDED = ("dispatch",)
+"""Files of shared functions, included by the scripts that use them (never run alone)."""
+
+
+def _read(name: str) -> str:
+    return (files("delineate.store") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
 
 
 def source(name: str) -> str:
@@ -25,8 +47,11 @@ def source(name: str) -> str:
 
     :raise ValueError: another ``$`` marker is left in the file.
     """
-    text = (files("delineate.store") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+    text = _read(name)
+    for part in INCLUDED:  # shared functions, pasted where a script asks for them
+        if f"{INCLUDE}{part}\n" in text:
+            text = text.replace(f"{INCLUDE}{part}\n", _read(part) + "\n")
     text = text.replace(MARKER, PREFIX)
-    if "$" in text:
+    if re.search(r"\$[A-Z]", text):  # (a Lua pattern's anchor, `%d+)$'`, is no marker)
         raise ValueError(f"{name}.lua: a '$' marker other than {MARKER} is left")
     return text

@@ -27,16 +27,17 @@ class SweepIndex:
         """Queued or processing jobs not written since ``written_before`` (epoch s), oldest first."""
         return [str(j) for j in self.redis.zrange(LIVE_KEY, "-inf", written_before, byscore=True, offset=0, num=limit)]
 
-    def sweep_states(self, job_ids: list[str]) -> list[tuple[str | None, int | None, bool]]:
-        """Per job: its status (None: no record), creation ms, and whether a lease is held."""
+    def sweep_states(self, job_ids: list[str]) -> list[tuple[str | None, int | None, bool, bool]]:
+        """Per job: its status (None: no record), creation ms, whether a lease is held, and
+        whether it still waits for a worker slot (the fair share has no message out for it)."""
         pipe = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
-            pipe.hmget(job_key(job_id), "status", "createdMs")
+            pipe.hmget(job_key(job_id), "status", "createdMs", "dispatch")
             pipe.exists(lease_key(job_id))
         replies = pipe.execute()
-        rows: list[tuple[str | None, int | None, bool]] = []
-        for (status, created), leased in zip(replies[::2], replies[1::2], strict=True):
-            rows.append((status, int(created) if created else None, bool(leased)))
+        rows: list[tuple[str | None, int | None, bool, bool]] = []
+        for (status, created, dispatch), leased in zip(replies[::2], replies[1::2], strict=True):
+            rows.append((status, int(created) if created else None, bool(leased), dispatch == "waiting"))
         return rows
 
     def forget_live(self, job_ids: list[str]) -> None:

@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -116,6 +116,10 @@ class RunningJobs:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._changed = threading.Event()
+        #: Called every WORKER_HEARTBEAT_SECONDS (and at start) from the heartbeat thread:
+        #: the worker re-registers its pool with the fair share.
+        self.on_heartbeat: list[Callable[[], None]] = []
+        self._beaten_at = 0.0
 
     def change(self, delta: int) -> None:
         """Count a job in or out; the heartbeat thread publishes within PUBLISH_DELAY_SECONDS
@@ -134,7 +138,16 @@ class RunningJobs:
 
     def start(self) -> None:
         self.publish()
+        self._heartbeat()
         threading.Thread(target=self._beat, name="metrics-heartbeat", daemon=True).start()
+
+    def _heartbeat(self) -> None:
+        self._beaten_at = time.monotonic()
+        for hook in self.on_heartbeat:
+            try:
+                hook()
+            except Exception as exc:  # noqa: BLE001 - Redis away: the next heartbeat tries again
+                logger.warning("worker heartbeat: %s", exc)
 
     def _beat(self) -> None:
         while not self._stop.is_set():
@@ -144,6 +157,8 @@ class RunningJobs:
                 self._changed.clear()
             if not self._stop.is_set():
                 self.publish()
+                if time.monotonic() - self._beaten_at >= WORKER_HEARTBEAT_SECONDS:
+                    self._heartbeat()
 
     def stop(self) -> None:
         self._stop.set()

@@ -20,6 +20,7 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import pytest
+import yaml
 
 from tests.support import deploy_checks as dc
 from tests.support.deploy_checks import ROOT, Doc
@@ -148,6 +149,8 @@ def test_dockerfile_shape() -> None:
     ignore = (ROOT / ".dockerignore").read_text()
     for path in ("deploy/gunicorn.conf.py", "deploy/healthcheck.py"):
         assert path in runtime and f"!{path}" in ignore
+    # The container's API listens on every interface (`make run` keeps the loopback).
+    assert dc.image_env()["BIND"] == "0.0.0.0"
 
 
 def test_compose_matches_the_compose_spec(compose: Doc) -> None:
@@ -273,6 +276,15 @@ COMPOSE_BREAKS: dict[str, tuple[Mutation, str]] = {
         lambda c: _env("api")(c).update(DASHBOARD_TRACE_URL="http://jaeger:16686/trace/{traceId}"),
         "DASHBOARD_TRACE_URL",
     ),
+    "flower on every interface": (
+        lambda c: _svc("flower")(c).update(ports=["5555:5555"]),
+        "flower publishes its console port 5555 on every interface",
+    ),
+    "minio console on every interface": (
+        lambda c: _svc("minio")(c).update(ports=["9000:9000", "0.0.0.0:9001:9001"]),
+        "minio publishes its console port 9001",
+    ),
+    "api on the loopback": (lambda c: _env("api")(c).update(BIND="127.0.0.1"), "api listens on BIND=127.0.0.1"),
 }
 
 
@@ -326,6 +338,117 @@ def test_compose_ha_check_catches(name: str, compose_ha: Doc) -> None:
     mutate, expected = HA_BREAKS[name]
     problems = _problems_of_broken(mutate, compose_ha, dc.compose_ha_problems)
     assert any(expected in p for p in problems), problems
+
+
+# -- the production overlay (deploy/compose.prod.yml) ---------------------------------------
+
+PROD_HOST_ENV = {
+    "S3_ACCESS_KEY_ID": "host-access-key-id",
+    "S3_SECRET_ACCESS_KEY": "host-secret-0123456789",
+    "API_KEYS": "ops:host-api-key-0123456789abcdef",
+    "FLOWER_BASIC_AUTH": "ops:host-flower-password",
+}
+"""What the production host's environment (or its .env) holds in these tests."""
+
+
+@pytest.fixture
+def compose_prod() -> Doc:
+    """compose.yml + deploy/compose.prod.yml, as compose reads them on the production host."""
+    return dc.load_compose_prod(PROD_HOST_ENV)
+
+
+def test_compose_prod_wiring(compose_prod: Doc) -> None:
+    assert dc.compose_problems(compose_prod) == []
+    assert dc.compose_prod_problems(PROD_HOST_ENV) == []
+
+
+def test_compose_prod_matches_the_compose_spec(compose_prod: Doc) -> None:
+    assert schema_errors(compose_prod, vendored_schema("compose-spec")) == []
+    assert schema_errors(dc.load_yaml(dc.PROD_OVERLAY), vendored_schema("compose-spec")) == []
+
+
+def test_compose_prod_runs_keyed_on_the_hosts_secrets(compose_prod: Doc) -> None:
+    api = dc.settings_from(dc.service_env(compose_prod["services"]["api"]))
+    assert api.api_keys == {"host-api-key-0123456789abcdef": "ops"} and not api.sentry_test_route
+    dev = dc.service_env({"env_file": "deploy/dev.env"})
+    for name, service in compose_prod["services"].items():
+        env = dc.service_env(service)
+        leaked = {k for k, v in env.items() if dc.is_secret_env(k) and v and v == dev.get(k)}
+        assert leaked == set(), f"{name} runs with deploy/dev.env's {leaked}"
+
+
+@pytest.mark.parametrize("unset", sorted(PROD_HOST_ENV))
+def test_compose_prod_stops_naming_a_missing_secret(unset: str) -> None:
+    for value in (None, ""):  # unset, or set empty: both stop compose (`:?`)
+        env = {k: v for k, v in PROD_HOST_ENV.items() if k != unset}
+        if value is not None:
+            env[unset] = value
+        with pytest.raises(dc.MissingVariables) as refused:
+            dc.load_compose_prod(env)
+        assert refused.value.names == [unset]
+
+
+def _prod_env(name: str) -> Callable[[Doc, Doc], Doc]:
+    return lambda base, overlay: overlay["services"][name]["environment"]
+
+
+ProdMutation = Callable[[Doc, Doc], object]
+PROD_BREAKS: dict[str, tuple[ProdMutation, str]] = {
+    "a key written in the overlay": (
+        lambda b, o: _prod_env("api")(b, o).update(API_KEYS="ops:written-in-the-file"),
+        "api sets API_KEYS to a value written in the file",
+    ),
+    "a secret with a committed default": (
+        lambda b, o: _prod_env("worker")(b, o).update(S3_SECRET_ACCESS_KEY="${S3_SECRET_ACCESS_KEY:-fallback}"),
+        "worker sets S3_SECRET_ACCESS_KEY to a value written in the file",
+    ),
+    "dev.env's secret left in force": (
+        lambda b, o: o["services"].update(minio={}),
+        "minio keeps S3_SECRET_ACCESS_KEY from deploy/dev.env",
+    ),
+    "dev.env's value copied": (
+        lambda b, o: o["services"].update(jaeger={"environment": {"NOTE": "fake-dev-secret-change-me"}}),
+        "the overlay holds S3_SECRET_ACCESS_KEY's development value",
+    ),
+    "an open API": (
+        lambda b, o: _prod_env("api")(b, o).update(API_KEYS="${API_KEYS:-}"),
+        "the API is not keyed",
+    ),
+    "the deliberate 500": (
+        lambda b, o: _prod_env("api")(b, o).update(SENTRY_TEST_ROUTE="true"),
+        "SENTRY_TEST_ROUTE is on",
+    ),
+    "grafana on every interface": (
+        lambda b, o: b["services"]["grafana"].update(ports=["3001:3000"]),
+        "compose prod: grafana publishes its console port 3000 on every interface",
+    ),
+    "flower published again by the overlay": (
+        lambda b, o: o["services"]["flower"].update(ports=["5556:5555"]),
+        "compose prod: flower publishes its console port 5555 on every interface",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PROD_BREAKS))
+def test_compose_prod_check_catches(name: str) -> None:
+    mutate, expected = PROD_BREAKS[name]
+    base, overlay = dc.load_yaml(ROOT / "compose.yml"), copy.deepcopy(dc.load_yaml(dc.PROD_OVERLAY))
+    mutate(base, overlay)
+    problems = dc.compose_prod_problems(PROD_HOST_ENV, base, overlay)
+    assert any(expected in p for p in problems), problems
+
+
+def test_the_ci_deploy_uses_the_production_overlay() -> None:
+    workflow = dc.load_yaml(WORKFLOW)
+    assert dc.workflow_deploy_problems(workflow) == []
+    text = WORKFLOW.read_text()
+    for broken in (
+        text.replace(' -f deploy/compose.prod.yml"', '"'),
+        text.replace("$compose up -d --no-build", "docker compose up -d --no-build"),
+        text.replace("$compose config --quiet", "docker compose --env-file deploy/dev.env config --quiet"),
+    ):
+        assert broken != text
+        assert dc.workflow_deploy_problems(yaml.safe_load(broken)), broken
 
 
 NGINX_BREAKS: dict[str, tuple[tuple[str, str], str]] = {
@@ -455,6 +578,30 @@ K8S_BREAKS: dict[str, tuple[Callable[[list[Doc]], object], str]] = {
     "api grace": (
         lambda d: _obj("Deployment", "api")(d)["spec"]["template"]["spec"].update(terminationGracePeriodSeconds=30),
         "graceful_timeout",
+    ),
+    "ingress routes /metrics": (
+        lambda d: _obj("Ingress", "api")(d)["spec"]["rules"][0]["http"]["paths"].append(
+            {"path": "/metrics", "pathType": "Exact", "backend": {"service": {"name": "api", "port": {"name": "http"}}}}
+        ),
+        "Ingress api routes /metrics",
+    ),
+    "ingress routes everything": (
+        lambda d: _obj("Ingress", "api")(d)["spec"]["rules"][0]["http"]["paths"][0].update(path="/"),
+        "Ingress api routes /metrics (path '/')",
+    ),
+    "ingress routes /health by a prefix": (
+        lambda d: _obj("Ingress", "api")(d)["spec"]["rules"][0]["http"]["paths"][0].update(path="/he"),
+        "routes '/he', beyond the public paths",
+    ),
+    "ingress without /docs": (
+        lambda d: _obj("Ingress", "api")(d)["spec"]["rules"][0]["http"].update(
+            paths=[p for p in _obj("Ingress", "api")(d)["spec"]["rules"][0]["http"]["paths"] if p["path"] != "/docs"]
+        ),
+        "no Ingress routes /docs",
+    ),
+    "api on the loopback": (
+        lambda d: _obj("ConfigMap", "delineate-config")(d)["data"].update(BIND="127.0.0.1"),
+        "api listens on BIND=127.0.0.1",
     ),
 }
 

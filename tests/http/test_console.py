@@ -46,7 +46,10 @@ def console(make_settings: Callable[..., Settings], workdir: Path) -> Iterator[C
     otlp = OtlpReceiver().start()
     sentry = SentryReceiver().start()
     settings = make_settings(
-        sentry_dsn=sentry.dsn, otel_exporter_otlp_endpoint=otlp.endpoint, dashboard_trace_url=TRACE_URL
+        sentry_dsn=sentry.dsn,
+        otel_exporter_otlp_endpoint=otlp.endpoint,
+        dashboard_trace_url=TRACE_URL,
+        sentry_test_route=True,  # ?sentry_test=true: the deliberate 500
     )
     started: list[Service] = []
     try:

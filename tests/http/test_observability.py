@@ -54,7 +54,7 @@ class ObsStack:
 def obs(make_settings: Callable[..., Settings], workdir: Path) -> Iterator[ObsStack]:
     otlp = OtlpReceiver().start()
     sentry = SentryReceiver().start()
-    settings = make_settings(sentry_dsn=sentry.dsn, otel_exporter_otlp_endpoint=otlp.endpoint)
+    settings = make_settings(sentry_dsn=sentry.dsn, otel_exporter_otlp_endpoint=otlp.endpoint, sentry_test_route=True)
     metrics_dir = workdir / f"prom-{uuid.uuid4().hex[:8]}"
     started: list[Service] = []
     try:

@@ -209,7 +209,7 @@ def test_stream_from_connect_to_terminal(stack: Stack, http: httpx.Client) -> No
     with open_stream(http, job_id) as response:
         assert response.status_code == 200
         assert response.headers["content-type"] == "text/event-stream"
-        assert response.headers["cache-control"] == "no-cache"
+        assert response.headers["cache-control"] == "no-store"  # a completed event carries a link
         assert response.headers["x-accel-buffering"] == "no"
         reader = StreamReader(response)
         events = reader.rest()
@@ -440,7 +440,8 @@ def assert_signed(headers: dict[str, str], body: bytes, event: str) -> dict[str,
     assert headers["x-delineate-event"] == event
     assert headers["content-type"] == "application/json"
     status = json.loads(body)
-    assert status["status"] == event and set(status) == STATUS_KEYS
+    assert status["status"] == event and set(status) == STATUS_KEYS | {"owner"}
+    assert status["owner"] == ""  # open mode: the one tenant, named ""
     return status  # type: ignore[no-any-return]
 
 
@@ -472,6 +473,17 @@ def test_cancel_from_the_api_sends_the_webhook(stack: Stack, http: httpx.Client,
     assert http.delete(f"/v1/download/{job.job_id}").status_code == 202
     assert callback_of(http, job.job_id, "delivered")["attempts"] == 1
     assert_signed(*receiver.received[0], "cancelled")
+
+
+def test_webhook_to_a_non_ascii_path_is_stored_and_sent_percent_encoded(
+    stack: Stack, http: httpx.Client, receiver_factory: Any
+) -> None:
+    receiver = receiver_factory([])
+    job_id = initiate(http, [70000], callback_url=receiver.url.replace("/hook", "/é"))
+    assert stack.store.get(job_id).callback_url == receiver.url.replace("/hook", "/%C3%A9")  # type: ignore[union-attr]
+    assert callback_of(http, job_id, "delivered") == {"status": "delivered", "attempts": 1, "lastError": None}
+    headers, body = receiver.received[0]
+    assert_signed(headers, body, "completed")
 
 
 @pytest.mark.parametrize(

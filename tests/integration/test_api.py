@@ -264,9 +264,15 @@ def test_check(client: FlaskClient, storage: Storage) -> None:
     assert_error(client.post("/v1/download/check", json={"file_id": "70001"}), 400)
 
 
-def test_check_sentry_test_is_500_json(client: FlaskClient) -> None:
+def test_check_sentry_test_is_500_json(make_settings: Any) -> None:
+    client = create_app(make_settings(sentry_test_route=True)).test_client()
     body = assert_error(client.post("/v1/download/check?sentry_test=true", json={"file_id": 70000}), 500)
     assert "Traceback" not in json.dumps(body)
+
+
+def test_check_sentry_test_is_refused_without_the_setting(client: FlaskClient) -> None:
+    body = assert_error(client.post("/v1/download/check?sentry_test=true", json={"file_id": 70000}), 400)
+    assert body["details"][0]["path"] == "query sentry_test"
 
 
 def test_estimate(client: FlaskClient, storage: Storage) -> None:

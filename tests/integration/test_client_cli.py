@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from delineate.client.api import Client, NotFound, Unreachable, VerificationError
+from delineate.client.api import Client, ClientError, NotFound, Revoked, Unreachable, VerificationError
 from delineate.client.cli import main as cli
 from delineate.storage import Storage, bundle_key, source_key
 from tests.support.stack import ROOT, free_port, start_api, start_worker, wait_for
@@ -281,3 +281,19 @@ def test_wrong_key_is_exit_3_and_rate_limit_waits_then_gives_up(
         assert waits and all(0 < w <= 60 for w in waits)  # it waited out Retry-After before giving up
     finally:
         service.stop()
+
+
+def test_cli_revoke_then_fetch_is_exit_1(api_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with Client(api_server) as client:
+        job_id = client.initiate(IDS[:2])["jobId"]
+        with pytest.raises(ClientError, match="only a completed job's result can be revoked"):
+            client.revoke(job_id)  # a running job is not cancelled by mistake
+        assert list(client.watch(job_id))[-1]["status"] == "completed"
+    capsys.readouterr()
+    assert cli(["revoke", job_id, "--url", api_server]) == 0
+    assert "its result revoked at" in capsys.readouterr().out
+    assert cli(["fetch", job_id, "--url", api_server, "-o", str(tmp_path / "gone.zip")]) == 1
+    assert "revoked" in capsys.readouterr().err
+    with Client(api_server) as client, pytest.raises(Revoked) as info:
+        client.download_url(job_id)
+    assert info.value.status_code == 410 and info.value.body["details"]["revokedAt"]

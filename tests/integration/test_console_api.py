@@ -101,7 +101,7 @@ def test_a_redis_that_cannot_take_the_figures_delays_them_and_loses_none(
 
 
 def test_a_500_is_logged_with_its_request_route_and_trace(make_settings: Callable[..., Settings]) -> None:
-    app = create_app(make_settings())
+    app = create_app(make_settings(sentry_test_route=True))
     client = app.test_client()
     answer = client.post(
         "/v1/download/check?sentry_test=true", json={"file_id": 70000}, headers={"X-Request-ID": "r-500"}
@@ -118,7 +118,7 @@ def test_a_500_is_logged_with_its_request_route_and_trace(make_settings: Callabl
 
 
 def test_with_api_keys_each_caller_sees_only_its_own_errors(make_settings: Callable[..., Settings]) -> None:
-    app = create_app(make_settings(api_keys={"alice-key-000": "alice", "bob-key-0000": "bob"}))
+    app = create_app(make_settings(api_keys={"alice-key-000": "alice", "bob-key-0000": "bob"}, sentry_test_route=True))
     client = app.test_client()
     alice, bob = {"X-API-Key": "alice-key-000"}, {"X-API-Key": "bob-key-0000"}
     assert client.post("/v1/download/check?sentry_test=true", json={"file_id": 70000}, headers=alice).status_code == 500
@@ -150,7 +150,8 @@ def test_a_failed_webhook_delivery_is_logged(make_settings: Callable[..., Settin
         job = Job(job_id=str(uuid.uuid4()), status=JobState.QUEUED, file_ids=[70000], callback_url=receiver.url)
         store.create(job)
         store.update(job.job_id, status=JobState.CANCELLED, phase=Phase.DONE, error="Cancelled")
-        attempt = webhooks.deliver(store, settings, job.job_id, 1)
+        tenants = app.extensions["delineate"].tenants.current
+        attempt = webhooks.deliver(store, settings, tenants, job.job_id, 1)
         assert attempt is not None and not attempt.delivered
         errors = app.test_client().get("/v1/errors").get_json()["errors"]
         entry = next(e for e in errors if e["source"] == "webhook")

@@ -302,11 +302,13 @@ def test_cancelling_a_running_job_stops_it_within_one_step(make_settings: Any, w
         worker.stop()
 
 
-def test_a_finished_job_cannot_be_cancelled(client: FlaskClient) -> None:
+def test_deleting_a_completed_job_revokes_it(client: FlaskClient) -> None:
     job_id = client.post(INITIATE, json={"file_ids": [70000]}).get_json()["jobId"]
     poll_status(_status(client, {}), job_id, {"completed"})
-    body = assert_error(client.delete(f"/v1/download/{job_id}"), 409, "conflict")
-    assert body["details"]["status"] == "completed"
+    response = client.delete(f"/v1/download/{job_id}")  # (tests/integration/test_revocation.py)
+    assert response.status_code == 202
+    assert response.get_json()["status"] == "completed" and response.get_json()["revokedAt"]
+    assert_error(client.get(f"/v1/download/{job_id}"), 410, "revoked")
 
 
 # -- the OpenAPI document and /docs ---------------------------------------------------------------

@@ -133,7 +133,7 @@ class SecretStack:
 def stack(make_settings: Callable[..., Settings], workdir: Path) -> Iterator[SecretStack]:
     sentry = SentryReceiver().start()
     dsn = f"http://pub{secrets.token_hex(8)}@127.0.0.1:{sentry.port}/1"
-    settings = make_settings(**_secret_settings(sentry_dsn=dsn))
+    settings = make_settings(**_secret_settings(sentry_dsn=dsn, sentry_test_route=True))
     started: list[Service] = []
     try:
         started.append(start_worker(settings, workdir, "worker-secrets", concurrency=1))

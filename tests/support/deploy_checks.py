@@ -7,6 +7,7 @@ deliberately broken copy to prove the check bites (tests/deploy/test_deploy_file
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import runpy
 import shlex
@@ -21,6 +22,7 @@ from dotenv import dotenv_values
 from delineate.broker.app import celery_config
 from delineate.broker.queue import SWEEP_QUEUE
 from delineate.config import ENVIRONMENT, ConfigError, Settings, load_settings
+from delineate.config.settings import SECRET_FIELDS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,24 +46,95 @@ def load_yaml_all(path: Path) -> list[Doc]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
-_INTERPOLATION = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+_INTERPOLATION = re.compile(r"\$\{(\w+)(?:(:?)([-?+])([^}]*))?\}")
 
 
-def interpolate(doc: Any, env: Mapping[str, str | None]) -> Any:
-    """Compose's ``${NAME}`` / ``${NAME:-default}`` substitution on every string of ``doc``."""
-    if isinstance(doc, str):
-        return _INTERPOLATION.sub(lambda m: env.get(m[1]) or (m[2] or ""), doc)
-    if isinstance(doc, list):
-        return [interpolate(item, env) for item in doc]
-    if isinstance(doc, dict):
-        return {key: interpolate(value, env) for key, value in doc.items()}
-    return doc
+class MissingVariables(ValueError):
+    """Required variables (``${NAME:?message}``) that the host does not set: compose stops."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names = sorted(set(names))
+        super().__init__(f"required variables not set: {', '.join(self.names)}")
+
+
+def _substitute(match: re.Match[str], env: Mapping[str, str | None], missing: list[str]) -> str:
+    name, colon, op, arg = match[1], match[2], match[3], match[4]
+    value = env.get(name)
+    present = value is not None and (not colon or value != "")
+    if op == "-":
+        return value if present and value is not None else arg
+    if op == "+":
+        return arg if present else ""
+    if op == "?" and not present:
+        missing.append(name)
+    return value or ""
+
+
+def interpolate(doc: Any, env: Mapping[str, str | None], missing: list[str] | None = None) -> Any:
+    """Compose's substitution on every string of ``doc``: ``${NAME}``, ``${NAME:-default}``,
+    ``${NAME-default}``, ``${NAME:?message}``, ``${NAME?message}``, ``${NAME:+other}`` (not
+    nested). A required variable that is not set goes to ``missing`` (or raises without it).
+
+    :raise MissingVariables: a required variable is not set, and no ``missing`` list was given.
+    """
+    found: list[str] = [] if missing is None else missing
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, str):
+            return _INTERPOLATION.sub(lambda m: _substitute(m, env, found), node)
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        if isinstance(node, dict):
+            return {key: walk(value) for key, value in node.items()}
+        return node
+
+    result = walk(doc)
+    if missing is None and found:
+        raise MissingVariables(found)
+    return result
 
 
 def load_compose(env_file: Path | None = None) -> Doc:
     """compose.yml as ``docker compose [--env-file FILE]`` reads it (interpolated)."""
     env = dotenv_values(env_file) if env_file else {}
     return interpolate(load_yaml(ROOT / "compose.yml"), env)  # type: ignore[no-any-return]
+
+
+PROD_OVERLAY = ROOT / "deploy" / "compose.prod.yml"
+
+_REPLACED_LISTS = frozenset({"command", "entrypoint", "test"})
+"""Lists an overlay replaces (compose's merge); every other list is appended to."""
+
+
+def merge_compose(base: Any, overlay: Any, key: str = "") -> Any:
+    """``overlay`` over ``base`` as ``docker compose -f base -f overlay`` merges them, for what
+    our files use: mappings key by key, ``command``, ``entrypoint`` and a healthcheck's ``test``
+    replaced, other lists appended without repeats."""
+    if isinstance(base, dict) and isinstance(overlay, dict):
+        merged = dict(base)
+        for name, value in overlay.items():
+            merged[name] = merge_compose(base[name], value, name) if name in base else value
+        return merged
+    if isinstance(base, list) and isinstance(overlay, list) and key not in _REPLACED_LISTS:
+        return base + [item for item in overlay if item not in base]
+    return overlay
+
+
+def load_compose_prod(host_env: Mapping[str, str | None], base: Doc | None = None, overlay: Doc | None = None) -> Doc:
+    """compose.yml with deploy/compose.prod.yml, as ``docker compose -f compose.yml -f
+    deploy/compose.prod.yml`` reads them on a host whose environment (or ``.env``) is
+    ``host_env``: each file interpolated, then merged (compose's order). ``base`` and
+    ``overlay`` replace the files' contents (a broken copy).
+
+    :raise MissingVariables: a required variable is not set.
+    """
+    missing: list[str] = []
+    raw_base = load_yaml(ROOT / "compose.yml") if base is None else base
+    raw_overlay = load_yaml(PROD_OVERLAY) if overlay is None else overlay
+    merged = merge_compose(interpolate(raw_base, host_env, missing), interpolate(raw_overlay, host_env, missing))
+    if missing:
+        raise MissingVariables(missing)
+    return merged  # type: ignore[no-any-return]
 
 
 def settings_from(env: Mapping[str, str]) -> Settings:
@@ -72,6 +145,67 @@ def settings_from(env: Mapping[str, str]) -> Settings:
 def gunicorn_setting(name: str) -> Any:
     """A value from deploy/gunicorn.conf.py, read the way gunicorn reads it."""
     return runpy.run_path(str(ROOT / "deploy" / "gunicorn.conf.py"))[name]
+
+
+def image_env(root: Path = ROOT) -> dict[str, str]:
+    """The ``ENV`` of deploy/Dockerfile's last stage: what every container starts with."""
+    text = (root / "deploy" / "Dockerfile").read_text().replace("\\\n", " ")
+    stage = re.split(r"^FROM ", text, flags=re.M)[-1]
+    env: dict[str, str] = {}
+    for line in stage.splitlines():
+        if line.startswith("ENV "):
+            env.update(word.split("=", 1) for word in shlex.split(line[4:]) if "=" in word)  # type: ignore[misc]
+    return env
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
+ADMIN_CONSOLES: dict[str, frozenset[int]] = {
+    "minio": frozenset({9001}),
+    "flower": frozenset({5555}),
+    "jaeger": frozenset({16686, 4318}),
+    "prometheus": frozenset({9090}),
+    "grafana": frozenset({3000}),
+}
+"""Container ports of the admin consoles (and Jaeger's span receiver), which have no
+authentication of the app's own: published on the host's loopback only."""
+
+
+def port_mappings(service: Doc) -> list[tuple[str, str, int]]:
+    """(host address, host port, container port) of each published port; the address is ""
+    when the port is published on every interface."""
+    out: list[tuple[str, str, int]] = []
+    for mapping in service.get("ports") or []:
+        if isinstance(mapping, dict):
+            out.append((str(mapping.get("host_ip", "")), str(mapping.get("published", "")), int(mapping["target"])))
+            continue
+        text = str(mapping).split("/")[0]
+        address = ""
+        if text.startswith("["):
+            address, _, text = text[1:].partition("]:")
+        parts = text.split(":")
+        if len(parts) == 3:
+            address, parts = parts[0], parts[1:]
+        out.append((address, parts[0] if len(parts) == 2 else "", int(parts[-1])))
+    return out
+
+
+def console_port_problems(label: str, services: Mapping[str, Doc]) -> list[str]:
+    """An admin console published beyond the host's loopback."""
+    problems: list[str] = []
+    for name, ports in ADMIN_CONSOLES.items():
+        for address, host, container in port_mappings(services.get(name) or {}):
+            if container in ports and not _loopback(address):
+                problems.append(
+                    f"{label}: {name} publishes its console port {container} on every interface "
+                    f"({address or '0.0.0.0'}:{host}): publish it on 127.0.0.1 only"
+                )
+    return problems
 
 
 # -- compose ---------------------------------------------------------------------------------
@@ -194,6 +328,13 @@ def compose_problems(compose: Doc, root: Path = ROOT) -> list[str]:
     problems += _command_problems(services)
     problems += _nginx_problems(services, settings, root)
     problems += _metrics_problems(services, settings, root)
+    problems += console_port_problems("compose", services)
+    bind = settings_from({**image_env(root), **api_env}).bind
+    if _loopback(bind):
+        problems.append(
+            f"compose: api listens on BIND={bind} inside its container (the image's ENV, then its "
+            "environment): nginx and the healthcheck's peers cannot reach it"
+        )
     return problems
 
 
@@ -245,6 +386,101 @@ def compose_ha_problems(compose: Doc, root: Path = ROOT) -> list[str]:
         at = words.index("--replicaof")
         if (words[at + 1], words[at + 2]) not in primaries:
             problems.append(f"compose ha: a replica copies {words[at + 1]}:{words[at + 2]}, not the watched primary")
+    return problems
+
+
+SECRET_ENV = frozenset(name for name, (attr, _) in ENVIRONMENT.items() if attr in SECRET_FIELDS) | {"S3_ACCESS_KEY_ID"}
+"""Variables whose values are secrets (the settings' secret fields, and MinIO's root user)."""
+
+_SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN")
+
+
+def is_secret_env(name: str) -> bool:
+    return name in SECRET_ENV or bool(_SECRET_NAME.search(name))
+
+
+_FROM_HOST = re.compile(r"\$\{(\w+)(?::?\?[^}]*|:?-)?\}")
+"""A value read from the host: ``${NAME}``, ``${NAME:?message}`` or ``${NAME:-}`` (no default)."""
+
+
+def compose_prod_problems(
+    host_env: Mapping[str, str | None], base: Doc | None = None, overlay: Doc | None = None, root: Path = ROOT
+) -> list[str]:
+    """deploy/compose.prod.yml over compose.yml, on a host whose environment is ``host_env``:
+    no secret written in the overlay, none of deploy/dev.env's left in force, the API keyed
+    (API_KEYS or TENANTS_FILE required from the host), the deliberate-error route off, and
+    the admin consoles on the host's loopback. ``base``/``overlay``: broken copies of the files."""
+    raw_base = load_yaml(root / "compose.yml") if base is None else base
+    raw_overlay = load_yaml(PROD_OVERLAY) if overlay is None else overlay
+    try:
+        merged = load_compose_prod(host_env, raw_base, raw_overlay)
+    except MissingVariables as exc:
+        return [f"compose prod: {exc}"]
+    problems: list[str] = []
+    overlay_services: dict[str, Doc] = raw_overlay.get("services") or {}
+    services: dict[str, Doc] = merged.get("services") or {}
+    for name, svc in overlay_services.items():
+        for var, value in (svc.get("environment") or {}).items():
+            match = _FROM_HOST.fullmatch(str(value))
+            if is_secret_env(var) and value not in ("", None) and (match is None or match[1] != var):
+                problems.append(
+                    f"compose prod: {name} sets {var} to a value written in the file: "
+                    f"read it from the host (${{{var}:?...}})"
+                )
+    committed: dict[str, tuple[str, str]] = {}  # a secret's committed value → (variable, file)
+    for name, svc in services.items():
+        own = (overlay_services.get(name) or {}).get("environment") or {}
+        for path in _env_files(svc):
+            for var, value in dotenv_values(root / path).items():
+                if value and is_secret_env(var):
+                    committed[value] = (var, path)
+                    if var not in own:
+                        problems.append(
+                            f"compose prod: {name} keeps {var} from {path} (a committed development value): "
+                            f"set it from the host in {PROD_OVERLAY.name}"
+                        )
+    text = yaml.safe_dump(raw_overlay)
+    for value, (var, path) in sorted(committed.items()):
+        if len(value) >= 6 and value in text:
+            problems.append(f"compose prod: the overlay holds {var}'s development value from {path}")
+    if "api" not in services:
+        return [*problems, "compose prod: no service 'api'"]
+    api_raw = (overlay_services.get("api") or {}).get("environment") or {}
+    required = [v for v in ("API_KEYS", "TENANTS_FILE") if re.fullmatch(rf"\$\{{{v}:?\?[^}}]*\}}", str(api_raw.get(v)))]
+    try:
+        api = settings_from(service_env(services["api"], root))
+    except ConfigError as exc:
+        return [*problems, f"compose prod: api: settings would not load: {exc}"]
+    if not required or not (api.api_keys or api.tenants_file):
+        problems.append(
+            "compose prod: the API is not keyed: require API_KEYS (or TENANTS_FILE) from the host, as ${API_KEYS:?...}"
+        )
+    if api.sentry_test_route:
+        problems.append("compose prod: SENTRY_TEST_ROUTE is on (a deliberate 500 for anyone): set it false")
+    problems += console_port_problems("compose prod", services)
+    return problems
+
+
+_COMPOSE_FILES = re.compile(r"docker compose((?:\s+-f\s+\S+)*)")
+
+
+def workflow_deploy_problems(workflow: Doc) -> list[str]:
+    """The CI deploy job runs compose with the production overlay, and no committed env file."""
+    steps = ((workflow.get("jobs") or {}).get("deploy") or {}).get("steps") or []
+    text = "\n".join(str(step.get("run", "")) for step in steps)
+    problems: list[str] = []
+    calls = list(_COMPOSE_FILES.finditer(text))
+    if not calls:
+        problems.append("ci: the deploy job runs no `docker compose`")
+    for call in calls:
+        files = re.findall(r"-f\s+(\S+)", call[1])
+        if "deploy/compose.prod.yml" not in [f.strip("'\"") for f in files]:
+            problems.append(
+                f"ci: the deploy job runs `{call[0].strip()}` without -f deploy/compose.prod.yml "
+                "(the development file alone: fake secrets, an open API)"
+            )
+    if re.search(r"--env-file\s+\S*deploy/", text):
+        problems.append("ci: the deploy job reads an env file from the repository: secrets come from the host")
     return problems
 
 
@@ -552,7 +788,10 @@ def k8s_problems(docs: list[Doc], kustomization: Doc, files: Iterable[str]) -> l
     except ConfigError as exc:
         return [*problems, f"k8s: settings would not load: {exc}"]
 
-    # The API: its port, readiness on /health, a liveness that does not touch Redis.
+    # The API: where it listens, its port, readiness on /health, a liveness that does not touch Redis.
+    bind = settings_from({**image_env(), **env}).bind
+    if _loopback(bind):
+        problems.append(f"k8s: api listens on BIND={bind}: the Service, the Ingress and the probes cannot reach it")
     ports = {p.get("name"): p["containerPort"] for p in api_c.get("ports", [])}
     if settings.port not in ports.values():
         problems.append(f"k8s: api listens on PORT={settings.port} but declares ports {sorted(ports.values())}")
@@ -620,10 +859,13 @@ def _k8s_routing_problems(
             problems.append(f"k8s: Service api targets port {target!r}, which the api container does not declare")
     ingresses = [d for (kind, _), d in objects.items() if kind == "Ingress"]
     stream_ok = False
+    routed: set[str] = set()
     for ingress in ingresses:
         notes = ingress["metadata"].get("annotations") or {}
         for rule in ingress["spec"]["rules"]:
             for path in rule["http"]["paths"]:
+                problems += _ingress_path_problems(ingress["metadata"]["name"], path["path"], path["pathType"])
+                routed |= {p for p in PUBLIC_PATHS if _routes(path["path"], path["pathType"], p)}
                 backend = path["backend"]["service"]
                 if ("Service", backend["name"]) not in objects:
                     problems.append(
@@ -648,6 +890,34 @@ def _k8s_routing_problems(
                         stream_ok = True
     if not stream_ok and not any("proxy-buffering" in p for p in problems):
         problems.append("k8s: no Ingress path for /v1/download/stream/ with SSE annotations")
+    problems += [f"k8s: no Ingress routes {p} to the API" for p in PUBLIC_PATHS if p not in routed]
+    return problems
+
+
+PUBLIC_PATHS = ("/v1", "/dashboard", "/docs", "/openapi.json")
+"""What the Ingress routes to the API, and nothing else."""
+
+INTERNAL_PATHS = ("/metrics", "/health", "/livez")
+"""Paths for Prometheus and the kubelet's probes, inside the cluster: never on an Ingress."""
+
+
+def _routes(path: str, kind: str, target: str) -> bool:
+    """Whether an Ingress path (``Exact``, else a prefix by path elements) sends ``target``."""
+    if kind == "Exact":
+        return target == path
+    prefix = path.rstrip("/")
+    return prefix == "" or target == prefix or target.startswith(prefix + "/")
+
+
+def _ingress_path_problems(ingress: str, path: str, kind: str) -> list[str]:
+    problems = [
+        f"k8s: Ingress {ingress} routes {inside} (path {path!r}): keep /metrics, /health and /livez on the Service"
+        for inside in INTERNAL_PATHS
+        if _routes(path, kind, inside)
+    ]
+    within = path.rstrip("/") or "/"
+    if not any(_routes(public, "Exact" if "." in public else "Prefix", within) for public in PUBLIC_PATHS):
+        problems.append(f"k8s: Ingress {ingress} routes {path!r}, beyond the public paths {', '.join(PUBLIC_PATHS)}")
     return problems
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from delineate.api.sse import ServerSentEvent, comment
 from delineate.config import load_settings
+from delineate.config.tenants import Tenant, load_tenants
 from delineate.errors import InvalidRequest
 from delineate.jobs.run import PublishThrottle
 from delineate.jobs.webhooks import backoff_seconds, check_callback_url, sign, verify
@@ -66,33 +67,44 @@ def test_throttle_publishes_at_most_every_interval_but_always_phase_and_terminal
     assert throttle.should_publish(_job(JobState.FAILED, Phase.DONE))
 
 
-def _settings(hosts: str = "127.0.0.1:8080,hooks.example.com", secret: str = "s3cret"):
-    return load_settings(environ={"CALLBACK_ALLOWED_HOSTS": hosts, "CALLBACK_SECRET": secret}, dotenv_path=None)
+def _tenant(hosts: str = "127.0.0.1:8080,hooks.example.com", secret: str = "s3cret") -> Tenant:
+    """The open mode's one tenant, its hosts and secret from the settings."""
+    settings = load_settings(environ={"CALLBACK_ALLOWED_HOSTS": hosts, "CALLBACK_SECRET": secret}, dotenv_path=None)
+    return load_tenants(settings).tenant("")
 
 
 @pytest.mark.parametrize(
-    "url",
+    ("url", "sent"),
     [
-        "http://127.0.0.1:8080/hook",
-        "https://hooks.example.com/x?y=1",
-        "https://HOOKS.example.com/x",
-        "http://hooks.example.com:80/x",
-        "https://hooks.example.com:443/x",
+        ("http://127.0.0.1:8080/hook", "http://127.0.0.1:8080/hook"),
+        ("https://hooks.example.com/x?y=1", "https://hooks.example.com/x?y=1"),
+        ("https://HOOKS.example.com/x", "https://hooks.example.com/x"),
+        ("http://hooks.example.com:80/x", "http://hooks.example.com/x"),
+        ("https://hooks.example.com:443/x", "https://hooks.example.com/x"),
+        ("http://127.0.0.1:8080/é", "http://127.0.0.1:8080/%C3%A9"),  # as the HTTP client sends it
+        ("http://127.0.0.1:8080/a?q=ü&r=%41", "http://127.0.0.1:8080/a?q=%C3%BC&r=%41"),
+        ("http://127.0.0.1:8080/x/<{}>", "http://127.0.0.1:8080/x/%3C%7B%7D%3E"),
     ],
 )
-def test_callback_url_allowed(url: str) -> None:
-    assert check_callback_url(url, _settings()) == url
+def test_callback_url_allowed_as_it_will_be_sent(url: str, sent: str) -> None:
+    assert check_callback_url(url, _tenant()) == sent
+
+
+def test_an_internationalised_host_is_idna_encoded() -> None:
+    tenant = _tenant(hosts="bücher.example")  # a listed name matches in either spelling
+    assert check_callback_url("https://Bücher.example/h", tenant) == "https://xn--bcher-kva.example/h"
+    assert check_callback_url("https://xn--bcher-kva.example/h", tenant) == "https://xn--bcher-kva.example/h"
 
 
 @pytest.mark.parametrize(
     ("url", "reason"),
     [
-        ("http://localhost:8080/hook", "not in CALLBACK_ALLOWED_HOSTS"),  # literal: not 127.0.0.1
-        ("http://127.0.0.2/hook", "not in CALLBACK_ALLOWED_HOSTS"),
-        ("http://127.0.0.1/hook", "not in CALLBACK_ALLOWED_HOSTS"),  # listed with port 8080 only
-        ("http://hooks.example.com:8080/x", "not in CALLBACK_ALLOWED_HOSTS"),  # a bare host: 80 and 443
-        ("https://hooks.example.com:6379/x", "not in CALLBACK_ALLOWED_HOSTS"),
-        ("http://hooks.example.com.evil.test/", "not in CALLBACK_ALLOWED_HOSTS"),
+        ("http://localhost:8080/hook", "callback hosts"),  # literal: not 127.0.0.1
+        ("http://127.0.0.2/hook", "callback hosts"),
+        ("http://127.0.0.1/hook", "callback hosts"),  # listed with port 8080 only
+        ("http://hooks.example.com:8080/x", "callback hosts"),  # a bare host: 80 and 443
+        ("https://hooks.example.com:6379/x", "callback hosts"),
+        ("http://hooks.example.com.evil.test/", "callback hosts"),
         ("ftp://127.0.0.1/hook", "only http and https"),
         ("file:///etc/passwd", "only http and https"),
         ("javascript:alert(1)", "only http and https"),
@@ -101,28 +113,36 @@ def test_callback_url_allowed(url: str) -> None:
         ("http://evil.test@127.0.0.1/hook", "credentials"),
         ("http:///hook", "no host"),
         ("http://127.0.0.1:99999/", "not a valid URL"),
+        ("http://[::1]x/", "not a valid URL"),
         ("http://127.0.0.1/a b", "whitespace"),
+        ("http://127.0.0.1/a\x7f", "control characters"),
+        ("http://127.0.0.1/\x85", "control characters"),  # C1 controls too
+        ("http://hooks.exa mple.com/", "whitespace"),  # a space in the host
         ("http://127.0.0.1/#frag", "fragment"),
+        ("http://xn--zz.example/", "not valid punycode"),
+        ("http://ab\u200b.example/", "not a valid internationalised name"),  # a zero-width space
+        ("http://hooks..example.com/", "not a valid host name"),
+        ("http://%68ooks.example.com/", "not a valid host name"),
     ],
 )
 def test_callback_url_refused(url: str, reason: str) -> None:
     with pytest.raises(InvalidRequest) as info:
-        check_callback_url(url, _settings())
+        check_callback_url(url, _tenant())
     assert reason in info.value.message
     assert info.value.details[0]["path"] == "$.callback_url"
 
 
 def test_callback_host_entry_may_name_a_port() -> None:
-    settings = _settings(hosts="127.0.0.1:9000")
-    assert check_callback_url("http://127.0.0.1:9000/h", settings)
+    tenant = _tenant(hosts="127.0.0.1:9000")
+    assert check_callback_url("http://127.0.0.1:9000/h", tenant)
     with pytest.raises(InvalidRequest):
-        check_callback_url("http://127.0.0.1:9001/h", settings)
+        check_callback_url("http://127.0.0.1:9001/h", tenant)
 
 
 def test_webhooks_off_without_hosts_or_secret() -> None:
-    for settings in (_settings(hosts=""), _settings(secret="")):
+    for tenant in (_tenant(hosts=""), _tenant(secret="")):
         with pytest.raises(InvalidRequest, match="not enabled"):
-            check_callback_url("http://127.0.0.1:8080/hook", settings)
+            check_callback_url("http://127.0.0.1:8080/hook", tenant)
 
 
 def test_signature_is_hmac_sha256_of_the_exact_body() -> None:

@@ -30,16 +30,18 @@ def _lua_table(source: str, name: str) -> tuple[str, set[str]]:
     return match.group(0), {entry.split(" ")[0] for entry in entries}
 
 
-def test_every_lua_file_is_a_named_script() -> None:
-    assert sorted(path.stem for path in LUA.glob("*.lua")) == sorted(scripts.NAMES)
+def test_every_lua_file_is_a_named_script_or_an_included_part() -> None:
+    assert sorted(path.stem for path in LUA.glob("*.lua")) == sorted(scripts.NAMES + scripts.INCLUDED)
 
 
 @pytest.mark.parametrize("name", scripts.NAMES)
 def test_script_loads_with_no_marker_left(name: str) -> None:
     raw = (LUA / f"{name}.lua").read_text()
     source = scripts.source(name)
-    assert "$" not in source
+    assert not re.search(r"\$[A-Z]", source)  # (a Lua pattern's anchor, `%d+)$`, is no marker)
     assert keys.PREFIX not in raw, "key prefixes are written $PREFIX: (only store/keys.py spells them)"
+    for part in scripts.INCLUDED:
+        raw = raw.replace(f"{scripts.INCLUDE}{part}\n", (LUA / f"{part}.lua").read_text() + "\n")
     assert source == raw.replace("$PREFIX:", keys.PREFIX)
     header = raw.split("\n\n", 1)[0]
     assert header.startswith("-- ") and "-- KEYS:" in header and "-- ARGV:" in header and "-- Returns" in header
@@ -64,6 +66,7 @@ def test_keys_built_in_lua_are_the_store_keys() -> None:
         keys.LIVE_KEY,
         keys.EXPIRY_KEY,
         keys.WEBHOOKS_KEY,
+        keys.DISPATCH_PREFIX,
     }
     built = {key for name in scripts.NAMES for key in re.findall(r"'(delineate:[^']*)'", scripts.source(name))}
     assert built and built <= builders, built - builders

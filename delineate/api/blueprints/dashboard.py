@@ -24,7 +24,7 @@ from flask import Blueprint, Response, current_app, jsonify, send_from_directory
 
 from delineate.api.edge.auth import current_owner
 from delineate.api.flask_app import services
-from delineate.api.metrics import scrape_client, stats
+from delineate.api.metrics import scrape_client, stats, tenant_stats
 from delineate.api.validation import query_number, refuse_unknown_query
 from delineate.config import Settings
 from delineate.store import errorlog
@@ -111,8 +111,13 @@ def favicon() -> Response:
 
 @bp.get("/v1/stats")
 def live_numbers() -> Response:
-    """Queue depth, jobs in progress and finished jobs by state, read from Redis."""
-    return jsonify(stats(scrape_client(services().settings)))
+    """Queue depth, jobs in progress and finished jobs by state, read from Redis: the whole
+    service's in open mode; with API keys the caller's own only (one round trip of ZCOUNTs,
+    never a scan), so a tenant learns nothing of the others' load."""
+    svc = services()
+    if svc.tenants.current.keyed:
+        return jsonify(tenant_stats(svc.store.history_counts(current_owner())))
+    return jsonify(stats(scrape_client(svc.settings)))
 
 
 @bp.get("/v1/stats/timeline")

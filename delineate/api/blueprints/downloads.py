@@ -1,4 +1,4 @@
-"""The download API: start jobs, read their status, fetch and cancel them."""
+"""The download API: start jobs, read their status, fetch, cancel and revoke them."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import random
 import time
 from typing import Any
 
+import redis
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from flask.blueprints import BlueprintSetupState
 from werkzeug.routing import BaseConverter
@@ -16,22 +17,39 @@ from delineate.api.accept import accept, estimate_seconds, idempotency_key
 from delineate.api.edge.auth import current_owner, load_owned_job
 from delineate.api.fanout import bounded_map
 from delineate.api.flask_app import services
-from delineate.api.validation import ROUTE_NAMES, FileIdBody, FileIdsBody, is_job_id, parse_body, parse_job_id
+from delineate.api.validation import (
+    ROUTE_NAMES,
+    FileIdBody,
+    FileIdsBody,
+    is_job_id,
+    parse_body,
+    parse_job_id,
+    refuse_unknown_query,
+)
 from delineate.broker.queue import TaskQueue
 from delineate.errors import (
     Conflict,
     GatewayTimeout,
     JobNotFound,
     JobNotReady,
+    Revoked,
     SourceUnavailable,
+    StorageError,
 )
-from delineate.jobs.webhooks import check_callback_url
-from delineate.models import JobState, Phase
-from delineate.services import download_name
-from delineate.storage import source_key
+from delineate.jobs.webhooks import check_callback_url, send_revoked
+from delineate.models import Job, JobState, Phase
+from delineate.services import Services, download_name
+from delineate.storage import bundle_key, source_key
 from delineate.store import JobGone, JobStore
+from delineate.store.revocation import NotRevocable
+from delineate.telemetry.audit import NO_STORE, audit_link
 
 logger = logging.getLogger(__name__)
+
+REVOKE_DELETE_BUDGET_SECONDS = 1.0
+"""How long a revoking request waits for the object store to delete the bundle, in seconds;
+past it (or on an error) the request still answers 202 and the sweeper deletes it."""
+
 
 bp = Blueprint("downloads", __name__, url_prefix="/v1/download")
 
@@ -66,10 +84,12 @@ def _prefetch_jobs(state: BlueprintSetupState) -> None:
 def initiate() -> tuple[Response, int, list[tuple[str, str]]]:
     body = parse_body(FileIdsBody)
     svc = services()
-    callback_url = "" if body.callback_url is None else check_callback_url(body.callback_url, svc.settings)
+    owner = current_owner()
+    tenant = svc.tenants.current.tenant(owner)  # its callback hosts and webhook secret
+    callback_url = "" if body.callback_url is None else check_callback_url(body.callback_url, tenant)
     idem_key = idempotency_key(request.headers.get("Idempotency-Key"))
     queue: TaskQueue = current_app.extensions["delineate_tasks"]
-    accepted = accept(svc, queue, body.unique_ids(), current_owner(), idem_key, callback_url)
+    accepted = accept(svc, queue, body.unique_ids(), owner, idem_key, callback_url)
     if not accepted.replayed:
         g.job_id = accepted.job.job_id  # the access log line names the new job
     return jsonify(accepted.body()), accepted.status, accepted.headers()
@@ -78,37 +98,102 @@ def initiate() -> tuple[Response, int, list[tuple[str, str]]]:
 @bp.get("/status/<job_id>")
 def status(job_id: str) -> Response:
     job = load_owned_job(parse_job_id(job_id))
-    return jsonify(services().store.status(job))
+    body = services().store.status(job)
+    response = jsonify(body)
+    url = body["downloadUrl"]
+    if url is not None:  # (the fast lane answers the same: delineate/api/edge/fast_lane.py)
+        audit_link(url, job.owner, job.job_id, g.get("request_id"), request.remote_addr)
+        response.headers["Cache-Control"] = NO_STORE
+    return response
 
 
 @bp.get("/<job:job_id>")
 def download(job_id: str) -> tuple[Response, int, dict[str, str]]:
+    """:raise JobNotReady: not completed (409). :raise Revoked: its result was revoked (410)."""
     job = load_owned_job(parse_job_id(job_id))
     svc = services()
+    if job.revoked_at:
+        raise Revoked(f"Job {job.job_id}'s result was revoked at {job.revoked_at}.", details=svc.store.status(job))
     if job.status is not JobState.COMPLETED:
         raise JobNotReady(
             f"Job {job.job_id} is {job.status.value}; the download is ready when it is completed.",
             details=svc.store.status(job),
         )
     url = svc.storage.presign(job.result_key, download_name(job))
-    headers = {"Location": url, "Cache-Control": "no-store"}
+    audit_link(url, job.owner, job.job_id, g.get("request_id"), request.remote_addr, via="download")
+    headers = {"Location": url, "Cache-Control": NO_STORE}
     return jsonify(downloadUrl=url, expiresInSeconds=svc.settings.presigned_url_expiry_seconds), 302, headers
 
 
 @bp.delete("/<job:job_id>")
 def cancel(job_id: str) -> tuple[Response, int]:
+    """Cancel a queued or processing job; revoke a completed one's result.
+
+    :raise Conflict: the job already failed or was cancelled (409).
+    """
     job = load_owned_job(parse_job_id(job_id))
     svc = services()
+    if job.status is JobState.COMPLETED:
+        return _revoke(svc, job)
     if job.status.terminal:
         raise Conflict(f"Job {job.job_id} is already {job.status.value}.", details=svc.store.status(job))
     try:
         job = svc.store.update(job.job_id, status=JobState.CANCELLED, phase=Phase.DONE, error="Cancelled by the client")
     except JobGone:
         raise JobNotFound(f"No job {job_id}.") from None
-    if job.status is not JobState.CANCELLED:  # it finished in the meantime
+    if job.status is JobState.COMPLETED:  # it completed in the meantime: DELETE revokes it
+        return _revoke(svc, job)
+    if job.status is not JobState.CANCELLED:  # it failed in the meantime
         raise Conflict(f"Job {job.job_id} is already {job.status.value}.", details=svc.store.status(job))
     logger.info("job %s cancelled", job.job_id)
     return jsonify(svc.store.status(job)), 202
+
+
+def _revoke(svc: Services, job: Job) -> tuple[Response, int]:
+    """Revoke a completed job's result (idempotent): the write (which also records the
+    ``revoked`` webhook a job with a callback owes, and schedules it for the sweeper), then
+    its bundle deleted (by the request that revoked it; else by the sweeper), then the
+    webhook's first attempt sent."""
+    revoked_now: list[tuple[Job, bool]] = []
+    try:
+        job = svc.store.revoke(job.job_id, on_revoked=lambda revoked, send: revoked_now.append((revoked, send)))
+    except NotRevocable as exc:
+        if exc.job is None:
+            raise JobNotFound(f"No job {job.job_id}.") from None
+        raise Conflict(
+            f"Job {job.job_id} is already {exc.job.status.value}.", details=svc.store.status(exc.job)
+        ) from None
+    if revoked_now:
+        _delete_result(svc, job)
+        if revoked_now[0][1]:
+            _send_revoked(job)
+    return jsonify(svc.store.status(job)), 202
+
+
+def _delete_result(svc: Services, job: Job) -> None:
+    """Delete a revoked job's bundle and take it off the revocation index. A single-file
+    job's result is its source object, shared with every other job: only its links are
+    revoked. What this request cannot delete in time, the sweeper does."""
+    key = bundle_key(job.job_id)
+    if job.result_key == key:
+        try:
+            bounded_map(svc.storage.delete, [key], 1, REVOKE_DELETE_BUDGET_SECONDS)
+        except (TimeoutError, StorageError) as exc:
+            logger.warning("job %s revoked; its bundle is left to the sweeper: %s", job.job_id, str(exc) or "timed out")
+            return
+    try:
+        svc.store.forget_revoked([job.job_id])
+    except redis.RedisError as exc:  # the sweeper deletes it again: harmless
+        logger.warning("job %s revoked; its entry in the revocation index stays: %s", job.job_id, exc)
+
+
+def _send_revoked(job: Job) -> None:
+    """The first attempt of the job's ``revoked`` webhook delivery (the sweeper sends it if
+    this message is lost)."""
+    try:
+        send_revoked(current_app.extensions["celery"], job.job_id)
+    except Exception:  # the revocation stands and the sweeper sends it: never a 500
+        logger.exception("job %s: could not send the revoked webhook now; the sweeper will", job.job_id)
 
 
 ESTIMATE_CONCURRENCY = 16
@@ -159,9 +244,13 @@ def estimate() -> Response:
 
 @bp.post("/check")
 def check() -> Response:
-    if request.args.get("sentry_test") == "true":
+    """:raise InvalidRequest: a query parameter (400; ``sentry_test`` is one only with
+    SENTRY_TEST_ROUTE on, and then ``sentry_test=true`` is a deliberate 500)."""
+    test_route = services().settings.sentry_test_route
+    if test_route and request.args.get("sentry_test") == "true":
         # Deliberate: proves that errors reach Sentry (and still answer 500 JSON).
         raise RuntimeError("Sentry test error from POST /v1/download/check?sentry_test=true")
+    refuse_unknown_query(*(("sentry_test",) if test_route else ()))
     body = parse_body(FileIdBody)
     info = services().storage.head(source_key(body.file_id))
     return jsonify(
@@ -189,12 +278,17 @@ def start() -> Response:
         )
     info = svc.storage.head(source_key(body.file_id))
     elapsed_ms = int((time.monotonic() - began) * 1000)
+    url = svc.storage.presign(info.key, f"{body.file_id}.zip") if info else None
     result: dict[str, Any] = {
         "file_id": body.file_id,
         "status": "completed" if info else "failed",
-        "downloadUrl": svc.storage.presign(info.key, f"{body.file_id}.zip") if info else None,
+        "downloadUrl": url,
         "size": info.size if info else None,
         "processingTimeMs": elapsed_ms,
         "message": "Download ready" if info else f"File {body.file_id} is not available",
     }
-    return jsonify(result)
+    response = jsonify(result)
+    if url is not None:  # a link too, of no job
+        audit_link(url, current_owner(), None, g.get("request_id"), request.remote_addr, via="start")
+        response.headers["Cache-Control"] = NO_STORE
+    return response

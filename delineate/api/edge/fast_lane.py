@@ -47,6 +47,7 @@ from delineate.api.tracing import RequestTracer
 from delineate.api.validation import FileIdsBody, body_refusal, is_job_id, parse_json
 from delineate.broker.queue import TaskQueue
 from delineate.services import Services
+from delineate.telemetry.audit import NO_STORE, audit_link
 
 STATUS_PREFIX = "/v1/download/status/"
 STATUS_ROUTE = STATUS_PREFIX + "<job_id>"
@@ -109,11 +110,17 @@ class FastLane:
             return self._hand_over(handoff, environ, start_response)  # Flask's 404
         span = self._open(environ, "GET", path, STATUS_ROUTE)
         try:
-            body = orjson.dumps(self.store.status(job), default=self.default)
+            status = self.store.status(job)
+            body = orjson.dumps(status, default=self.default)
         except Exception as exc:  # noqa: BLE001 - nothing was written: Flask renders it
             handoff.error = exc
             return self._hand_over(handoff, environ, start_response, span)
-        return self._answer(environ, start_response, 200, body, [], handoff, span, ("GET", STATUS_ROUTE, path, raw))
+        extra: list[tuple[str, str]] = []
+        url = status["downloadUrl"]
+        if url is not None:  # a presigned link: audited and never cached, as by Flask's view
+            audit_link(url, job.owner, job.job_id, handoff.request_id, environ.get("REMOTE_ADDR"))
+            extra.append(("Cache-Control", NO_STORE))
+        return self._answer(environ, start_response, 200, body, extra, handoff, span, ("GET", STATUS_ROUTE, path, raw))
 
     def _initiate(self, environ: dict[str, Any], start_response: Callable[..., Any], path: str, length: int) -> Any:
         handoff = self._begin(environ)

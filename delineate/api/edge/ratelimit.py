@@ -103,9 +103,12 @@ class RateLimiter:
         self.window_ms = window_ms
         self._hit = lane.script(_HIT_SCRIPT)
 
-    def hit(self, caller: str, cost: int = 1, also: Command | None = None) -> tuple[Window, Any]:
-        """Count ``cost`` requests for ``caller``; with ``also``, send that command in the
-        same round trip and return its reply too (else None).
+    def hit(
+        self, caller: str, cost: int = 1, also: Command | None = None, limit: int | None = None
+    ) -> tuple[Window, Any]:
+        """Count ``cost`` requests for ``caller`` against ``limit`` (default: the service's);
+        with ``also``, send that command in the same round trip and return its reply too
+        (else None).
 
         :raise redis.ConnectionError, redis.TimeoutError: Redis is unavailable (fail closed).
         :raise redis.ResponseError: ``also`` got an error reply.
@@ -119,12 +122,13 @@ class RateLimiter:
             if isinstance(reply, ResponseError):
                 raise reply
         count, left = replies[0]
-        return Window(self.limit, int(count), int(left)), (replies[1] if also is not None else None)
+        window = Window(limit or self.limit, int(count), int(left))
+        return window, (replies[1] if also is not None else None)
 
     def refuse(self, window: Window) -> RateLimited:
         seconds = max(1, window.reset_seconds)
         return RateLimited(
-            f"Too many requests: at most {self.limit} per {math.ceil(self.window_ms / 1000)} s; "
+            f"Too many requests: at most {window.limit} per {math.ceil(self.window_ms / 1000)} s; "
             f"try again in {seconds} s.",
             retry_after_seconds=seconds,
         )

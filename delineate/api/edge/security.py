@@ -27,6 +27,7 @@ from delineate.api.edge import auth
 from delineate.api.edge.ratelimit import RATE_LIMIT_HEADERS, RateLimiter, Window, address_key
 from delineate.api.flask_app import EdgeResponse
 from delineate.config import Settings
+from delineate.config.tenants import TenantsHolder
 from delineate.ids import new_uuid
 from delineate.redis_io.base import Command
 from delineate.store.keys import RATE_LIMIT_PREFIX
@@ -60,6 +61,9 @@ CORS_METHODS = "GET, POST, DELETE, OPTIONS"
 CORS_MAX_AGE_SECONDS = 600
 
 UNCOUNTED_PATHS = frozenset({"/health", "/livez", "/metrics", "/favicon.ico"})
+KNOWN_METHODS = frozenset({"GET", "POST", "DELETE", "HEAD", "OPTIONS"})
+"""Methods the API serves; any other request is counted whatever its path (a probe of odd
+methods costs its sender, not the metrics)."""
 UNCOUNTED_PREFIXES = ("/docs/assets/", "/dashboard/static/")
 
 
@@ -142,14 +146,14 @@ class Edge:
     (``tests/http/test_edge_entrances.py`` checks each on both).
     """
 
-    def __init__(self, settings: Settings, limiter: RateLimiter) -> None:
+    def __init__(self, settings: Settings, limiter: RateLimiter, tenants: TenantsHolder) -> None:
         self.settings = settings
+        self.tenants = tenants
         self.fast = settings.fast_paths
         self.limiter = limiter
         self.cors = Cors(settings.cors_origins)
         self.static_headers = list(SECURITY_HEADERS.items())
         self.prefetch: dict[str, Prefetch] = {}
-        self.keys: dict[str, str] = dict(settings.api_keys)
 
     def prefetch_on(self, endpoint: str, read: Prefetch) -> None:
         """Send ``endpoint``'s job read with the rate-limit hit: one round trip, not two.
@@ -167,13 +171,16 @@ class Edge:
         """Steps 1 and 2: the request's id and who calls (the key's name; ``""`` in open
         mode; None for a missing or bad key, refused later, after the count)."""
         started = time.perf_counter()
-        owner = auth.owner_for(auth.presented_key(header), self.keys) if self.keys else ""
+        tenants = self.tenants.current
+        owner = tenants.owner_for(auth.presented_key(header)) if tenants.keyed else ""
         return Handoff(started, request_id_for(header("X-Request-ID")), owner)
 
     @staticmethod
     def counted(method: str, path: str) -> bool:
         """Whether a request counts against its caller's limit (probes, scrapes, static
-        files and CORS preflights do not)."""
+        files and CORS preflights do not; a method the API does not serve always does)."""
+        if method not in KNOWN_METHODS:
+            return True
         return method != "OPTIONS" and path not in UNCOUNTED_PATHS and not path.startswith(UNCOUNTED_PREFIXES)
 
     def caller(self, owner: str | None, address: str | None) -> str:
@@ -187,7 +194,8 @@ class Edge:
 
         :raise redis.RedisError: Redis did not answer (503).
         """
-        window, reply = self.limiter.hit(self.caller(passage.owner, address), cost, also)
+        limit = self.tenants.current.tenant(passage.owner).rate_limit if passage.owner else None
+        window, reply = self.limiter.hit(self.caller(passage.owner, address), cost, also, limit)
         passage.window = window
         if also is not None:
             passage.prefetched = (also, reply)
@@ -195,7 +203,7 @@ class Edge:
 
     def may_see(self, job_owner: str, owner: str | None) -> bool:
         """Step 5, for a job's routes: the caller's own job, or any job in open mode."""
-        return not self.keys or job_owner == owner
+        return not self.tenants.current.keyed or job_owner == owner
 
     # -- Flask's hooks ----------------------------------------------------------------------
 
@@ -286,7 +294,7 @@ def init_security(app: Flask) -> Edge:
         settings.rate_limit_max_requests,
         max(1, settings.rate_limit_window_ms),
     )
-    edge = Edge(settings, limiter)
+    edge = Edge(settings, limiter, svc.tenants)
     app.extensions["delineate_edge"] = edge
     app.before_request(edge.before)
     app.after_request(edge.after)

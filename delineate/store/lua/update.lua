@@ -5,11 +5,15 @@
 -- KEYS: [1] the job hash, [2] its lease.
 -- ARGV: [1] ttl (s), [2] lease holder ('' = a writer without a lease), [3] lease ttl (s),
 --   [4] history margin (s, HISTORY_MARGIN_SECONDS), [5] webhook claim (s, after a job
---   ends its first delivery is due this late unless sent), [6..] field/value pairs.
--- Returns {0} when the job does not exist, {1, record, listeners} when written (listeners:
--- the subscribers of the job's events channel, so a write nobody watches is not
--- published), {2, record} when refused because the job already reached a terminal state,
--- {3} when refused because another runner holds the lease.
+--   ends its first delivery is due this late unless sent), [6] Celery queue key ('' = the
+--   broker is another Redis), [7..] field/value pairs.
+-- Returns {0} when the job does not exist, {1, record, listeners, granted} when written
+-- (listeners: the subscribers of the job's events channel, so a write nobody watches is not
+-- published; granted: when the write ended a job, the ids its freed slot went to that the
+-- caller must publish), {2, record} when refused because the job already reached a
+-- terminal state, {3} when refused because another runner holds the lease.
+
+-- $INCLUDE dispatch
 
 -- = models.TERMINAL_STATES (checked by tests/unit/test_store.py)
 local TERMINAL = {completed = true, failed = true, cancelled = true}
@@ -24,7 +28,7 @@ if holder ~= '' then
   local leased_to = redis.call('GET', KEYS[2])
   if leased_to and leased_to ~= holder then return {3} end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 -- Read once what both indexes below need.
@@ -81,5 +85,15 @@ if holder ~= '' then
     redis.call('SET', KEYS[2], holder, 'EX', ARGV[3])
   end
 end
+-- The fair share: a job that ends frees its slot (a granted one) and the slot goes on.
+local granted = {}
+if terminal then
+  if redis.call('HGET', KEYS[1], 'dispatch') == 'granted' then
+    dispatch_done(who_count, id)
+    redis.call('HSET', KEYS[1], 'dispatch', 'done')
+  end
+  redis.call('HDEL', KEYS[1], 'message')  -- (a job that ended while it waited)
+  granted = dispatch_grant(ARGV[6], swept_at)
+end
 local listeners = redis.call('PUBSUB', 'NUMSUB', '$PREFIX:events:' .. id)[2]
-return {1, redis.call('HGETALL', KEYS[1]), listeners}
+return {1, redis.call('HGETALL', KEYS[1]), listeners, granted}

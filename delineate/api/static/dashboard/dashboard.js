@@ -342,7 +342,8 @@
     const state = status.status;
     el.dataset.status = state;
     const badge = $(".job-status", el);
-    badge.textContent = state + (status.phase && !TERMINAL.has(state) ? " · " + status.phase : "");
+    const revoked = Boolean(status.revokedAt); // completed, then its result withdrawn (DELETE)
+    badge.textContent = (revoked ? "revoked" : state) + (status.phase && !TERMINAL.has(state) ? " · " + status.phase : "");
     badge.className = "job-status badge " + state;
     const percent = Math.max(0, Math.min(100, Number(status.progress) || 0));
     $("progress", el).value = percent;
@@ -351,7 +352,7 @@
     if (status.missingFileIds && status.missingFileIds.length) files += ", missing " + status.missingFileIds.join(" ");
     if (status.size) files += ", " + (status.size / 1048576).toFixed(2) + " MB";
     $(".job-files", el).textContent = files;
-    $(".download", el).hidden = state !== "completed";
+    $(".download", el).hidden = state !== "completed" || revoked;
     $(".cancel", el).hidden = TERMINAL.has(state);
     const known = rememberedJob(status.jobId);
     $(".retry", el).hidden = !(state === "failed" || state === "cancelled") || !(known && known.fileIds);
@@ -596,6 +597,11 @@
         const status = result.data || {};
         if (result.ok && status.status === "completed" && status.downloadUrl) {
           window.location.href = status.downloadUrl;
+          return;
+        }
+        if (result.ok && status.revokedAt) {
+          render(status);
+          say("This job's result was revoked at " + status.revokedAt + "; there is nothing to download.");
           return;
         }
         const reason = result.ok ? "no link in a " + status.status + " status" : "HTTP " + result.status;
