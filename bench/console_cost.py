@@ -13,7 +13,6 @@ in-process, with nothing cached: one pipeline of 360 ``HGETALL``\\s and the merg
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.stack import Hello, median, start_stack, wrk
+from bench.stack import Hello, median, script_main, start_stack, wrk
 from delineate.store import errorlog
 from delineate.telemetry import timeline
 from delineate.telemetry.timeline import LATENCY_BOUNDS
@@ -115,11 +114,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main() -> int:
-    args = parser().parse_args()
-    result = measure(args)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
-    return 0
+    return script_main(parser, measure)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.stack import start_stack
+from bench.stack import script_main, start_stack
 from delineate.dev.seed import SAMPLE_IDS
 from delineate.models import TERMINAL_STATES
 from delineate.store.keys import job_key
@@ -219,11 +219,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main() -> int:
-    args = parser().parse_args()
-    result = measure(args)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
-    return 0
+    return script_main(parser, measure)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The hot path: status and initiate under wrk, beside a bare hello measured in the same run.
 
 Production defaults: delays on (10-120 s), the rate limiter on with its limit out of reach,
-the fast paths on (``--no-fast-paths``: FAST_PATHS=false, the libraries alone),
+the fast paths on (``--no-fast-paths``: FAST_PATHS=false, the libraries alone), open mode
+(``--tenants``: a TENANTS_FILE of two tenants, every request with its tenant's key),
 request ids, security headers, CORS, Prometheus metrics and the JSON access log on, a
 Celery worker running (asleep in the simulated origin, as in production). With
 ``--telemetry`` the API and the worker also export traces to a local OTLP sink and errors
@@ -14,7 +15,8 @@ down during a run (this one is shared) moves both sides of the ratio alike. Figu
 per run; ``--json`` writes them for ``run_all.py``.
 
     .venv/bin/python bench/hot_path.py [--runs 5] [--seconds 10] [--connections 50]
-        [--api-workers 2] [--telemetry] [--no-worker] [--no-fast-paths] [--json bench/results/hot_path.json]
+        [--api-workers 2] [--telemetry] [--no-worker] [--no-fast-paths] [--tenants]
+        [--json bench/results/hot_path.json]
 """
 
 from __future__ import annotations
@@ -29,17 +31,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.stack import WRK_POST, Hello, median, start_stack, wrk
+from bench.stack import BENCH_KEY, WRK_POST, Hello, median, start_stack, write_tenants_file, wrk
 from tests.support.stack import completed_job as stack_completed_job
 
 SAMPLER_ENV = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
 
 
-def completed_job(settings: Any) -> str:
-    """A completed single-file job in the stack's store (its status read presigns)."""
+def completed_job(settings: Any, owner: str = "") -> str:
+    """A completed single-file job of ``owner`` in the stack's store (its status read presigns)."""
     from delineate.services import build_services
 
-    return stack_completed_job(build_services(settings).store)
+    return stack_completed_job(build_services(settings).store, owner)
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -47,6 +49,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     env: dict[str, str] = {}
     receivers: list[Any] = []
     overrides: dict[str, Any] = {"fast_paths": not args.no_fast_paths}
+    headers: dict[str, str] = {}
+    if args.tenants:
+        overrides["tenants_file"] = str(write_tenants_file(workdir))
+        headers = {"X-API-Key": BENCH_KEY}
     if args.telemetry:
         from tests.support.receivers import OtlpReceiver, SentryReceiver
 
@@ -65,18 +71,19 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     )
     runs: list[dict[str, Any]] = []
     try:
-        job_id = completed_job(stack.settings)
+        job_id = completed_job(stack.settings, "bench" if args.tenants else "")
         status_url = f"{stack.base}/v1/download/status/{job_id}"
+        initiate_url = f"{stack.base}/v1/download/initiate"
         with Hello(stack.settings, workdir, workers=args.api_workers) as hello:
             # Warm-up: imports, pools and caches exist before the first measured second.
             wrk(hello.url, 2, args.connections)
-            wrk(status_url, 2, args.connections)
-            wrk(f"{stack.base}/v1/download/initiate", 2, args.connections, WRK_POST)
+            wrk(status_url, 2, args.connections, headers=headers)
+            wrk(initiate_url, 2, args.connections, WRK_POST, headers=headers)
             for n in range(args.runs):
                 hellos = [wrk(hello.url, args.seconds, args.connections)]
-                status = wrk(status_url, args.seconds, args.connections)
+                status = wrk(status_url, args.seconds, args.connections, headers=headers)
                 hellos.append(wrk(hello.url, args.seconds, args.connections))
-                initiate = wrk(f"{stack.base}/v1/download/initiate", args.seconds, args.connections, WRK_POST)
+                initiate = wrk(initiate_url, args.seconds, args.connections, WRK_POST, headers=headers)
                 hellos.append(wrk(hello.url, args.seconds, args.connections))
                 status["ratio"] = status["rps"] / ((hellos[0]["rps"] + hellos[1]["rps"]) / 2)
                 initiate["ratio"] = initiate["rps"] / ((hellos[1]["rps"] + hellos[2]["rps"]) / 2)
@@ -102,6 +109,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": args.seconds,
         "worker": not args.no_worker,
         "fast_paths": not args.no_fast_paths,
+        "tenants": args.tenants,
         "runs": runs,
     }
 
@@ -135,6 +143,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--sampling", type=float, default=0.1, help="with --telemetry: the trace ratio (1: all)")
     parser.add_argument("--no-worker", action="store_true", help="no Celery worker (jobs only queue)")
     parser.add_argument("--no-fast-paths", action="store_true", help="FAST_PATHS=false: the libraries alone")
+    parser.add_argument("--tenants", action="store_true", help="a TENANTS_FILE in use, every request keyed")
     parser.add_argument("--json", type=Path, help="write the figures here")
     return parser
 

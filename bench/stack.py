@@ -8,6 +8,7 @@ bare Flask hello on the same gunicorn settings for HTTP, a raw boto3 GET+PUT for
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import statistics
@@ -43,6 +44,20 @@ WRK_POST = ROOT / "bench" / "wrk_initiate.lua"
 OUT_OF_REACH = 1_000_000_000
 """The rate limit the benchmarks set: the limiter still counts (and costs) every request,
 but the load from one address never reaches it."""
+
+BENCH_KEY = "bench-key-0000000001"
+"""The API key of the tenant the benchmarks' requests come from when a tenants file is in use."""
+
+
+def write_tenants_file(workdir: Path, **bench: Any) -> Path:
+    """A tenants file of two tenants: ``bench`` (key :data:`BENCH_KEY`, limits out of reach
+    unless given) and ``other``, so every request goes through the keyed path."""
+    fields = {"rate_limit": OUT_OF_REACH, "max_active_jobs": OUT_OF_REACH, **bench}
+    lines = ["[tenants.bench]", f'keys = ["{BENCH_KEY}"]', *(f"{k} = {v}" for k, v in fields.items())]
+    lines += ["", "[tenants.other]", 'keys = ["other-key-0000000001"]', ""]
+    path = workdir / "tenants.toml"
+    path.write_text("\n".join(lines))
+    return path
 
 
 @dataclass
@@ -131,11 +146,20 @@ def start_stack(
 # -- wrk ------------------------------------------------------------------------------------
 
 
-def wrk(url: str, seconds: int, connections: int, script: Path | None = None, threads: int = 2) -> dict[str, float]:
+def wrk(
+    url: str,
+    seconds: int,
+    connections: int,
+    script: Path | None = None,
+    threads: int = 2,
+    headers: dict[str, str] | None = None,
+) -> dict[str, float]:
     """One wrk run: requests/s, p50 and p99 in ms, and failures (non-2xx/3xx and socket errors)."""
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
     if script:
         command[1:1] = ["-s", str(script)]
+    for name, value in (headers or {}).items():
+        command[1:1] = ["-H", f"{name}: {value}"]
     out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1))  # type: ignore[union-attr]
@@ -181,3 +205,12 @@ class Hello:
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def script_main(parser: Any, measure: Any) -> int:
+    """A benchmark script's ``main``: parse its arguments, measure, write ``--json`` if given."""
+    args = parser().parse_args()
+    result = measure(args)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
