@@ -31,6 +31,7 @@ from delineate.store.keys import (
     NO_QUEUE_KEY,
     active_key,
     count_key,
+    dispatch_message_key,
     dispatch_tenant,
     events_channel,
     history_key,
@@ -210,7 +211,7 @@ class JobStore(History, SweepIndex, Dispatch, Revocation):
     def delete(self, job_id: str, owner: str = "", idempotency_key_: str | None = None) -> None:
         """Remove a job that never started (and its active-set entry and idempotency key)."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(job_key(job_id))
+        pipe.delete(job_key(job_id), dispatch_message_key(job_id))
         pipe.zrem(history_key(owner, JobState.QUEUED.value), job_id)
         pipe.zrem(count_key(owner, JobState.QUEUED.value), job_id)
         pipe.zrem(LIVE_KEY, job_id)

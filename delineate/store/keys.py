@@ -33,7 +33,8 @@ Keys (all prefixed :data:`PREFIX`, ``delineate:``):
 - ``dispatch:*``    the fair share of the worker slots (``store/lua/dispatch.lua``, which builds
   them): ``ready:{tenant}`` (list of waiting job ids), ``waiting`` (set of tenants),
   ``running`` and ``running:{tenant}`` (sorted sets of granted jobs), ``tenants`` (hash of
-  each tenant's weight and max_running), ``workers`` (hash of registered pools), ``known``;
+  each tenant's weight and max_running), ``workers`` (hash of registered pools), ``known``,
+  ``message:{id}`` (a waiting job's task message);
   ``tenant`` is ``-`` in open mode
 - ``streams:{owner}`` sorted set, the owner's open SSE streams (an id per stream) scored by
   their last heartbeat (epoch seconds), across every API process; a stream not refreshed for
@@ -97,6 +98,11 @@ DISPATCH_TENANTS_KEY = f"{DISPATCH_PREFIX}tenants"
 def dispatch_tenant(owner: str) -> str:
     """A tenant's name in the dispatch keys (``-`` for the open tenant, as in history keys)."""
     return owner or "-"
+
+
+def dispatch_message_key(job_id: str) -> str:
+    """A waiting job's stored task message (``dispatch.lua`` builds it too)."""
+    return f"{DISPATCH_PREFIX}message:{job_id}"
 
 
 def ready_key(owner: str) -> str:

@@ -229,12 +229,18 @@ def test_links_are_audited_and_never_cached_on_both_entrances(
     stream = client.get(f"/v1/download/stream/{job_id}", headers={**headers, "X-Request-ID": "audit-3"})
     assert stream.status_code == 200 and stream.headers["Cache-Control"] == "no-store"
     assert "event: completed" in stream.get_data(as_text=True)  # its data carries the link
+    # A poller reading the same link again is not written again; another client is.
+    again = client.get(f"/v1/download/status/{job_id}", headers={**headers, "X-Request-ID": "audit-4"})
+    assert again.get_json()["downloadUrl"] == status.get_json()["downloadUrl"]
+    elsewhere = {"X-Request-ID": "audit-5", "X-Forwarded-For": "198.51.100.9"}
+    assert client.get(f"/v1/download/status/{job_id}", headers=elsewhere).status_code == 200
 
     lines = _audit_lines(caplog)
     assert [(r.jobId, r.requestId, r.client, r.owner, r.via) for r in lines] == [  # type: ignore[attr-defined]
         (job_id, "audit-1", "203.0.113.7", "", "status"),
         (job_id, "audit-2", "203.0.113.7", "", "download"),
         (job_id, "audit-3", "203.0.113.7", "", "stream"),
+        (job_id, "audit-5", "198.51.100.9", "", "status"),
     ]
     expected = time.time() + settings.presigned_url_expiry_seconds
     for record in lines:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -85,7 +87,8 @@ def test_sighup_reloads_the_api_and_a_bad_file_keeps_the_workers(
 ) -> None:
     path = tmp_path / "tenants.toml"
     write(path, keys='"alice-old-0001"')
-    service, base = start_api(make_settings(tenants_file=str(path)), workdir, "api-sighup")
+    settings = make_settings(tenants_file=str(path), rate_limit_max_requests=1_000_000)
+    service, base = start_api(settings, workdir, "api-sighup")
     try:
         old, new = {"X-API-Key": "alice-old-0001"}, {"X-API-Key": "alice-new-0001"}
         assert httpx.get(f"{base}/v1/downloads", headers=old).status_code == 200
@@ -95,11 +98,30 @@ def test_sighup_reloads_the_api_and_a_bad_file_keeps_the_workers(
         assert "tenant 'alice': field 'max_running' must be" in service.log()
         assert service.running() and httpx.get(f"{base}/v1/downloads", headers=old).status_code == 200
         booted = service.log().count("Booting worker")
-        write(path, keys='"alice-new-0001"')
-        service.process.send_signal(signal.SIGHUP)
-        wait_for(lambda: service.log().count("Booting worker") > booted, 10, "the workers restarted")
-        wait_for(lambda: httpx.get(f"{base}/v1/downloads", headers=new).status_code == 200, 10, "the new key")
+        answers: list[int | str] = []  # bob's requests, all through the reload
+        stop = threading.Event()
+
+        def bob_polls() -> None:
+            with httpx.Client(base_url=base, headers={"X-API-Key": "bob-key-0002"}, timeout=10) as client:
+                while not stop.is_set():
+                    try:
+                        answers.append(client.get("/v1/downloads").status_code)
+                    except httpx.HTTPError as exc:
+                        answers.append(type(exc).__name__)
+
+        poller = threading.Thread(target=bob_polls)
+        poller.start()
+        try:
+            write(path, keys='"alice-new-0001"')
+            service.process.send_signal(signal.SIGHUP)
+            wait_for(lambda: service.log().count("Booting worker") > booted, 10, "the workers restarted")
+            wait_for(lambda: httpx.get(f"{base}/v1/downloads", headers=new).status_code == 200, 10, "the new key")
+            time.sleep(1)  # past the old workers' graceful exit
+        finally:
+            stop.set()
+            poller.join()
         assert httpx.get(f"{base}/v1/downloads", headers=old).status_code == 401
+        assert len(answers) > 20 and set(answers) == {200}, set(answers)  # not one request dropped
     finally:
         service.stop()
 

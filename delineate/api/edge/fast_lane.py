@@ -30,6 +30,7 @@ around the work, so a traced request looks the same either way.
 
 from __future__ import annotations
 
+import functools
 import io
 import time
 from collections.abc import Callable, Iterable
@@ -37,7 +38,6 @@ from typing import Any
 
 import orjson
 from flask import Flask
-from werkzeug.datastructures import EnvironHeaders
 from werkzeug.http import HTTP_STATUS_CODES
 
 from delineate.api.accept import accept, idempotency_key
@@ -61,6 +61,18 @@ Span = tuple[Any, Any]  # (span, context token), from RequestTracer.open
 def status_line(code: int) -> str:
     """As werkzeug writes it (``202 ACCEPTED``)."""
     return f"{code} {HTTP_STATUS_CODES[code].upper()}"
+
+
+@functools.cache
+def _environ_key(name: str) -> str:
+    return "HTTP_" + name.upper().replace("-", "_")
+
+
+def environ_header(environ: dict[str, Any], name: str) -> str | None:
+    """A request header from the WSGI environ, as PEP 3333 names it (``X-Request-ID`` is
+    ``HTTP_X_REQUEST_ID``): werkzeug's ``EnvironHeaders(environ).get`` without building one
+    per request (about 10 µs of a status read). Only for headers sent as ``HTTP_*``."""
+    return environ.get(_environ_key(name))
 
 
 class FastLane:
@@ -172,7 +184,7 @@ class FastLane:
     def _begin(self, environ: dict[str, Any]) -> Handoff | None:
         """The edge's first steps (:meth:`Edge.begin`); None without a valid key: Flask begins
         again, counts it and answers 401 (the lane never answers a refusal)."""
-        passage = self.edge.begin(EnvironHeaders(environ).get)
+        passage = self.edge.begin(functools.partial(environ_header, environ))
         return passage if passage.owner is not None else None
 
     def _count(self, handoff: Handoff, environ: dict[str, Any], also: Any) -> bool:

@@ -4,8 +4,8 @@
 -- The history score (createdMs) is the creation ms, bumped past the owner's previous one
 -- so that jobs created in the same ms still list in creation order.
 -- The job then waits for a worker slot in its tenant's ready list (the fair share,
--- dispatch.lua), its message kept in the hash until a slot is granted; a free slot is
--- granted at once, here.
+-- dispatch.lua), its message kept beside it until a slot is granted; a free slot is
+-- granted at once, here (and the message never stored).
 -- KEYS: [1] job hash, [2] active set, [3] idempotency key, [4] history set, [5] Celery
 --   queue, [6] the owner's last history score, [7] the owner's count set of queued jobs.
 -- ARGV: [1] ttl (s), [2] cap (0 = no cap and no active set), [3] job id, [4] idempotency
@@ -40,7 +40,6 @@ local last = tonumber(redis.call('GET', KEYS[6]) or '0')
 if created <= last then created = last + 1 end
 redis.call('SET', KEYS[6], created, 'EX', ttl + margin)
 redis.call('HSET', KEYS[1], 'createdMs', created, 'dispatch', 'waiting', unpack(ARGV, 9))
-if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'message', ARGV[6]) end
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('ZADD', KEYS[4], created, ARGV[3])
 redis.call('EXPIRE', KEYS[4], ttl + margin)
@@ -55,4 +54,8 @@ redis.call('ZADD', '$PREFIX:sweep:expiry', swept_at + ttl, ARGV[3])
 dispatch_enqueue(ARGV[8], ARGV[3])
 local queue = ''
 if ARGV[6] ~= '' then queue = KEYS[5] end
-return {1, unpack(dispatch_grant(queue, swept_at))}
+local granted, held_granted = dispatch_grant(queue, swept_at, ARGV[3], ARGV[6])
+if ARGV[6] ~= '' and not held_granted then
+  redis.call('SET', DISPATCH .. 'message:' .. ARGV[3], ARGV[6], 'EX', ttl)
+end
+return {1, unpack(granted)}

@@ -3,8 +3,9 @@
 --
 -- A new job waits in its tenant's ready list; a free slot goes to the tenant whose running
 -- jobs divided by its weight is lowest (ties: the tenant whose oldest waiting job is
--- oldest), skipping a tenant at its max_running; granting it pushes the job's stored task
--- message onto Celery's queue. The slots are what the workers registered (their pool
+-- oldest), skipping a tenant at its max_running; granting it pushes the job's task message
+-- onto Celery's queue (stored beside the job while it waits; a job granted as it is created
+-- never stores it). The slots are what the workers registered (their pool
 -- sizes, each entry expiring unless renewed); until a worker has ever registered, every
 -- job is granted at once, as Celery alone would.
 --
@@ -15,6 +16,8 @@
 --   running:{tenant}  sorted set, the same job ids per tenant
 --   tenants           hash, tenant -> "{weight} {max_running}" (0: no cap), written from TENANTS_FILE
 --   workers           hash, worker -> "{slots} {expires at, epoch s}"; known: set once a worker registered
+--   message:{id}      string, a waiting job's task message (kept out of the job hash, which
+--                     stays small); TTL the job's
 
 local DISPATCH = '$PREFIX:dispatch:'
 
@@ -48,11 +51,14 @@ end
 
 -- Grant the free slots; push each granted job's message onto `queue` ('' = the broker is
 -- another Redis: the granted ids are returned for the caller to publish through Celery).
-local function dispatch_grant(queue, now)
+-- `held_id`, `held_message`: a job being created, whose message is in hand (not stored).
+-- Returns the ids to publish, and whether the held job was granted.
+local function dispatch_grant(queue, now, held_id, held_message)
   local capacity = dispatch_capacity(now)
   local free = math.huge
   if capacity then free = capacity - redis.call('ZCARD', DISPATCH .. 'running') end
   local to_publish = {}
+  local held_granted = false
   while free > 0 do
     local best, best_share, best_created
     for _, tenant in ipairs(redis.call('SMEMBERS', DISPATCH .. 'waiting')) do
@@ -84,15 +90,20 @@ local function dispatch_grant(queue, now)
       redis.call('ZADD', DISPATCH .. 'running', now, best .. '|' .. job_id)
       redis.call('ZADD', DISPATCH .. 'running:' .. best, now, job_id)
       redis.call('HSET', job, 'dispatch', 'granted')
-      local message = redis.call('HGET', job, 'message')
-      if message and queue ~= '' then
+      local message
+      if job_id == held_id then
+        message, held_granted = held_message, true
+      else
+        message = redis.call('GET', DISPATCH .. 'message:' .. job_id)
+        if message then redis.call('DEL', DISPATCH .. 'message:' .. job_id) end
+      end
+      if message and message ~= '' and queue ~= '' then
         redis.call('LPUSH', queue, message)
-        redis.call('HDEL', job, 'message')
       else
         table.insert(to_publish, job_id)
       end
       free = free - 1
     end
   end
-  return to_publish
+  return to_publish, held_granted
 end

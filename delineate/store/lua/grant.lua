@@ -21,4 +21,5 @@ if ARGV[5] == '1' then
     end
   end
 end
-return dispatch_grant(ARGV[1], now)
+local granted = dispatch_grant(ARGV[1], now)
+return granted

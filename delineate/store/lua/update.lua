@@ -92,7 +92,7 @@ if terminal then
     dispatch_done(who_count, id)
     redis.call('HSET', KEYS[1], 'dispatch', 'done')
   end
-  redis.call('HDEL', KEYS[1], 'message')  -- (a job that ended while it waited)
+  redis.call('DEL', DISPATCH .. 'message:' .. id)  -- (a job that ended while it waited)
   granted = dispatch_grant(ARGV[6], swept_at)
 end
 local listeners = redis.call('PUBSUB', 'NUMSUB', '$PREFIX:events:' .. id)[2]
