@@ -48,6 +48,11 @@ WORKER_ANSWER_SECONDS = 5.0
 """In the worker and other processes, the same deadline, in seconds: a job's write may wait
 out a short stall (the task retries past it by the retry policy)."""
 
+REQUEST_S3_ATTEMPTS = 1
+"""In the API, tries of one object-store request (each within REQUEST_ANSWER_SECONDS): a
+request that needs a stalled store answers 503 with Retry-After within a second, and its
+client tries again; the worker's requests keep the storage defaults (``storage.client``)."""
+
 
 def download_name(job: Job) -> str:
     return f"delineate-{job.job_id}.zip"
@@ -57,6 +62,7 @@ class Services:
     def __init__(self, settings: Settings, answer_seconds: float = WORKER_ANSWER_SECONDS) -> None:
         self.settings = settings
         self.answer_seconds = answer_seconds
+        self.serves_requests = answer_seconds <= REQUEST_ANSWER_SECONDS  # the API's deadline
 
     @cached_property
     def redis(self) -> Redis:
@@ -94,6 +100,10 @@ class Services:
 
     @cached_property
     def storage(self) -> Storage:
+        """The object store: in the API, one try within the request's deadline (a stalled
+        store is a quick 503, never a request that hangs); elsewhere the storage defaults."""
+        if self.serves_requests:
+            return Storage(self.settings, timeout_seconds=self.answer_seconds, attempts=REQUEST_S3_ATTEMPTS)
         return Storage(self.settings)
 
     @cached_property
@@ -125,14 +135,21 @@ class Services:
         )
         return ReplicaAck(LibraryLane(client), timeout_ms)
 
-    # Short-fused clients for /health, so a hung dependency answers "error" quickly.
+    # Short-fused clients for /health, so a hung dependency answers "error" within the
+    # request's deadline (one try each: /health gives up on them at that deadline anyway).
     @cached_property
     def health_redis(self) -> Redis:
-        return redis_client(self.settings, socket_connect_timeout=0.8, socket_timeout=0.8, max_connections=20)
+        return redis_client(
+            self.settings,
+            socket_connect_timeout=REQUEST_ANSWER_SECONDS,
+            socket_timeout=REQUEST_ANSWER_SECONDS,
+            max_connections=20,
+            retry=no_retry(self.settings),
+        )
 
     @cached_property
     def health_storage(self) -> Storage:
-        return Storage(self.settings, timeout_seconds=0.8, retries=1)
+        return Storage(self.settings, timeout_seconds=REQUEST_ANSWER_SECONDS, attempts=1)
 
 
 def build_services(settings: Settings, answer_seconds: float = WORKER_ANSWER_SECONDS) -> Services:

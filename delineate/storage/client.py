@@ -32,6 +32,22 @@ status read returns still has at least 90 % of PRESIGNED_URL_EXPIRY_SECONDS to l
 PRESIGN_CACHE_ENTRIES = 10_000
 """Links kept per process for reuse; the oldest go first."""
 
+CONNECT_TIMEOUT_SECONDS = 2.0
+"""How long a request to the object store may take to connect, in seconds (at most: a
+shorter ``timeout_seconds`` caps it)."""
+
+READ_TIMEOUT_SECONDS = 5.0
+"""How long a request waits for the store's next bytes before that try counts as failed, in
+seconds (botocore's default is 60; this was 10): with ATTEMPTS, a stalled store holds one of
+the worker's calls about 15 s at most, well within a job's lease (JOB_LEASE_SECONDS, 30)."""
+
+ATTEMPTS = 3
+"""Tries of one request in all, the first included, on boto3's path (its standard retry
+mode, jittered backoff from 50 ms) and the direct requests' alike (it was 3 on boto3's, 2
+on the direct path); past them the call raises ``SourceUnavailable`` and the task retries
+the job by the retry policy (``jobs/retry.py``). A read cut off mid-body is not tried
+again here: the task retries the job."""
+
 BUCKET_CONFIRMED_SECONDS = 5.0
 """A HEAD's 404 cannot tell a missing key from a missing bucket, so the bucket is asked;
 once it answered, 404s within this many seconds are missing keys without asking again (an
@@ -71,16 +87,22 @@ class ObjectInfo:
 class Storage(Multipart):
     """The object store, as the rest of the project needs it."""
 
-    def __init__(self, settings: Settings, *, timeout_seconds: float = 10.0, retries: int = 2):
+    def __init__(
+        self, settings: Settings, *, timeout_seconds: float = READ_TIMEOUT_SECONDS, attempts: int = ATTEMPTS
+    ) -> None:
+        """``timeout_seconds``: each try's read timeout (its connect timeout is at most
+        CONNECT_TIMEOUT_SECONDS); ``attempts``: tries per request in all, on both paths."""
         self.bucket = settings.s3_bucket_name
         self._settings = settings
         config = Config(
             region_name=settings.s3_region,
             signature_version="s3v4",
             s3={"addressing_style": "path" if settings.s3_force_path_style else "auto"},
-            connect_timeout=min(timeout_seconds, 3.0),
+            connect_timeout=min(timeout_seconds, CONNECT_TIMEOUT_SECONDS),
             read_timeout=timeout_seconds,
-            retries={"max_attempts": retries, "mode": "standard"},
+            # total_max_attempts counts the first try (botocore's "max_attempts" does not, so
+            # it made one try more than the direct requests with the same number).
+            retries={"total_max_attempts": attempts, "mode": "standard"},
             max_pool_connections=64,
             parameter_validation=False,  # every call's parameters are built here, not by users
         )
@@ -111,7 +133,8 @@ class Storage(Multipart):
                 credentials=credentials.get_frozen_credentials,
                 region=settings.s3_region,
                 timeout_seconds=timeout_seconds,
-                attempts=retries,
+                connect_seconds=min(timeout_seconds, CONNECT_TIMEOUT_SECONDS),
+                attempts=attempts,
             )
             if settings.fast_paths and settings.s3_force_path_style and credentials is not None
             else None

@@ -116,6 +116,7 @@ class DirectS3:
         credentials: Callable[[], Credentials],
         region: str,
         timeout_seconds: float,
+        connect_seconds: float,
         attempts: int,
     ) -> None:
         parts = urlsplit(endpoint)
@@ -129,7 +130,7 @@ class DirectS3:
         self._attempts = max(1, attempts)
         self._pool = urllib3.PoolManager(
             maxsize=64,
-            timeout=urllib3.Timeout(connect=min(timeout_seconds, 3.0), read=timeout_seconds),
+            timeout=urllib3.Timeout(connect=connect_seconds, read=timeout_seconds),
             retries=False,
         )
 

@@ -22,6 +22,9 @@ from delineate.telemetry.tracing import current_trace_id
 
 logger = logging.getLogger(__name__)
 
+RETRY_AFTER_SECONDS = 5
+"""Retry-After of a 503 for a dependency that is away (Redis, the object store), in seconds."""
+
 
 # Short machine names for werkzeug's HTTP errors (routing, body parsing, limits).
 _HTTP_NAMES = {
@@ -95,7 +98,10 @@ def register_error_handlers(app: Flask) -> None:
     def handle_delineate_error(exc: DelineateError) -> Response:
         if exc.status_code >= 500:
             logger.error("%s: %s", exc.error, exc.message)
-        return error_response(exc.status_code, exc.error, exc.message, exc.details, exc.headers)
+        headers = exc.headers
+        if exc.status_code == 503 and "Retry-After" not in headers:  # e.g. the object store away
+            headers = {**headers, "Retry-After": str(RETRY_AFTER_SECONDS)}
+        return error_response(exc.status_code, exc.error, exc.message, exc.details, headers)
 
     @app.errorhandler(HTTPException)
     def handle_http_exception(exc: HTTPException) -> Response:
@@ -115,7 +121,7 @@ def register_error_handlers(app: Flask) -> None:
             503,
             "service_unavailable",
             "The job store (Redis) is unavailable; try again shortly.",
-            headers={"Retry-After": "5"},
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
 
     @app.errorhandler(ParseException)  # gunicorn reads a chunked body only when the view asks
