@@ -82,7 +82,7 @@ OPERATIONS: tuple[Op, ...] = (
         "get", "/health", "/health", "health", "Health of Redis and the object store",
         {
             200: Resp("both answer", schemas.Health),
-            503: Resp("a dependency failed or did not answer in time (named in `error`)", schemas.Health),
+            503: Resp("a dependency failed or was slow (named in `error`)", schemas.Health, ("Retry-After",)),
         },
         tags=("meta",), limited=False, keyed=False,
     ),

@@ -109,7 +109,7 @@ def hanging_port() -> Iterator[int]:
     server.close()
 
 
-def test_health_answers_within_2s_when_dependencies_hang(settings: Settings, hanging_port: int) -> None:
+def test_health_answers_within_1s_when_dependencies_hang(settings: Settings, hanging_port: int) -> None:
     hung = settings.replace(
         redis_url=f"redis://127.0.0.1:{hanging_port}/0",
         s3_endpoint=f"http://127.0.0.1:{hanging_port}",
@@ -117,9 +117,12 @@ def test_health_answers_within_2s_when_dependencies_hang(settings: Settings, han
     )
     client = create_app(hung).test_client()
     began = time.monotonic()
-    response = client.get("/health")
+    client.get("/health")  # the first also builds the process's health clients (boto3's: ~0.2 s)
     assert time.monotonic() - began < 2.0
-    assert response.status_code == 503
+    began = time.monotonic()
+    response = client.get("/health")
+    assert time.monotonic() - began < 1.0
+    assert response.status_code == 503 and int(response.headers["Retry-After"]) >= 1
     assert response.get_json()["checks"] == {"storage": "error", "redis": "error"}
 
 

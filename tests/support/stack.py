@@ -279,15 +279,22 @@ def send_unreadable_job(settings: Settings) -> str:
     return job_id
 
 
-def completed_job(store: JobStore, owner: str = "") -> str:
-    """A completed single-file job, written as a worker writes it (its status read presigns)."""
-    from delineate.models import Job, JobState, Phase
+def queued_job(store: JobStore, owner: str = "") -> str:
+    """A queued single-file job that no worker will take (no task message): a test moves it on."""
+    from delineate.models import Job, JobState
 
     job = Job(job_id=str(uuid.uuid4()), status=JobState.QUEUED, file_ids=[70000], owner=owner)
     store.create(job)
-    store.update(job.job_id, status=JobState.PROCESSING, phase=Phase.CHECKING, attempts=1)
+    return job.job_id
+
+
+def finish_job(store: JobStore, job_id: str) -> None:
+    """Take a :func:`queued_job` to ``completed`` with the writes a worker makes (each publishes)."""
+    from delineate.models import JobState, Phase
+
+    store.update(job_id, status=JobState.PROCESSING, phase=Phase.CHECKING, attempts=1)
     store.update(
-        job.job_id,
+        job_id,
         status=JobState.COMPLETED,
         phase=Phase.DONE,
         progress=100,
@@ -296,4 +303,10 @@ def completed_job(store: JobStore, owner: str = "") -> str:
         resultKey="downloads/70000.zip",
         size=1024,
     )
-    return job.job_id
+
+
+def completed_job(store: JobStore, owner: str = "") -> str:
+    """A completed single-file job, written as a worker writes it (its status read presigns)."""
+    job_id = queued_job(store, owner)
+    finish_job(store, job_id)
+    return job_id

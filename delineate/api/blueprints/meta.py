@@ -10,13 +10,18 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from delineate.api.flask_app import services
+from delineate.services import REQUEST_ANSWER_SECONDS
 
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("meta", __name__)
 
-HEALTH_CHECK_TIMEOUT_SECONDS = 1.0
-"""How long /health waits for each dependency before calling it down, in seconds."""
+HEALTH_CHECK_TIMEOUT_SECONDS = REQUEST_ANSWER_SECONDS
+"""How long /health waits for its checks (run at once) before calling a dependency down, in
+seconds: under the second a request may take during a stall (design.md, "Failure behaviour")."""
+
+HEALTH_RETRY_AFTER_SECONDS = 5
+"""Retry-After of /health's 503, in seconds."""
 
 
 @bp.get("/")
@@ -58,7 +63,10 @@ def health() -> tuple[Response, int]:
             results[name] = "ok"
     healthy = all(v == "ok" for v in results.values())
     body: dict[str, Any] = {"status": "healthy" if healthy else "unhealthy", "checks": results}
-    if not healthy:
-        failing = [name for name, v in results.items() if v != "ok"]
-        body["error"] = f"unavailable: {', '.join(failing)}"
-    return jsonify(body), 200 if healthy else 503
+    if healthy:
+        return jsonify(body), 200
+    failing = [name for name, v in results.items() if v != "ok"]
+    body["error"] = f"unavailable: {', '.join(failing)}"
+    response = jsonify(body)
+    response.headers["Retry-After"] = str(HEALTH_RETRY_AFTER_SECONDS)  # as every 503 of a stall
+    return response, 503

@@ -35,6 +35,7 @@ from delineate.api.sse import RESYNC, EventHub, ServerSentEvent, StreamSlots, Su
 from delineate.api.validation import parse_job_id
 from delineate.errors import ServiceUnavailable
 from delineate.models import Job
+from delineate.services import REQUEST_ANSWER_SECONDS
 from delineate.store import JobStore
 from delineate.store.keys import events_channel
 from delineate.telemetry.audit import NO_STORE, audit_link
@@ -43,8 +44,9 @@ logger = logging.getLogger(__name__)
 
 bp = Blueprint("stream", __name__, url_prefix="/v1/download")
 
-SUBSCRIBE_TIMEOUT_SECONDS = 10.0
-"""How long a new stream waits for Redis to acknowledge its subscription."""
+SUBSCRIBE_TIMEOUT_SECONDS = REQUEST_ANSWER_SECONDS
+"""How long a new stream waits for Redis to acknowledge its subscription, in seconds: a
+stalled Redis is a 503 with Retry-After within a second, as for any request (it was 10 s)."""
 
 DISCONNECT_CHECK_SECONDS = 1.0
 """How often a quiet stream looks whether its client has gone (releasing its slot)."""
