@@ -93,7 +93,7 @@ def read_broker(broker: redis.Redis) -> BrokerView:
                 break
             start += 1000
     rows: Any = broker.zrange(UNACKED_INDEX, 0, -1, withscores=True)
-    taken = {str(k): float(v) for k, v in rows}
+    taken = {(k.decode() if isinstance(k, bytes) else str(k)): float(v) for k, v in rows}
     for tag, raw in broker.hgetall(UNACKED_LIST).items():
         try:
             payload, _exchange, routing_key = orjson.loads(raw)
