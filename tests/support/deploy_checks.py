@@ -23,6 +23,7 @@ from delineate.broker.app import celery_config
 from delineate.broker.queue import SWEEP_QUEUE
 from delineate.config import ENVIRONMENT, ConfigError, Settings, load_settings
 from delineate.config.settings import SECRET_FIELDS
+from delineate.flower import FLOWER_BOUNDS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -984,3 +985,43 @@ def readme_env_problems(text: str) -> list[str]:
     if unknown := sorted(documented - KNOWN_ENV):
         problems.append(f"README: the configuration table lists {', '.join(unknown)}, which the settings do not know")
     return problems
+
+
+# -- Flower's memory ---------------------------------------------------------------------------
+
+
+def runs_flower(command: Any) -> bool:
+    """Whether a command starts Flower: ``celery ... flower`` or ``python -m delineate.flower``."""
+    words = _words(command)
+    return "flower" in words or "delineate.flower" in words
+
+
+def flower_bound_problems(label: str, command: Any) -> list[str]:
+    """A Flower must run with delineate/flower.py's FLOWER_BOUNDS (``python -m delineate.flower``
+    adds them itself): without them it keeps 100,000 tasks and every worker it ever saw."""
+    words = _words(command)
+    if not runs_flower(words) or "delineate.flower" in words:
+        return []
+    if missing := [flag for flag in FLOWER_BOUNDS if flag not in words]:
+        return [
+            f"{label} runs Flower without {' '.join(missing)} (delineate/flower.py FLOWER_BOUNDS): unbounded memory"
+        ]
+    return []
+
+
+def flower_commands(compose_files: Mapping[str, Doc], k8s_docs: Iterable[Doc]) -> dict[str, list[str]]:
+    """Every command in these files that starts Flower, by where it is (compose services,
+    and Kubernetes containers' command and args together)."""
+    found: dict[str, list[str]] = {}
+    for file, compose in compose_files.items():
+        for name, service in compose.get("services", {}).items():
+            if runs_flower(service.get("command")):
+                found[f"{file}: {name}"] = _words(service.get("command"))
+    for doc in k8s_docs:
+        spec = doc.get("spec") if isinstance(doc, dict) else None  # (a Helm values file has none)
+        pod = spec.get("template", {}).get("spec", {}) if isinstance(spec, dict) else {}
+        for container in [*pod.get("initContainers", []), *pod.get("containers", [])]:
+            words = _words(container.get("command")) + _words(container.get("args"))
+            if runs_flower(words):
+                found[f"k8s: {doc['metadata']['name']}/{container.get('name')}"] = words
+    return found
