@@ -206,6 +206,12 @@ COMPOSE_BREAKS: dict[str, tuple[Mutation, str]] = {
     "unknown variable": (lambda c: _env("api")(c).update(REDIS_HOST="redis"), "do not know: REDIS_HOST"),
     "bad value": (lambda c: _env("worker")(c).update(PORT="eighty"), "PORT must be a whole number"),
     "worker image": (lambda c: _svc("worker")(c).update(image="delineate:other"), "same image"),
+    "sweeper alive, not live": (
+        lambda c: _svc("sweeper")(c)["healthcheck"].update(
+            test=["CMD", "python", "healthcheck.py", "process", "celery"]
+        ),
+        "sweeper's healthcheck must check the worker's heartbeat",
+    ),
     "started, not healthy": (
         lambda c: _svc("api")(c)["depends_on"]["redis"].update(condition="service_started"),
         "api → redis: condition must be service_healthy",
@@ -520,6 +526,10 @@ K8S_BREAKS: dict[str, tuple[Callable[[list[Doc]], object], str]] = {
             command=["celery", "-A", "celery_app.worker", "inspect", "ping"]
         ),
         "must not go through the broker",
+    ),
+    "worker alive, not live": (
+        lambda d: _ctr("worker")(d)["livenessProbe"]["exec"].update(command=["python", "healthcheck.py", "process"]),
+        "worker livenessProbe must check the worker's heartbeat",
     ),
     "no limits": (
         lambda d: _ctr("worker")(d)["resources"].pop("limits"),

@@ -624,7 +624,21 @@ def _command_problems(services: Mapping[str, Doc]) -> list[str]:
         if not all(word in command for word in words):
             problems.append(f"compose: {name}'s command {command} must contain {words}")
     problems += sweep_queue_problems("compose: sweeper", services.get("sweeper", {}).get("command"))
+    for name in ("worker", "sweeper"):
+        check = (services.get(name, {}).get("healthcheck") or {}).get("test")
+        problems += heartbeat_problems(f"compose: {name}'s healthcheck", " ".join(_words(check)))
     return problems
+
+
+LIVENESS_MODULE = "delineate.broker.liveness"
+
+
+def heartbeat_problems(label: str, check: str) -> list[str]:
+    """A Celery process is alive while its event loop touches its heartbeat file: a check that
+    it merely exists misses a hung worker, one through the broker fails in every Redis outage."""
+    if LIVENESS_MODULE not in check:
+        return [f"{label} must check the worker's heartbeat: python -m {LIVENESS_MODULE}"]
+    return []
 
 
 def sweep_queue_problems(label: str, command: Any) -> list[str]:
@@ -822,6 +836,8 @@ def k8s_problems(docs: list[Doc], kustomization: Doc, files: Iterable[str]) -> l
         problems.append("k8s: worker command must run `celery -A celery_app.worker worker`")
     sweeper = objects.get(("Deployment", "sweeper"))
     problems += sweep_queue_problems("k8s: sweeper", _container(sweeper).get("command") if sweeper else None)
+    for container, name in ((worker_c, "worker"), (_container(sweeper) if sweeper else {}, "sweeper")):
+        problems += heartbeat_problems(f"k8s: {name} livenessProbe", _probe_text(container.get("livenessProbe")))
     for container, name in ((api_c, "api"), (worker_c, "worker")):
         resources = container.get("resources") or {}
         for part in ("requests", "limits"):
