@@ -14,6 +14,7 @@ from typing import Protocol
 from bench.chaos.check import Window
 from bench.chaos.schedule import (
     FAILOVER,
+    HANG_JOB_WORKER,
     KILL_API_WORKER,
     KILL_JOB_WORKER,
     KILL_SWEEPER,
@@ -83,6 +84,10 @@ class Injector:
         stack = self.stack
         if fault.kind == KILL_JOB_WORKER:
             self._kill_supervised(stack.job_workers[fault.which % len(stack.job_workers)])
+        elif fault.kind == HANG_JOB_WORKER:
+            pid = stack.supervised_child(stack.job_workers[fault.which % len(stack.job_workers)])
+            if pid is not None:
+                self._pause(pid, fault.seconds)  # the supervisor should kill and replace it meanwhile
         elif fault.kind == KILL_SWEEPER:
             assert stack.sweeper is not None
             self._kill_supervised(stack.sweeper)
@@ -121,4 +126,7 @@ class Injector:
         try:
             self.ending.wait(seconds)
         finally:
-            os.kill(pid, signal.SIGCONT)
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:  # a hung worker its supervisor has replaced meanwhile
+                pass

@@ -48,8 +48,8 @@ from bench.chaos.check import (  # noqa: E402
 )
 from bench.chaos.faults import Injector  # noqa: E402
 from bench.chaos.load import Load, WebhookReceiver  # noqa: E402
-from bench.chaos.schedule import KILL_API_WORKER, counts, make_schedule  # noqa: E402
-from bench.chaos.stack import TENANTS, ChaosStack  # noqa: E402
+from bench.chaos.schedule import HANG_JOB_WORKER, KILL_API_WORKER, counts, make_schedule  # noqa: E402
+from bench.chaos.stack import LIVENESS_SECONDS, TENANTS, ChaosStack  # noqa: E402
 from delineate.client.api import Client, ClientError  # noqa: E402
 
 DEFAULT_SECONDS = 300.0
@@ -68,7 +68,7 @@ def run_chaos(seed: int, seconds: float, workdir: Path, log: Any = print) -> tup
     receiver = WebhookReceiver()
     stack = ChaosStack(workdir, receiver.port)
     verdict = Verdict()
-    extra = ""
+    extra = ""  # the run's own counts, after the verdict's
     try:
         stack.start()
         assert stack.settings is not None
@@ -92,6 +92,12 @@ def run_chaos(seed: int, seconds: float, workdir: Path, log: Any = print) -> tup
         verdict.problems += _metrics_problems(stack.base)
         verdict.problems += load.refusals[:5]
         verdict.problems += injector.errors
+        restarts, hung = stack.replacements()
+        extra = f" restarts={restarts} hung_replaced={hung}"
+        # every hang that outlasted the deadline (and a poll of the supervisor) was replaced
+        hangs = [w for w in injector.windows if w.kind == HANG_JOB_WORKER and w.end - w.start > LIVENESS_SECONDS + 2]
+        if hung < len(hangs):
+            verdict.problems.append(f"{len(hangs) - hung} of {len(hangs)} hung job workers were not replaced")
         for when, gap in load.stream_gaps:
             probe = Answer(when - gap, gap, "stream", 200)
             if not excused(probe, injector.windows, frozenset({KILL_API_WORKER})):
@@ -101,7 +107,7 @@ def run_chaos(seed: int, seconds: float, workdir: Path, log: Any = print) -> tup
         receiver.close()
         left = _leftovers(stack)
         verdict.problems += [f"left over: {p}" for p in left]
-        extra = f" leftovers={len(left)}"
+        extra += f" leftovers={len(left)}"
     line = summary_line(seed, seconds, counts(schedule), verdict, extra)
     return verdict, line
 

@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass
 
 KILL_JOB_WORKER = "kill-job-worker"
+HANG_JOB_WORKER = "hang-job-worker"
 KILL_API_WORKER = "kill-api-worker"
 KILL_SWEEPER = "kill-sweeper"
 STOP_REDIS = "stop-redis"
@@ -22,12 +23,14 @@ WEBHOOK_500 = "webhook-500"
 FAILOVER = "failover"
 
 KINDS: tuple[str, ...] = (
-    KILL_JOB_WORKER, KILL_API_WORKER, KILL_SWEEPER, STOP_REDIS, STOP_S3, RESTART_REDIS, WEBHOOK_500,
+    KILL_JOB_WORKER, HANG_JOB_WORKER, KILL_API_WORKER, KILL_SWEEPER, STOP_REDIS, STOP_S3, RESTART_REDIS,
+    WEBHOOK_500,
 )  # fmt: skip
 """Every kind a run without ``--ha`` draws from (FAILOVER is added with it)."""
 
 TARGET: dict[str, str] = {
     KILL_JOB_WORKER: "job-worker",
+    HANG_JOB_WORKER: "job-worker",
     KILL_API_WORKER: "api",
     KILL_SWEEPER: "sweeper",
     STOP_REDIS: "redis",
@@ -38,6 +41,7 @@ TARGET: dict[str, str] = {
 }
 
 DURATION: dict[str, tuple[float, float]] = {
+    HANG_JOB_WORKER: (12.0, 16.0),  # past the run's liveness deadline: the worker is replaced
     STOP_REDIS: (1.0, 8.0),
     STOP_S3: (1.0, 10.0),
     WEBHOOK_500: (60.0, 60.0),

@@ -3,7 +3,8 @@
 Redis with an append-only file written before every answer (so a killed Redis restarts
 with every accepted job), SeaweedFS (seeded), gunicorn with API_WORKERS workers (its
 arbiter replaces a killed worker), JOB_WORKERS Celery job workers and the sweeper (beat
-inside), each of those under ``delineate.dev.supervise`` as ``make run`` starts them, and a
+inside), each of those under ``delineate.dev.supervise`` watching its heartbeat as ``make run``
+starts them, and a
 tenants file of three tenants whose webhooks go to the run's receiver.
 
 Every process started here, and everything they start, inherits RUN_MARKER in its
@@ -40,6 +41,9 @@ RUN_MARKER = "DELINEATE_CHAOS_RUN"
 API_WORKERS = 2
 JOB_WORKERS = 2
 WORKER_THREADS = 8
+LIVENESS_SECONDS = 10
+"""A heartbeat older than this is a hung worker (production: 60 s): above the longest Redis
+stall of the schedule (8 s), below its hangs (12-16 s)."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,7 @@ class ChaosStack:
             webhook_retry_base_seconds=1.0,
             webhook_retry_max_delay_seconds=5.0,
             worker_concurrency=WORKER_THREADS,
+            worker_liveness_seconds=LIVENESS_SECONDS,
             tenants_file=str(write_tenants(self.workdir / "tenants.toml", self.receiver_port)),
         )
         storage = Storage(self.settings)
@@ -138,9 +143,15 @@ class ChaosStack:
         ]  # fmt: skip
 
     def _supervised(self, name: str, command: list[str]) -> Service:
+        """``command`` under the supervisor as ``make run`` starts it: restarted when it dies,
+        killed and restarted when its heartbeat is older than WORKER_LIVENESS_SECONDS."""
         assert self.settings is not None
-        supervised = [sys.executable, "-m", "delineate.dev.supervise", "--", *command]
-        service = Service(name, supervised, self.workdir / f"{name}.log", settings_env(self.settings)).start()
+        heartbeat = self.workdir / f"{name}.alive"
+        deadline = str(self.settings.worker_liveness_seconds)
+        supervise = [sys.executable, "-m", "delineate.dev.supervise", "--heartbeat", str(heartbeat)]
+        supervised = [*supervise, "--deadline", deadline, "--", *command]
+        env = settings_env(self.settings, WORKER_HEARTBEAT_FILE=str(heartbeat))
+        service = Service(name, supervised, self.workdir / f"{name}.log", env).start()
         wait_for(lambda: "ready." in service.log() or not service.running(), 60, name)
         if not service.running():
             raise RuntimeError(f"{name} exited:\n{service.log()[-3000:]}")
@@ -162,6 +173,12 @@ class ChaosStack:
         assert self.redis is not None
         self.redis.kill()
         self.redis = start_aof_redis(self.workdir, self.redis_port)
+
+    def replacements(self) -> tuple[int, int]:
+        """(restarts, of which hung) the supervisors have made so far, from their logs."""
+        logs = [service.log() for service in [*self.job_workers, self.sweeper] if service is not None]
+        restarts = sum(log.count("; restarting in ") for log in logs)
+        return restarts, sum(log.count(" is hung (") for log in logs)
 
     # -- the end ---------------------------------------------------------------------------
 
