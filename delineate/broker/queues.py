@@ -2,7 +2,10 @@
 holds unacknowledged (kombu's Redis transport layout), and putting one held message back.
 
 The sweeper (:mod:`delineate.jobs.sweeper`) asks this once per sweep. The layout is kombu's,
-not a public API: ``tests/unit/test_task_queue.py`` pins it against the installed kombu.
+not a public API: ``tests/unit/test_dependency_shapes.py`` (the key names) and
+``tests/integration/test_dependency_layouts.py`` (what a real publish, take and put-back
+leave in Redis) pin it against the installed kombu; the message itself is Celery's protocol 2
+(``tests/unit/test_task_queue.py``).
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ UNACKED_LIST = "unacked"
 UNACKED_INDEX = "unacked_index"
 """kombu's Redis transport: taken but unacknowledged messages, and when each was taken."""
 
-_PRIORITY_SEP = "\x06\x16"
-_PRIORITY_STEPS = (3, 6, 9)  # kombu's other priority lists (priority 0 is the queue itself)
+PRIORITY_SEP = "\x06\x16"
+PRIORITY_STEPS = (3, 6, 9)
+"""kombu's Redis transport: a queue's other priority lists are ``{queue}{PRIORITY_SEP}{step}``
+(priority 0 is the queue itself)."""
 
 _TASK_ID = re.compile(r'"id": ?"([0-9a-f-]{36})"')
 _TASK_NAME = re.compile(r'"task": ?"([^"]+)"')
@@ -73,7 +78,7 @@ def read_broker(broker: redis.Redis) -> BrokerView:
     """The broker's view of prepare_download messages (job id = task id), and of the
     deliver_webhook messages waiting (job id = first argument)."""
     view = BrokerView()
-    for queue in (CELERY_QUEUE, *(f"{CELERY_QUEUE}{_PRIORITY_SEP}{p}" for p in _PRIORITY_STEPS)):
+    for queue in (CELERY_QUEUE, *(f"{CELERY_QUEUE}{PRIORITY_SEP}{p}" for p in PRIORITY_STEPS)):
         start = 0
         while True:
             chunk = broker.lrange(queue, start, start + 999)
@@ -88,7 +93,7 @@ def read_broker(broker: redis.Redis) -> BrokerView:
                 break
             start += 1000
     rows: Any = broker.zrange(UNACKED_INDEX, 0, -1, withscores=True)
-    taken = {str(k): float(v) for k, v in rows}
+    taken = {(k.decode() if isinstance(k, bytes) else str(k)): float(v) for k, v in rows}
     for tag, raw in broker.hgetall(UNACKED_LIST).items():
         try:
             payload, _exchange, routing_key = orjson.loads(raw)

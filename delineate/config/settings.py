@@ -125,6 +125,10 @@ class Settings:
     # Bounded worker memory: bundles built at once per worker process (0: from the limit).
     bundle_concurrency: int = 0
     worker_memory_limit_bytes: int = 0
+    # Liveness (delineate/broker/liveness.py): the file a worker's consumer loop touches ("":
+    # none), and how stale it may get before the worker counts as hung and is replaced.
+    worker_heartbeat_file: str = "/tmp/delineate-worker.alive"  # noqa: S108 - a pod's own /tmp
+    worker_liveness_seconds: int = 60
 
     def __post_init__(self) -> None:
         if self.download_delay_min_ms > self.download_delay_max_ms:

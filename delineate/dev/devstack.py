@@ -4,8 +4,10 @@ Starts Redis and SeaweedFS only when nothing answers at REDIS_URL / S3_ENDPOINT 
 the host is local; then the worker, the sweeper (Celery beat and the sweep queue's
 consumer, exactly one), the API and Flower. Each runs under ``delineate.dev.supervise``,
 which restarts it when it dies, so one crashed process does not make honcho stop the
-whole stack. A set-up thread creates the bucket and seeds the sample files once the
-store answers. Ctrl-C or SIGTERM stops every process honcho started.
+whole stack, and replaces the worker and the sweeper when they hang (a heartbeat file
+each under .run/, stale past WORKER_LIVENESS_SECONDS). A set-up thread creates the
+bucket and seeds the sample files once the store answers. Ctrl-C or SIGTERM stops every
+process honcho started.
 """
 
 from __future__ import annotations
@@ -39,9 +41,21 @@ def sweeper_args(name: str) -> list[str]:
             "--loglevel=INFO", "-n", f"{name}@%h"]  # fmt: skip
 
 
-def _command(args: list[str]) -> str:
-    """The shell line honcho runs: ``args`` under the restarting supervisor."""
-    return shlex.join([sys.executable, "-m", "delineate.dev.supervise", "--", *args])
+def _command(args: list[str], heartbeat: tuple[Path, int] | None = None) -> str:
+    """The shell line honcho runs: ``args`` under the restarting supervisor; with
+    ``heartbeat`` (file, deadline in seconds), one that also replaces it when it hangs."""
+    watch = ["--heartbeat", str(heartbeat[0]), "--deadline", str(heartbeat[1])] if heartbeat else []
+    return shlex.join([sys.executable, "-m", "delineate.dev.supervise", *watch, "--", *args])
+
+
+def _celery(name: str, args: list[str], settings: Settings, env: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """The command and environment of a Celery worker of ``make run``: each writes its own
+    heartbeat file under .run/ (unless WORKER_HEARTBEAT_FILE is empty), which its
+    supervisor watches (delineate/broker/liveness.py)."""
+    if not settings.worker_heartbeat_file:
+        return _command(args), env
+    path = (RUN_DIR / f"{name}-{settings.port}.alive").resolve()
+    return _command(args, (path, settings.worker_liveness_seconds)), {**env, "WORKER_HEARTBEAT_FILE": str(path)}
 
 
 def _setup(settings: Settings, manager: Manager) -> None:
@@ -105,29 +119,14 @@ def main() -> int:
             "s3", _command(seaweed_command(settings, s3_port, RUN_DIR / f"seaweedfs-{s3_port}")), env=env
         )
 
-    celery = str(bin_dir / "celery")
-    manager.add_process(
-        "worker",
-        _command(
-            [
-                celery,
-                "-A",
-                "celery_app.worker",
-                "--quiet",  # no banner: the log is JSON lines
-                "worker",
-                "--loglevel=INFO",
-                "-E",
-                "-n",
-                f"worker-{settings.port}@%h",
-            ]
-        ),
-        env=env,
-    )
-    manager.add_process(
-        "sweeper",
-        _command([celery, "-A", "celery_app.worker", "--quiet", "worker", *sweeper_args(f"sweeper-{settings.port}")]),
-        env=env,
-    )
+    celery = [str(bin_dir / "celery"), "-A", "celery_app.worker", "--quiet"]  # no banner: the log is JSON lines
+    RUN_DIR.mkdir(exist_ok=True)
+    worker = [*celery, "worker", "--loglevel=INFO", "-E", "-n", f"worker-{settings.port}@%h"]
+    command, worker_env = _celery("worker", worker, settings, env)
+    manager.add_process("worker", command, env=worker_env)
+    sweeper = [*celery, "worker", *sweeper_args(f"sweeper-{settings.port}")]
+    command, sweeper_env = _celery("sweeper", sweeper, settings, env)
+    manager.add_process("sweeper", command, env=sweeper_env)
     manager.add_process(
         "api",
         _command([str(bin_dir / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "delineate.wsgi:app"]),

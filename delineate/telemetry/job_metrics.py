@@ -28,7 +28,6 @@ from delineate.telemetry.metrics import (
     COUNTERS_KEY,
     JOB_DURATION_BUCKETS,
     JOB_DURATION_KEY,
-    JOBS_KEY,
     WEBHOOK_DELIVERIES_KEY,
     WORKERS_KEY,
     bucket_field,
@@ -58,15 +57,16 @@ def _seconds_between(start: str, end: str) -> float | None:
 
 
 def terminal_job_commands(job: Any) -> list[tuple[Any, ...]]:
-    """The Redis commands that count a job that reached a terminal state (the job metrics,
-    the console's timeline, and the error log for a failed job).
+    """The Redis commands that count a job that reached a terminal state (the duration and
+    size histograms, the console's timeline, and the error log for a failed job). The count
+    by state (JOBS_KEY) is not among them: the update script adds it with the terminal write.
 
     ``job`` is a :class:`delineate.models.Job`. Sent by the job store's terminal hook,
     which runs exactly once per job (the update script refuses a second terminal write),
     so a redelivered task or a cancel racing a worker never counts twice.
     """
     state = str(job.status.value)
-    commands: list[tuple[Any, ...]] = [("HINCRBY", JOBS_KEY, state, 1), *timeline.terminal_commands(state)]
+    commands: list[tuple[Any, ...]] = list(timeline.terminal_commands(state))
     if state == "failed":
         record = errorlog.entry("worker", job.error or "The job failed.", jobId=job.job_id, traceId=current_trace_id())
         commands += errorlog.add_commands(job.owner, record)

@@ -206,6 +206,12 @@ COMPOSE_BREAKS: dict[str, tuple[Mutation, str]] = {
     "unknown variable": (lambda c: _env("api")(c).update(REDIS_HOST="redis"), "do not know: REDIS_HOST"),
     "bad value": (lambda c: _env("worker")(c).update(PORT="eighty"), "PORT must be a whole number"),
     "worker image": (lambda c: _svc("worker")(c).update(image="delineate:other"), "same image"),
+    "sweeper alive, not live": (
+        lambda c: _svc("sweeper")(c)["healthcheck"].update(
+            test=["CMD", "python", "healthcheck.py", "process", "celery"]
+        ),
+        "sweeper's healthcheck must check the worker's heartbeat",
+    ),
     "started, not healthy": (
         lambda c: _svc("api")(c)["depends_on"]["redis"].update(condition="service_started"),
         "api → redis: condition must be service_healthy",
@@ -521,6 +527,10 @@ K8S_BREAKS: dict[str, tuple[Callable[[list[Doc]], object], str]] = {
         ),
         "must not go through the broker",
     ),
+    "worker alive, not live": (
+        lambda d: _ctr("worker")(d)["livenessProbe"]["exec"].update(command=["python", "healthcheck.py", "process"]),
+        "worker livenessProbe must check the worker's heartbeat",
+    ),
     "no limits": (
         lambda d: _ctr("worker")(d)["resources"].pop("limits"),
         "worker needs cpu and memory limits",
@@ -657,6 +667,32 @@ def test_readme_check_reports_both_directions() -> None:
 def test_every_dev_env_name_is_known() -> None:
     names = set(dc.service_env({"env_file": "deploy/dev.env"}))
     assert names <= dc.KNOWN_ENV, names - dc.KNOWN_ENV
+
+
+# -- Flower's memory -------------------------------------------------------------------------
+
+
+def _all_k8s_docs() -> list[Doc]:
+    return [d for path in sorted(K8S.rglob("*.yaml")) for d in dc.load_yaml_all(path) if d]
+
+
+def test_every_flower_runs_with_bounded_memory(compose: Doc, compose_ha: Doc, compose_prod: Doc) -> None:
+    """compose (as is, with profile ha, with the production overlay) and every Kubernetes
+    manifest: each Flower carries delineate/flower.py's FLOWER_BOUNDS."""
+    files = {"compose": compose, "compose --profile ha": compose_ha, "compose + compose.prod.yml": compose_prod}
+    commands = dc.flower_commands(files, _all_k8s_docs())
+    assert {"compose: flower", "compose + compose.prod.yml: flower"} <= set(commands), commands
+    assert [p for label, command in commands.items() for p in dc.flower_bound_problems(label, command)] == []
+
+
+def test_the_flower_bound_check_bites(compose: Doc) -> None:
+    command = compose["services"]["flower"]["command"]
+    for flag in ("--max_tasks=10000", "--purge_offline_workers=600"):
+        broken = [word for word in command if word != flag]
+        assert broken != command
+        assert any(flag in p for p in dc.flower_bound_problems("compose: flower", broken)), flag
+    assert dc.flower_bound_problems("make flower", ["python", "-m", "delineate.flower"]) == []
+    assert dc.flower_bound_problems("compose: worker", compose["services"]["worker"]["command"]) == []
 
 
 # -- the healthcheck script ------------------------------------------------------------------

@@ -8,7 +8,7 @@ workers run one after another on the same Redis database, one for each way a run
 a job: no file available (a healthy worker), a permanent storage error (a wrong S3
 secret), and giving up on a transient one (no S3 at all, ``MAX_RETRIES=0``). A job the
 sweeper fails (past JOB_DEADLINE_SECONDS) is not a run of the task, so Flower never
-counts it; none happens here.
+counts it; none happens here. The Flower runs with its memory bounds (FLOWER_BOUNDS).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from delineate import create_app
 from delineate.broker.queue import CELERY_QUEUE, PREPARE_DOWNLOAD
 from delineate.broker.queues import UNACKED_INDEX, UNACKED_LIST
 from delineate.config import Settings
+from delineate.flower import FLOWER_BOUNDS
 from delineate.jobs.run import NO_FILES_ERROR
 from tests.support.receivers import SentryReceiver
 from tests.support.stack import Service, free_port, poll_status, settings_env, start_worker, wait_for
@@ -57,6 +58,10 @@ class Flower:
             return httpx.get(f"{self.base}/healthcheck", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
+
+    def argv(self) -> list[str]:
+        """The running Flower's command line (``delineate.flower`` replaced itself with it)."""
+        return Path(f"/proc/{self.service.pid}/cmdline").read_bytes().decode().split("\0")[:-1]
 
     def tasks(self, state: str | None = None) -> dict[str, dict[str, Any]]:
         params = {"taskname": PREPARE_DOWNLOAD, **({"state": state} if state else {})}
@@ -121,6 +126,8 @@ def test_flower_failed_count_equals_failed_jobs(make_settings: Callable[..., Set
     flower = Flower(settings, workdir).start()
     client = create_app(settings).test_client()
     try:
+        # Bounded memory (delineate/flower.py; tests/unit/test_dependency_shapes.py shows Flower reads the flags).
+        assert set(FLOWER_BOUNDS) <= set(flower.argv()), flower.argv()
         done = _run_phase(
             settings,
             workdir,

@@ -23,6 +23,7 @@ from delineate.broker.app import celery_config
 from delineate.broker.queue import SWEEP_QUEUE
 from delineate.config import ENVIRONMENT, ConfigError, Settings, load_settings
 from delineate.config.settings import SECRET_FIELDS
+from delineate.flower import FLOWER_BOUNDS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -623,7 +624,21 @@ def _command_problems(services: Mapping[str, Doc]) -> list[str]:
         if not all(word in command for word in words):
             problems.append(f"compose: {name}'s command {command} must contain {words}")
     problems += sweep_queue_problems("compose: sweeper", services.get("sweeper", {}).get("command"))
+    for name in ("worker", "sweeper"):
+        check = (services.get(name, {}).get("healthcheck") or {}).get("test")
+        problems += heartbeat_problems(f"compose: {name}'s healthcheck", " ".join(_words(check)))
     return problems
+
+
+LIVENESS_MODULE = "delineate.broker.liveness"
+
+
+def heartbeat_problems(label: str, check: str) -> list[str]:
+    """A Celery process is alive while its event loop touches its heartbeat file: a check that
+    it merely exists misses a hung worker, one through the broker fails in every Redis outage."""
+    if LIVENESS_MODULE not in check:
+        return [f"{label} must check the worker's heartbeat: python -m {LIVENESS_MODULE}"]
+    return []
 
 
 def sweep_queue_problems(label: str, command: Any) -> list[str]:
@@ -821,6 +836,8 @@ def k8s_problems(docs: list[Doc], kustomization: Doc, files: Iterable[str]) -> l
         problems.append("k8s: worker command must run `celery -A celery_app.worker worker`")
     sweeper = objects.get(("Deployment", "sweeper"))
     problems += sweep_queue_problems("k8s: sweeper", _container(sweeper).get("command") if sweeper else None)
+    for container, name in ((worker_c, "worker"), (_container(sweeper) if sweeper else {}, "sweeper")):
+        problems += heartbeat_problems(f"k8s: {name} livenessProbe", _probe_text(container.get("livenessProbe")))
     for container, name in ((api_c, "api"), (worker_c, "worker")):
         resources = container.get("resources") or {}
         for part in ("requests", "limits"):
@@ -984,3 +1001,43 @@ def readme_env_problems(text: str) -> list[str]:
     if unknown := sorted(documented - KNOWN_ENV):
         problems.append(f"README: the configuration table lists {', '.join(unknown)}, which the settings do not know")
     return problems
+
+
+# -- Flower's memory ---------------------------------------------------------------------------
+
+
+def runs_flower(command: Any) -> bool:
+    """Whether a command starts Flower: ``celery ... flower`` or ``python -m delineate.flower``."""
+    words = _words(command)
+    return "flower" in words or "delineate.flower" in words
+
+
+def flower_bound_problems(label: str, command: Any) -> list[str]:
+    """A Flower must run with delineate/flower.py's FLOWER_BOUNDS (``python -m delineate.flower``
+    adds them itself): without them it keeps 100,000 tasks and every worker it ever saw."""
+    words = _words(command)
+    if not runs_flower(words) or "delineate.flower" in words:
+        return []
+    if missing := [flag for flag in FLOWER_BOUNDS if flag not in words]:
+        return [
+            f"{label} runs Flower without {' '.join(missing)} (delineate/flower.py FLOWER_BOUNDS): unbounded memory"
+        ]
+    return []
+
+
+def flower_commands(compose_files: Mapping[str, Doc], k8s_docs: Iterable[Doc]) -> dict[str, list[str]]:
+    """Every command in these files that starts Flower, by where it is (compose services,
+    and Kubernetes containers' command and args together)."""
+    found: dict[str, list[str]] = {}
+    for file, compose in compose_files.items():
+        for name, service in compose.get("services", {}).items():
+            if runs_flower(service.get("command")):
+                found[f"{file}: {name}"] = _words(service.get("command"))
+    for doc in k8s_docs:
+        spec = doc.get("spec") if isinstance(doc, dict) else None  # (a Helm values file has none)
+        pod = spec.get("template", {}).get("spec", {}) if isinstance(spec, dict) else {}
+        for container in [*pod.get("initContainers", []), *pod.get("containers", [])]:
+            words = _words(container.get("command")) + _words(container.get("args"))
+            if runs_flower(words):
+                found[f"k8s: {doc['metadata']['name']}/{container.get('name')}"] = words
+    return found

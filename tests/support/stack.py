@@ -175,15 +175,17 @@ def start_worker(
     concurrency: int = 20,
     app: str = "celery_app.worker",
     supervised: bool = False,
+    watched: float | None = None,
     **env: str,
 ) -> Service:
-    """A Celery worker of ``app``; ``supervised``: under ``delineate.dev.supervise``, as `make run` starts it."""
+    """A Celery worker of ``app``; ``supervised``: under ``delineate.dev.supervise``, as `make run` starts it;
+    ``watched``: also replaced when its heartbeat (WORKER_HEARTBEAT_FILE) is older than that many seconds."""
     command = [
         str(BIN / "celery"), "-A", app, "--quiet", "worker",
         "--loglevel=INFO", "-c", str(concurrency), "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
     ]  # fmt: skip
-    if supervised:
-        command = [sys.executable, "-m", "delineate.dev.supervise", "--", *command]
+    if supervised or watched is not None:
+        command = [*supervise_command(settings, watched), *command]
     service = Service(name, command, workdir / f"{name}.log", settings_env(settings, **env)).start()
     wait_until(lambda: "ready." in service.log() or not service.running(), 60, f"worker {name}")
     if "ready." not in service.log():  # (a worker may be ready and already gone: a poison job)
@@ -191,13 +193,21 @@ def start_worker(
     return service
 
 
-def start_sweeper(settings: Settings, workdir: Path, name: str) -> Service:
+def supervise_command(settings: Settings, watched: float | None = None) -> list[str]:
+    """``delineate.dev.supervise``, watching the heartbeat of ``settings`` with a deadline of ``watched`` s."""
+    watch = ["--heartbeat", settings.worker_heartbeat_file, "--deadline", str(watched)] if watched else []
+    return [sys.executable, "-m", "delineate.dev.supervise", *watch, "--"]
+
+
+def start_sweeper(settings: Settings, workdir: Path, name: str, supervised: bool = False) -> Service:
     """The sweeper process as `make run`, compose and k8s start it: beat inside a worker
-    that consumes only the sweep queue."""
+    that consumes only the sweep queue (``supervised``: under ``delineate.dev.supervise``)."""
     command = [
         str(BIN / "celery"), "-A", "celery_app.worker", "--quiet", "worker", *sweeper_args(name),
         "--without-gossip", "--without-mingle",
     ]  # fmt: skip
+    if supervised:
+        command = [*supervise_command(settings), *command]
     service = Service(name, command, workdir / f"{name}.log", settings_env(settings)).start()
     wait_until(lambda: "ready." in service.log() or not service.running(), 60, f"sweeper {name}")
     if not service.running():

@@ -67,6 +67,7 @@ def test_keys_built_in_lua_are_the_store_keys() -> None:
         keys.EXPIRY_KEY,
         keys.WEBHOOKS_KEY,
         keys.DISPATCH_PREFIX,
+        f"{keys.METRICS_PREFIX}jobs",  # the count of terminal jobs by state (update.lua)
     }
     built = {key for name in scripts.NAMES for key in re.findall(r"'(delineate:[^']*)'", scripts.source(name))}
     assert built and built <= builders, built - builders
@@ -137,3 +138,12 @@ def test_the_package_ships_the_lua_files() -> None:
     for path in LUA.glob("*.lua"):
         relative = path.relative_to(ROOT / "delineate").as_posix()
         assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), (relative, patterns)
+
+
+def test_update_script_counts_terminal_jobs_in_the_metrics_hash() -> None:
+    """The count by state is written with the terminal write (not by a hook after it), into
+    the hash /metrics reads."""
+    from delineate.telemetry.metrics import JOBS_KEY
+
+    source = scripts.source("update")
+    assert f"redis.call('HINCRBY', '{JOBS_KEY}', new_status, 1)" in source

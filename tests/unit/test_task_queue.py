@@ -5,7 +5,7 @@ virtual transport like Redis's: the same envelope); the message built by
 ``delineate.broker.queue.task_message`` must match it field by field, except the values
 that are new for every message. Then what ``send_task`` adds with tracing on, and that
 the task and queue names defined in ``task_queue`` are the ones Celery and the deploy
-files use.
+files use. (The rest of the broker's layout: ``tests/unit/test_dependency_shapes.py``.)
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from delineate.broker.queue import (
     task_message,
 )
 from delineate.config import load_settings
+from tests.support.shapes import changed
 
 JOB_ID = "0b6f3c1e-7d0a-4c1e-9a57-3f2d1e0c9b8a"
 
@@ -53,15 +54,18 @@ def test_message_matches_celerys_own(celery_message: dict[str, Any]) -> None:
         )
     )
     theirs = celery_message
-    assert ours.keys() == {"body", "content-encoding", "content-type", "headers", "properties"}
-    assert ours["headers"] == theirs["headers"]
+    user = "delineate/broker/queue.py (task_message) writes it in initiate's script"
+    assert ours.keys() == theirs.keys(), changed("kombu", f"the envelope's fields are {sorted(theirs)}", user)
+    assert ours["headers"] == theirs["headers"], changed("celery", "send_task writes other headers", user)
     assert ours["content-type"] == theirs["content-type"]
     assert ours["content-encoding"] == theirs["content-encoding"]
-    assert json.loads(base64.b64decode(ours["body"])) == json.loads(base64.b64decode(theirs["body"]))
+    assert json.loads(base64.b64decode(ours["body"])) == json.loads(base64.b64decode(theirs["body"])), changed(
+        "celery", "send_task writes another body", user
+    )
     fresh = {"delivery_tag"}  # a new one per message
     assert {k: v for k, v in ours["properties"].items() if k not in fresh} == {
         k: v for k, v in theirs["properties"].items() if k not in fresh
-    }
+    }, changed("kombu", "the envelope's properties differ", user)
     assert ours["properties"]["delivery_tag"] != theirs["properties"]["delivery_tag"]
 
 

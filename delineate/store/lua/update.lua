@@ -88,6 +88,9 @@ end
 -- The fair share: a job that ends frees its slot (a granted one) and the slot goes on.
 local granted = {}
 if terminal then
+  -- Counted here, with the write itself, so the metrics' total equals the store's whatever
+  -- dies or stalls right after (telemetry/metrics.py JOBS_KEY).
+  redis.call('HINCRBY', '$PREFIX:metrics:jobs', new_status, 1)
   if redis.call('HGET', KEYS[1], 'dispatch') == 'granted' then
     dispatch_done(who_count, id)
     redis.call('HSET', KEYS[1], 'dispatch', 'done')

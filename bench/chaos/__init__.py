@@ -1,0 +1,1 @@
+"""The chaos run (``make chaos``): see ``bench/chaos/run.py``."""
