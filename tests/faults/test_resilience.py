@@ -76,7 +76,9 @@ def test_jobs_submitted_while_no_worker_runs_all_complete(make_settings: Any, wo
 
 
 def test_store_outage_jobs_recover_or_fail_clearly(make_settings: Any, seaweed: Any, workdir: Path) -> None:
-    patient = make_settings(download_delay_min_ms=2000, download_delay_max_ms=4000)
+    # Retry ceilings 1-16 s (not 2-32 s): at least 15.5 s in all, so the patient jobs outlive an
+    # 8 s outage and finish soon after it.
+    patient = make_settings(download_delay_min_ms=2000, download_delay_max_ms=4000, retry_backoff_base_seconds=1.0)
     impatient = make_settings(download_delay_min_ms=2000, download_delay_max_ms=2000, max_retries=1)
     workers = [
         start_worker(patient, workdir, "worker-outage-patient", concurrency=60),
@@ -98,7 +100,7 @@ def test_store_outage_jobs_recover_or_fail_clearly(make_settings: Any, seaweed: 
         failed = poll_status(impatient_get, doomed, {"completed", "failed"}, timeout=60)
         assert failed["status"] == "failed"
         assert "Gave up after 2 attempts" in failed["error"] and "object store" in failed["error"]
-        time.sleep(max(0.0, 15 - (time.monotonic() - down_at)))  # S3 gone for 15 s
+        time.sleep(max(0.0, 8 - (time.monotonic() - down_at)))  # S3 gone for 8 s
         seaweed.start()
         seaweed.wait_ready(Storage(patient))
         assert client.get("/health").status_code == 200

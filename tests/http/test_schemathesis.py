@@ -55,7 +55,7 @@ def test_api_matches_its_spec_and_never_fails(fuzz_api: str, workdir: Path) -> N
         "--phases", "examples,coverage,fuzzing,stateful",  # stateful: initiate's links feed real job ids
         "--workers", "1",  # hypothesis' lambda cache is not thread-safe under Python 3.11
         "--request-timeout", "15",
-        "--max-time", "50",
+        "--max-time", "30",
         "--suppress-health-check", "all",
         "--report-dir", str(workdir / "schemathesis"),
         "--no-color",
