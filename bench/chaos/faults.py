@@ -37,13 +37,11 @@ class Injector:
         stack: ChaosStack,
         receiver: Receiver,
         began: float,
-        failover: Callable[[], None] | None = None,
         log: Callable[[str], None] = print,
     ) -> None:
         self.stack = stack
         self.receiver = receiver
         self.began = began
-        self.failover = failover
         self.log = log
         self.windows: list[Window] = []
         self.errors: list[str] = []
@@ -96,8 +94,8 @@ class Injector:
             if workers:
                 os.kill(workers[fault.which % len(workers)], signal.SIGKILL)
         elif fault.kind == STOP_REDIS:
-            assert stack.redis is not None
-            self._pause(stack.redis.pid, fault.seconds)
+            self._pause(stack.primary().pid, fault.seconds)
+            stack.settle()  # behind Sentinel a long pause is a failover: over once it settles
         elif fault.kind == STOP_S3:
             assert stack.s3 is not None
             self._pause(stack.s3.pid, fault.seconds)
@@ -108,9 +106,7 @@ class Injector:
             self.ending.wait(fault.seconds)
             self.receiver.fail_for(0)
         elif fault.kind == FAILOVER:
-            if self.failover is None:
-                raise RuntimeError("a failover needs --ha")
-            self.failover()
+            stack.failover()
         else:
             raise ValueError(f"unknown fault {fault.kind}")
 

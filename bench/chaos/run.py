@@ -1,7 +1,8 @@
 """``make chaos``: random faults under a steady mixed load, then every invariant checked.
 
-    .venv/bin/python -m bench.chaos [--seed N] [--seconds S] [--json FILE]
-    (or CHAOS_SEED / CHAOS_SECONDS in the environment; defaults: a random seed, 300 s)
+    .venv/bin/python -m bench.chaos [--seed N] [--seconds S] [--ha] [--json FILE]
+    (or CHAOS_SEED / CHAOS_SECONDS / CHAOS_HA in the environment; defaults: a random seed,
+    300 s, one Redis)
 
 1. starts the whole stack (``bench/chaos/stack.py``) and the load (``bench/chaos/load.py``);
 2. carries out the seed's fault schedule (``bench/chaos/schedule.py``) while the load runs;
@@ -59,14 +60,15 @@ and a sweep; a stalled one its retry)."""
 WEBHOOK_DRAIN_SECONDS = 60.0
 
 
-def run_chaos(seed: int, seconds: float, workdir: Path, log: Any = print) -> tuple[Verdict, str]:
-    """One whole run; returns the verdict and its summary line."""
-    schedule = make_schedule(seed, seconds)
-    log(f"chaos: seed {seed}, {seconds:g} s, {len(schedule)} faults:")
+def run_chaos(seed: int, seconds: float, workdir: Path, ha: bool = False, log: Any = print) -> tuple[Verdict, str]:
+    """One whole run (``ha``: Redis behind Sentinel, failovers in the schedule); returns the
+    verdict and its summary line."""
+    schedule = make_schedule(seed, seconds, ha)
+    log(f"chaos: seed {seed}, {seconds:g} s{', Redis behind Sentinel' if ha else ''}, {len(schedule)} faults:")
     for fault in schedule:
         log(f"  {fault.describe()}")
     receiver = WebhookReceiver()
-    stack = ChaosStack(workdir, receiver.port)
+    stack = ChaosStack(workdir, receiver.port, ha=ha)
     verdict = Verdict()
     extra = ""  # the run's own counts, after the verdict's
     try:
@@ -108,7 +110,7 @@ def run_chaos(seed: int, seconds: float, workdir: Path, log: Any = print) -> tup
         left = _leftovers(stack)
         verdict.problems += [f"left over: {p}" for p in left]
         extra += f" leftovers={len(left)}"
-    line = summary_line(seed, seconds, counts(schedule), verdict, extra)
+    line = summary_line(seed, seconds, counts(schedule), verdict, extra + (" ha" if ha else ""))
     return verdict, line
 
 
@@ -210,6 +212,12 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=int, default=int(os.environ.get("CHAOS_SEED") or random.randrange(1, 1_000_000)))
     p.add_argument("--seconds", type=float, default=float(os.environ.get("CHAOS_SECONDS") or DEFAULT_SECONDS))
+    p.add_argument(
+        "--ha",
+        action="store_true",
+        default=os.environ.get("CHAOS_HA", "").lower() in ("1", "true", "yes"),
+        help="Redis behind Sentinel, with failovers in the schedule (or CHAOS_HA=true)",
+    )
     p.add_argument("--json", type=Path, help="write the verdict here")
     return p
 
@@ -217,7 +225,7 @@ def parser() -> argparse.ArgumentParser:
 def main() -> int:
     args = parser().parse_args()
     with tempfile.TemporaryDirectory(prefix="delineate-chaos-") as tmp:
-        verdict, line = run_chaos(args.seed, args.seconds, Path(tmp))
+        verdict, line = run_chaos(args.seed, args.seconds, Path(tmp), ha=args.ha)
     for problem in verdict.problems:
         print(f"  problem: {problem}")
     print(line, flush=True)

@@ -17,15 +17,20 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import redis as redis_py
 
 from bench.stack import OUT_OF_REACH, bench_settings, bucket_ready
 from delineate.config import Settings, load_settings
 from delineate.dev.devstack import sweeper_args
 from delineate.dev.seed import SAMPLE_IDS, seed
 from delineate.storage import Storage
+from tests.support.sentinel_stack import MASTER_NAME, SentinelGroup, start_sentinel_group
 from tests.support.stack import (
     BIN,
     Service,
@@ -38,6 +43,8 @@ from tests.support.stack import (
 )
 
 RUN_MARKER = "DELINEATE_CHAOS_RUN"
+AOF = ("--appendonly", "yes", "--appendfsync", "always")
+"""Every acknowledged write is on disk before the answer: a killed Redis restarts with it."""
 API_WORKERS = 2
 JOB_WORKERS = 2
 WORKER_THREADS = 8
@@ -78,6 +85,27 @@ def write_tenants(path: Path, receiver_port: int) -> Path:
     return path
 
 
+def _role(port: int) -> str:
+    client = redis_py.Redis(port=port, socket_timeout=1, decode_responses=True)
+    try:
+        return str(client.execute_command("ROLE")[0])
+    except redis_py.RedisError:
+        return ""
+    finally:
+        client.close()
+
+
+def _replicates(port: int, primary_port: int) -> bool:
+    client = redis_py.Redis(port=port, socket_timeout=1, decode_responses=True)
+    try:
+        info = client.info("replication")
+        return info.get("master_port") == primary_port and info.get("master_link_status") == "up"
+    except redis_py.RedisError:
+        return False
+    finally:
+        client.close()
+
+
 def _children(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
@@ -96,6 +124,10 @@ class ChaosStack:
     base: str = ""
     job_workers: list[Service] = field(default_factory=list)
     sweeper: Service | None = None
+    ha: bool = False
+    """Redis behind Sentinel (a primary, a replica, three sentinels; both nodes with an AOF):
+    the Redis faults hit whichever node is the primary then."""
+    group: SentinelGroup | None = None
 
     def start(self) -> ChaosStack:
         os.environ[RUN_MARKER] = self.run_id  # inherited by every process started below
@@ -107,12 +139,19 @@ class ChaosStack:
         return self
 
     def _start(self) -> None:
-        self.redis_port = free_port()
-        self.redis = start_aof_redis(self.workdir, self.redis_port)
+        redis: dict[str, Any] = {}
+        if self.ha:
+            self.group = start_sentinel_group(self.workdir, "chaos-ha", AOF)
+            # REDIS_URL's host and port point nowhere: only its database number is used.
+            redis = {"redis_url": "redis://127.0.0.1:1/0", "redis_sentinels": self.group.sentinels_setting}
+        else:
+            self.redis_port = free_port()
+            self.redis = start_aof_redis(self.workdir, self.redis_port)
         self.s3, s3_port = start_seaweed(load_settings(environ={}, dotenv_path=None), self.workdir)
         self.settings = bench_settings(
             self.redis_port,
             s3_port,
+            **redis,
             download_delay_min_ms=300,
             download_delay_max_ms=2500,
             sweep_interval_seconds=2,
@@ -168,11 +207,55 @@ class ChaosStack:
         assert self.api is not None
         return _children(self.api.pid)
 
+    def primary(self) -> Service:
+        """The Redis the faults hit: the only one, or behind Sentinel the primary now."""
+        if self.group is None:
+            assert self.redis is not None
+            return self.redis
+        port = self.group.master_port()
+        return self.group.primary if port == self.group.primary_port else self.group.replica
+
     def restart_redis(self) -> None:
-        """Kill Redis outright and start it again on its port and files (AOF: nothing lost)."""
-        assert self.redis is not None
-        self.redis.kill()
-        self.redis = start_aof_redis(self.workdir, self.redis_port)
+        """Kill Redis (the primary) outright and start it again on its port and files (AOF:
+        nothing acknowledged is lost); behind Sentinel, then wait until the group settles."""
+        if self.group is None:
+            assert self.redis is not None
+            self.redis.kill()
+            self.redis = start_aof_redis(self.workdir, self.redis_port)
+            return
+        node = self.primary()
+        node.kill()
+        node.start()
+        self.settle()
+
+    def failover(self) -> None:
+        """A Sentinel failover (SENTINEL FAILOVER: the replica is promoted, the old primary
+        becomes its replica), then wait until the group settles."""
+        assert self.group is not None
+        client = redis_py.Redis(port=self.group.sentinel_ports[0], socket_timeout=2)
+        try:
+            client.execute_command("SENTINEL", "FAILOVER", MASTER_NAME)
+        finally:
+            client.close()
+        time.sleep(1.0)  # the sentinels begin; settle() then waits for the end
+        self.settle()
+
+    def settle(self, timeout: float = 30.0) -> None:
+        """Behind Sentinel: wait until every sentinel names one primary, it answers as a
+        primary, and the other node replicates it."""
+        if self.group is None:
+            return
+        group = self.group
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            named = {group.master_port(p) for p in group.sentinel_ports}
+            port = named.pop() if len(named) == 1 else None
+            if port is not None:
+                other = group.replica_port if port == group.primary_port else group.primary_port
+                if _role(port) == "master" and _replicates(other, port):
+                    return
+            time.sleep(0.2)
+        raise RuntimeError(f"the Sentinel group did not settle within {timeout:g} s")
 
     def replacements(self) -> tuple[int, int]:
         """(restarts, of which hung) the supervisors have made so far, from their logs."""
@@ -187,6 +270,8 @@ class ChaosStack:
         for service in services:
             if service is not None:
                 service.stop(timeout=30)
+        if self.group is not None:
+            self.group.stop()
         os.environ.pop(RUN_MARKER, None)
 
     def leftovers(self) -> list[str]:

@@ -74,20 +74,21 @@ def _sentinel_config(path: Path, port: int, primary_port: int) -> Path:
     return path
 
 
-def start_sentinel_group(workdir: Path, name: str = "ha") -> SentinelGroup:
-    """Primary, replica (in sync) and three sentinels that all see both."""
+def start_sentinel_group(workdir: Path, name: str = "ha", redis_args: tuple[str, ...] = ()) -> SentinelGroup:
+    """Primary, replica (in sync) and three sentinels that all see both; ``redis_args`` go
+    to both data nodes (e.g. an append-only file)."""
     base = workdir / name
     primary_port, replica_port = free_port(), free_port()
     primary = Service(
         f"{name}-primary",
-        [*redis_command(primary_port, base / "primary"), "--databases", "256"],
+        [*redis_command(primary_port, base / "primary"), "--databases", "256", *redis_args],
         base / "primary.log",
     ).start()
     replica = Service(
         f"{name}-replica",
         [
             *redis_command(replica_port, base / "replica"),
-            "--databases", "256",
+            "--databases", "256", *redis_args,
             "--replicaof", "127.0.0.1", str(primary_port),
         ],
         base / "replica.log",

@@ -14,7 +14,16 @@ from bench.chaos.check import (
     check_jobs,
     summary_line,
 )
-from bench.chaos.schedule import DURATION, KILL_API_WORKER, KINDS, STOP_REDIS, TARGET, counts, make_schedule
+from bench.chaos.schedule import (
+    DURATION,
+    FAILOVER,
+    KILL_API_WORKER,
+    KINDS,
+    STOP_REDIS,
+    TARGET,
+    counts,
+    make_schedule,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -83,3 +92,9 @@ def test_jobs_are_judged_whole() -> None:
     line = summary_line(1, 60, {"stop-redis": 2}, verdict)
     assert line.startswith("chaos seed=1 seconds=60 faults[stop-redis=2] accepted=5 completed=3 lost=1 stuck=1")
     assert line.endswith("-> FAIL")
+
+
+def test_failovers_come_only_with_sentinel() -> None:
+    plain = [f.kind for seed in range(20) for f in make_schedule(seed, 300)]
+    ha = [f.kind for seed in range(20) for f in make_schedule(seed, 300, ha=True)]
+    assert FAILOVER not in plain and FAILOVER in ha
