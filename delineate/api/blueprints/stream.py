@@ -202,7 +202,7 @@ def stream(job_id: str) -> Response:
     sub: Subscription | None = None
     released = False
 
-    def release() -> None:
+    def release(wait: bool = True) -> None:
         nonlocal released
         if not released:
             released = True
@@ -210,7 +210,10 @@ def stream(job_id: str) -> Response:
                 sub.close()
             state.slots.release()
             if slot is not None:
-                state.tenants.release(owner, slot)
+                if wait:
+                    state.tenants.release(owner, slot)
+                else:  # the 503 goes now, not one more Redis deadline later
+                    threading.Thread(target=state.tenants.release, args=(owner, slot), daemon=True).start()
 
     def heartbeat() -> None:
         if slot is not None:
@@ -235,7 +238,7 @@ def stream(job_id: str) -> Response:
         sub.ready = True  # from here on, a resubscription means: re-read the snapshot
         job = load_owned_job(job_id)  # read AFTER subscribing: the terminal event cannot slip by
     except BaseException:
-        release()
+        release(wait=False)  # (a stalled Redis is the usual reason: the slot's removal may wait)
         raise
     subscribed = sub  # (a name the generator can keep: the closure's `sub` is not narrowed)
     last_event_id = request.headers.get("Last-Event-ID")
