@@ -191,9 +191,13 @@ class ChaosStack:
         supervised = [*supervise, "--deadline", deadline, "--", *command]
         env = settings_env(self.settings, WORKER_HEARTBEAT_FILE=str(heartbeat))
         service = Service(name, supervised, self.workdir / f"{name}.log", env).start()
-        wait_for(lambda: "ready." in service.log() or not service.running(), 60, name)
-        if not service.running():
-            raise RuntimeError(f"{name} exited:\n{service.log()[-3000:]}")
+        try:
+            wait_for(lambda: "ready." in service.log() or not service.running(), 60, name)
+            if not service.running():
+                raise RuntimeError(f"{name} exited:\n{service.log()[-3000:]}")
+        except BaseException:  # (Ctrl-C while it starts, too): stopped, not left behind
+            service.stop()
+            raise
         return service
 
     # -- what the faults hit --------------------------------------------------------------
