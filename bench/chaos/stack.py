@@ -95,17 +95,6 @@ def _role(port: int) -> str:
         client.close()
 
 
-def _replicates(port: int, primary_port: int) -> bool:
-    client = redis_py.Redis(port=port, socket_timeout=1, decode_responses=True)
-    try:
-        info = client.info("replication")
-        return info.get("master_port") == primary_port and info.get("master_link_status") == "up"
-    except redis_py.RedisError:
-        return False
-    finally:
-        client.close()
-
-
 def _children(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
@@ -245,8 +234,7 @@ class ChaosStack:
         self.settle()
 
     def settle(self, timeout: float = 30.0) -> None:
-        """Behind Sentinel: wait until every sentinel names one primary, it answers as a
-        primary, and the other node replicates it."""
+        """Behind Sentinel: wait until every sentinel names one primary and it answers as one."""
         if self.group is None:
             return
         group = self.group
@@ -254,10 +242,8 @@ class ChaosStack:
         while time.monotonic() < deadline:
             named = {group.master_port(p) for p in group.sentinel_ports}
             port = named.pop() if len(named) == 1 else None
-            if port is not None:
-                other = group.replica_port if port == group.primary_port else group.primary_port
-                if _role(port) == "master" and _replicates(other, port):
-                    return
+            if port is not None and _role(port) == "master":
+                return  # (the old primary may take ~10 s more to be made its replica)
             time.sleep(0.2)
         raise RuntimeError(f"the Sentinel group did not settle within {timeout:g} s")
 
