@@ -349,7 +349,9 @@ def _carry_over(figures: dict[str, Figure]) -> str:
         if figure.values or not isinstance(entry, dict) or not entry.get("values"):
             continue
         figure.values = entry["values"]
-        figure.note = f"(from {when}) {entry.get('note', '')}".strip()
+        note = entry.get("note", "")
+        # A figure carried before keeps the date it was measured on, not the last report's.
+        figure.note = note if note.startswith("(from ") else f"(from {when}) {note}".strip()
         carried += 1
     return f"{carried} figures not measured by this run are carried from {when}, marked so." if carried else ""
 
