@@ -51,10 +51,15 @@ run: $(RUN_STAMP) ## start the whole stack in the foreground (Ctrl-C stops it al
 	$(PY) -m delineate.dev.devstack
 
 # The whole suite with the fast paths (the default), then the contract tests again with the
-# libraries alone (FAST_PATHS=false, the reference path), so both keep the contract.
+# libraries alone (FAST_PATHS=false, the reference path), so both keep the contract. Each on
+# TEST_PROCESSES processes (pytest-xdist, each with its own Redis, S3, workers and gunicorn),
+# but the tests marked serial (every fault test, and those that time something) run alone.
+TEST_PROCESSES ?= 2
 test: $(DEV_STAMP) $(NODE_TOOLS) ## the whole suite against real Redis, S3, Celery and gunicorn, then the contract with FAST_PATHS=false (needs npm)
-	$(PY) -m pytest $(PYTEST_ARGS)
-	$(PY) -m pytest -m contract --fast-paths=false $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_PROCESSES) -m "not serial" $(PYTEST_ARGS)
+	$(PY) -m pytest -m serial $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_PROCESSES) -m "contract and not serial" --fast-paths=false $(PYTEST_ARGS)
+	$(PY) -m pytest -m "contract and serial" --fast-paths=false $(PYTEST_ARGS)
 
 test-unit: $(DEV_STAMP) ## the tests that need no service (tests/unit), in seconds
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

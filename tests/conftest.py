@@ -47,6 +47,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         kind = next((part for part in reversed(parts) if part in KINDS), None)
         if kind is not None:
             item.add_marker(getattr(pytest.mark, kind))
+        if kind == "faults":  # they kill, stall and time real processes: alone, not beside others
+            item.add_marker(pytest.mark.serial)
 
 
 FAST_PATHS = True

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kombu import transport as kombu_transport
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
 
@@ -57,9 +58,17 @@ class SentinelTransport(kombu_redis.SentinelTransport):
 _KOMBUS_OWN = {name: TRANSPORT_ALIASES[name] for name in ("redis", "rediss", "sentinel")}
 
 
+def _forget_resolved() -> None:
+    # kombu resolves a transport's name once per process (get_transport_cls caches it): a
+    # process that builds apps of both settings (the tests) must not keep the first choice.
+    for name in _KOMBUS_OWN:
+        kombu_transport._transport_cache.pop(name, None)
+
+
 def use_kombus_own() -> None:
     """Give kombu's transports their own classes back (idempotent)."""
     TRANSPORT_ALIASES.update(_KOMBUS_OWN)
+    _forget_resolved()
 
 
 def use_shared_clients() -> None:
@@ -71,3 +80,4 @@ def use_shared_clients() -> None:
             "sentinel": f"{__name__}:SentinelTransport",
         }
     )
+    _forget_resolved()

@@ -284,6 +284,7 @@ def test_unknown_job_is_404_and_bad_id_400(http: httpx.Client) -> None:
         assert response.json()["requestId"] == response.headers["x-request-id"]
 
 
+@pytest.mark.serial  # both gunicorn workers must get streams: a busy machine gives one all of them
 def test_cross_process_two_apis_two_workers(stack: Stack, http: httpx.Client) -> None:
     """Streams on both gunicorn processes see jobs run by both Celery workers."""
     from celery import Celery

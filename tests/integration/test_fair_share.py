@@ -82,6 +82,7 @@ def shared(make_settings: Callable[..., Settings], workdir: Path, tmp_path: Path
         worker.stop()
 
 
+@pytest.mark.serial  # times bob's wait to a second
 def test_a_second_tenant_is_not_stuck_behind_anothers_backlog(shared: Callable[..., Any]) -> None:
     client, _settings = shared(concurrency=4)
     backlog = [
