@@ -139,12 +139,11 @@ OPERATIONS: tuple[Op, ...] = (
                 "to a freshly presigned link of the result (valid PRESIGNED_URL_EXPIRY_SECONDS)",
                 schemas.DownloadRedirect, ("Location",),
             ),
-            400: BAD_JOB_ID, 404: NOT_FOUND,
-            409: _err("the job is not completed (its status is in details)"),
-            410: _err("`revoked`: DELETE revoked the job's result, for good (its status is in details)"),
-            503: REDIS_DOWN,
+            400: _err("the job id is not a UUID, or `part` is not one of the result's parts"), 404: NOT_FOUND,
+            409: _err("not completed (its status in details); `multiple_parts`: in parts, listed in details.parts"),
+            410: _err("`revoked`: DELETE revoked the job's result for good (its status in details)"), 503: REDIS_DOWN,
         },
-        job_id=True,
+        job_id=True, extra_params=(_query_number("part", "one part of a result in parts (1: a whole one)", 999_999),),
     ),
     Op(
         "delete", "/v1/download/{jobId}", "/v1/download/<job:job_id>", "cancelDownload",
@@ -272,7 +271,7 @@ def _components() -> dict[str, Any]:
         schemas.ErrorBody, schemas.Problem, schemas.JobStatus, schemas.Accepted, schemas.Estimate,
         schemas.CheckResult, schemas.StartResult, schemas.DownloadRedirect, schemas.Health, schemas.Index,
         schemas.JobPage, schemas.JobSummary, schemas.Stats, schemas.Timeline, schemas.TimelineBucket,
-        schemas.ErrorLog, schemas.ErrorEntry,
+        schemas.ErrorLog, schemas.ErrorEntry, schemas.BundlePart,
     ]  # fmt: skip
     mode = {validation.FileIdsBody: "validation", validation.FileIdBody: "validation"}
     _, defs = models_json_schema(

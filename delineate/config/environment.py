@@ -106,6 +106,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "WORKER_MEMORY_LIMIT_BYTES": ("worker_memory_limit_bytes", _int),
     "WORKER_HEARTBEAT_FILE": ("worker_heartbeat_file", lambda n, v: v.strip()),
     "WORKER_LIVENESS_SECONDS": ("worker_liveness_seconds", lambda n, v: _int(n, v, 2, 3600)),
+    "BUNDLE_PART_BYTES": ("bundle_part_bytes", lambda n, v: _int(n, v, 4096)),
 }
 
 

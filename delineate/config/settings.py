@@ -129,6 +129,8 @@ class Settings:
     # none), and how stale it may get before the worker counts as hung and is replaced.
     worker_heartbeat_file: str = "/tmp/delineate-worker.alive"  # noqa: S108 - a pod's own /tmp
     worker_liveness_seconds: int = 60
+    # A bundle larger than this is written as numbered parts of at most this size (delineate/jobs/parts.py).
+    bundle_part_bytes: int = 2_147_483_648
 
     def __post_init__(self) -> None:
         if self.download_delay_min_ms > self.download_delay_max_ms:

@@ -21,11 +21,13 @@ import redis
 
 from delineate.config import Settings
 from delineate.errors import SourceUnavailable, StorageError
-from delineate.jobs.bundle import Source, stream_bundle
+from delineate.jobs.bundle import Source
+from delineate.jobs.parts import write_bundle
 from delineate.jobs.slots import PREFETCH_BYTES, bundle_gate
 from delineate.models import Job, JobState, Phase
-from delineate.storage import Storage, bundle_key, source_key
+from delineate.storage import Storage, source_key
 from delineate.store import JobGone, JobStore, LeaseLost
+from delineate.store.parts_index import PartsIndex
 
 logger = logging.getLogger(__name__)
 
@@ -253,10 +255,11 @@ class DownloadRun:
                 progress = 90 + 9 * done // max(total, 1)
                 self._write(phase=phase, bytesDone=done, progress=progress)  # (renews the lease)
 
-        key = bundle_key(self.job_id)
+        limit = self.settings.bundle_part_bytes  # past it, parts (delineate/jobs/parts.py)
         try:
             with self._bundle_slot():
-                size = self.storage.upload_stream(key, stream_bundle(self.job_id, sources, missing, on_bytes))
+                index = PartsIndex(self.store.redis)
+                result = write_bundle(self.storage, index, self.job_id, sources, missing, limit, on_bytes)
         except (ValueError, FileNotFoundError) as exc:
             # A source changed or vanished after its check: a retry checks again.
             raise SourceUnavailable(f"a source changed while bundling: {exc}") from None
@@ -265,12 +268,12 @@ class DownloadRun:
                 status=JobState.COMPLETED,
                 phase=Phase.DONE,
                 progress=100,
-                resultKey=key,
-                size=size,
                 bytesDone=total,
+                **result.fields(),
             )
         except Stopped:  # cancelled in the last instant: leave no orphan bundle
-            self._discard(key)
+            for key in result.object_keys():
+                self._discard(key)
             raise
 
     # -- helpers ------------------------------------------------------------------------

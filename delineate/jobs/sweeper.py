@@ -46,12 +46,14 @@ from delineate.broker.queues import RESTORE_SCRIPT, UNACKED_INDEX, UNACKED_LIST,
 from delineate.config import Settings
 from delineate.config.tenants import TenantsHolder
 from delineate.errors import StorageError
+from delineate.jobs.parts import delete_parts
 from delineate.models import JobState, Phase
 from delineate.redis_io.clients import redis_client
 from delineate.storage import Storage, bundle_key
 from delineate.store import JobGone, JobStore
 from delineate.store.dispatch import share_workers
 from delineate.store.keys import SUSPECTS_KEY, SWEEP_LOCK_KEY
+from delineate.store.parts_index import PartsIndex
 
 logger = logging.getLogger(__name__)
 
@@ -245,6 +247,7 @@ class Sweeper:
         ids = self.store.expired(now, 1000)
         if ids:
             self.storage.delete_many([bundle_key(j) for j in ids])
+            delete_parts(self.storage, PartsIndex(self.store.redis), ids, forget=True)  # (a bundle in parts)
             self.store.forget_expired(ids)
             report.expired_cleaned += len(ids)
         report.uploads_aborted += self.storage.abort_stale_uploads(
@@ -252,10 +255,11 @@ class Sweeper:
         )
 
     def delete_revoked(self, report: SweepReport) -> None:
-        """Only ``bundles/{jobId}.zip``: a single-file job's result is a source, never deleted."""
+        """Only ``bundles/{jobId}.zip`` or its parts: a single-file job's result is a source, never deleted."""
         ids = self.store.revoked_bundles(1000)  # DeleteObjects takes at most 1000 keys
         if ids:
             self.storage.delete_many([bundle_key(j) for j in ids])
+            delete_parts(self.storage, PartsIndex(self.store.redis), ids, forget=False)  # (forgotten at expiry)
             self.store.forget_revoked(ids)
             report.revoked_cleaned += len(ids)
 

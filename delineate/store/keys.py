@@ -13,7 +13,8 @@ Keys (all prefixed :data:`PREFIX`, ``delineate:``):
   (epoch seconds); ``sweep:expiry`` every job id scored by when its hash expires;
   ``sweep:webhooks`` job ids with a webhook delivery due, scored by when (epoch seconds;
   a revoked job's ``revoked`` delivery uses its entry once its own delivery is over);
-  ``sweep:revoked`` revoked job ids whose bundle may still exist, by revocation time.
+  ``sweep:revoked`` revoked job ids whose bundle may still exist, by revocation time;
+  ``sweep:parts`` hash, job id → part count of each bundle written in parts (``store/parts_index.py``).
   Written by the same scripts that write the job, read by the sweeper
   (``delineate/jobs/sweeper.py``); ``sweep:suspects`` and ``sweep:lock`` are the sweeper's own.
 - ``history:{owner}:{state}`` sorted set, the owner's job ids in that state, scored by
@@ -115,6 +116,10 @@ WEBHOOKS_KEY = f"{PREFIX}sweep:webhooks"
 REVOKED_KEY = f"{PREFIX}sweep:revoked"
 """Sorted set: revoked job ids whose bundle may still exist, scored by revocation time
 (epoch seconds); written by ``revoke.lua``, emptied by the revoking request or the sweeper."""
+PARTS_KEY = f"{PREFIX}sweep:parts"
+"""Hash: job id → how many parts its bundle was planned in, for the jobs whose bundle is
+written in parts; written before the first part is uploaded, emptied by the sweeper when
+the job expires (the job's hash, which lists the parts, is gone by then)."""
 SUSPECTS_KEY = f"{PREFIX}sweep:suspects"
 SWEEP_LOCK_KEY = f"{PREFIX}sweep:lock"
 

@@ -21,9 +21,11 @@ from delineate.api.validation import (
     ROUTE_NAMES,
     FileIdBody,
     FileIdsBody,
+    bad_query,
     is_job_id,
     parse_body,
     parse_job_id,
+    query_number,
     refuse_unknown_query,
 )
 from delineate.broker.queue import TaskQueue
@@ -32,14 +34,16 @@ from delineate.errors import (
     GatewayTimeout,
     JobNotFound,
     JobNotReady,
+    MultipleParts,
     Revoked,
     SourceUnavailable,
     StorageError,
 )
+from delineate.jobs.parts import result_objects
 from delineate.jobs.webhooks import check_callback_url, send_revoked
 from delineate.models import Job, JobState, Phase
 from delineate.services import Services, download_name
-from delineate.storage import bundle_key, source_key
+from delineate.storage import part_key, source_key
 from delineate.store import JobGone, JobStore
 from delineate.store.revocation import NotRevocable
 from delineate.telemetry.audit import NO_STORE, audit_link
@@ -49,6 +53,9 @@ logger = logging.getLogger(__name__)
 REVOKE_DELETE_BUDGET_SECONDS = 1.0
 """How long a revoking request waits for the object store to delete the bundle, in seconds;
 past it (or on an error) the request still answers 202 and the sweeper deletes it."""
+
+REVOKE_DELETE_CONCURRENCY = 8
+"""Objects a revoking request deletes at once (a bundle in parts is several)."""
 
 
 bp = Blueprint("downloads", __name__, url_prefix="/v1/download")
@@ -107,10 +114,18 @@ def status(job_id: str) -> Response:
     return response
 
 
+MAX_PART = 999_999
+"""The largest ``?part=`` read as a number (a larger one is a 400 like any other)."""
+
+
 @bp.get("/<job:job_id>")
 def download(job_id: str) -> tuple[Response, int, dict[str, str]]:
-    """:raise JobNotReady: not completed (409). :raise Revoked: its result was revoked (410)."""
-    job = load_owned_job(parse_job_id(job_id))
+    """:raise JobNotReady: not completed (409). :raise Revoked: its result was revoked (410).
+    :raise MultipleParts: the result is in parts and ``part`` names none (409).
+    :raise InvalidRequest: ``part`` is not a number of one of the result's parts (400)."""
+    checked_id = parse_job_id(job_id)
+    part = query_number("part", 0, 1, MAX_PART)  # 0: none asked for
+    job = load_owned_job(checked_id)
     svc = services()
     if job.revoked_at:
         raise Revoked(f"Job {job.job_id}'s result was revoked at {job.revoked_at}.", details=svc.store.status(job))
@@ -119,10 +134,27 @@ def download(job_id: str) -> tuple[Response, int, dict[str, str]]:
             f"Job {job.job_id} is {job.status.value}; the download is ready when it is completed.",
             details=svc.store.status(job),
         )
-    url = svc.storage.presign(job.result_key, download_name(job))
+    url = svc.storage.presign(*_result_object(job, part))
     audit_link(url, job.owner, job.job_id, g.get("request_id"), request.remote_addr, via="download")
     headers = {"Location": url, "Cache-Control": NO_STORE}
     return jsonify(downloadUrl=url, expiresInSeconds=svc.settings.presigned_url_expiry_seconds), 302, headers
+
+
+def _result_object(job: Job, part: int) -> tuple[str, str]:
+    """The key and download name of what ``?part=`` asks for (0: the whole result). A single
+    result is its own part 1."""
+    count = len(job.parts) if job.parts is not None else 1
+    if part > count:
+        raise bad_query("part", f"must be a whole number from 1 to {count} (the result has {count})")
+    if job.parts is None:
+        return job.result_key, download_name(job)
+    if part == 0:
+        listed = [{**p, "url": f"{bp.url_prefix}/{job.job_id}?part={p['index']}"} for p in job.parts]
+        raise MultipleParts(
+            f"Job {job.job_id}'s result is in {count} parts: download each with ?part=1 to ?part={count}.",
+            details={"parts": listed},
+        )
+    return part_key(job.result_key, part), f"delineate-{job.job_id}-part-{part:04d}.zip"
 
 
 @bp.delete("/<job:job_id>")
@@ -171,13 +203,13 @@ def _revoke(svc: Services, job: Job) -> tuple[Response, int]:
 
 
 def _delete_result(svc: Services, job: Job) -> None:
-    """Delete a revoked job's bundle and take it off the revocation index. A single-file
-    job's result is its source object, shared with every other job: only its links are
-    revoked. What this request cannot delete in time, the sweeper does."""
-    key = bundle_key(job.job_id)
-    if job.result_key == key:
+    """Delete a revoked job's bundle (or its parts) and take it off the revocation index. A
+    single-file job's result is its source object, shared with every other job: only its
+    links are revoked. What this request cannot delete in time, the sweeper does."""
+    keys = result_objects(job)
+    if keys:
         try:
-            bounded_map(svc.storage.delete, [key], 1, REVOKE_DELETE_BUDGET_SECONDS)
+            bounded_map(svc.storage.delete, keys, REVOKE_DELETE_CONCURRENCY, REVOKE_DELETE_BUDGET_SECONDS)
         except (TimeoutError, StorageError) as exc:
             logger.warning("job %s revoked; its bundle is left to the sweeper: %s", job.job_id, str(exc) or "timed out")
             return
