@@ -79,6 +79,7 @@ class Job:
     callback_url: str = ""
     callback: dict[str, Any] | None = None
     revoked_at: str | None = None
+    reused_from: str = ""  # the job whose bundle this one completed with ("": its own, or none)
 
     @property
     def total_files(self) -> int:
@@ -113,6 +114,7 @@ class Job:
             callback_url=get("callbackUrl", ""),
             callback=orjson.loads(callback) if callback else None,
             revoked_at=get("revokedAt") or None,
+            reused_from=get("reusedFrom", ""),
         )
 
     def to_status(self, presign: Callable[[Job], str] | None = None) -> dict[str, Any]:
@@ -144,6 +146,8 @@ class Job:
         }
         if self.revoked_at:
             status["revokedAt"] = self.revoked_at
+        if self.reused_from:  # (absent otherwise, like revokedAt: every other status is unchanged)
+            status["reused"] = True
         return status
 
 
