@@ -173,12 +173,13 @@ def _revoke(svc: Services, job: Job) -> tuple[Response, int]:
 def _delete_result(svc: Services, job: Job) -> None:
     """Delete a revoked job's bundle and take it off the revocation index. A single-file
     job's result is its source object, shared with every other job: only its links are
-    revoked. What this request cannot delete in time, the sweeper does."""
-    key = bundle_key(job.job_id)
-    if job.result_key == key:
+    revoked. A bundle other jobs reused goes only with its last user (``store/bundles.py``).
+    What this request cannot delete in time, the sweeper does."""
+    if job.result_key == bundle_key(job.job_id) or job.reused_from:
         try:
-            bounded_map(svc.storage.delete, [key], 1, REVOKE_DELETE_BUDGET_SECONDS)
-        except (TimeoutError, StorageError) as exc:
+            keys = [bundle_key(j) for j in svc.store.release_revoked([job.job_id])]
+            bounded_map(svc.storage.delete, keys, 1, REVOKE_DELETE_BUDGET_SECONDS)
+        except (TimeoutError, StorageError, redis.RedisError) as exc:
             logger.warning("job %s revoked; its bundle is left to the sweeper: %s", job.job_id, str(exc) or "timed out")
             return
     try:
