@@ -2,9 +2,10 @@
 bundle completes at once with that bundle, for any tenant, without reading a byte.
 
 A bundle job looks up the latest bundle registered for its id set (``reuse:{digest}``, one
-read; :mod:`delineate.store.bundles`). When there is one, the job checks its files by HEAD
-(all at once when there is no simulated delay; with one, the delay is waited out file by
-file as for any job: it stands for the origin answering those checks), and when the ETags
+read; :mod:`delineate.store.bundles`). When there is one, the job checks its files without
+reading them: with no simulated delay all at once (one listing of their key range when it is
+dense, else HEADs in parallel); with a delay by HEAD, the delay waited out file by file as
+for any job (it stands for the origin answering those checks). When the ETags
 (and which ids are missing) are those the bundle was built from, one write completes the
 job with the bundle's result (``resultKey``, ``size``) and ``reusedFrom``, joining the
 bundle's users in the same step; its status says ``"reused": true``. Otherwise the job
@@ -32,7 +33,7 @@ import redis
 from delineate.config import Settings
 from delineate.jobs.bundle import Source
 from delineate.models import Job, JobState, Phase
-from delineate.storage import Storage, source_key
+from delineate.storage import ObjectInfo, Storage, source_key
 from delineate.store import JobStore
 from delineate.store.bundles import BundleGone, BundleRecord
 
@@ -44,6 +45,10 @@ and each key costs Redis memory per bundle."""
 
 HEAD_CONCURRENCY = 16
 """HEAD requests of one process in flight at once when a job checks all its files together."""
+
+LIST_KEYS_PER_FILE = 10
+"""A job's files are checked by listing their key range when it holds at most this many keys
+per file (a listed key costs a small share of a HEAD), else by HEAD."""
 
 Opener = Callable[[str, str], Callable[[], Iterable[bytes]]]
 """(key, ETag) -> what streams that source when the zip reaches it."""
@@ -77,13 +82,29 @@ def _heads() -> ThreadPoolExecutor:
         return _pool
 
 
+def _listed(storage: Storage, file_ids: list[int]) -> dict[str, ObjectInfo] | None:
+    """The sources of ``file_ids`` by listing their key range (None: too sparse, ask each).
+
+    Ids of one length sort as their keys do, so the range holds about ``max - min + 1`` ids of
+    that length (longer ids sharing a prefix interleave: the listing gives up past its limit)."""
+    low, high = min(file_ids), max(file_ids)
+    if len(str(low)) != len(str(high)) or high - low + 1 > LIST_KEYS_PER_FILE * len(file_ids):
+        return None
+    return storage.list_between(source_key(low), source_key(high), LIST_KEYS_PER_FILE * len(file_ids))
+
+
 def check_all(storage: Storage, file_ids: list[int], opener: Opener) -> tuple[list[Source], list[int]]:
-    """HEAD every file at once (this process's HEAD_CONCURRENCY at most): the available ones
-    as sources, in the ids' order, and the missing ids.
+    """Check every file at once: by listing their keys when they lie close together, else
+    by HEAD (this process's HEAD_CONCURRENCY at most). Returns the available ones as
+    sources, in the ids' order, and the missing ids.
 
     :raise SourceUnavailable: the store did not answer.
     """
-    infos = list(_heads().map(lambda i: storage.head(source_key(i)), file_ids))
+    listed = _listed(storage, file_ids)
+    if listed is not None:
+        infos = [listed.get(source_key(i)) for i in file_ids]
+    else:
+        infos = list(_heads().map(lambda i: storage.head(source_key(i)), file_ids))
     available: list[Source] = []
     missing: list[int] = []
     for file_id, info in zip(file_ids, infos, strict=True):

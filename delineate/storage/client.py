@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import boto3
 import botocore.session
@@ -226,6 +227,36 @@ class Storage(Multipart):
             raise convert(exc, f"GET {key}", self.bucket) from None
         except (BotoCoreError, OSError) as exc:
             raise convert(exc, f"GET {key}", self.bucket) from None
+
+    def list_between(self, first: str, last: str, limit: int) -> dict[str, ObjectInfo] | None:
+        """Every object whose key sorts from ``first`` to ``last`` (both included), with its
+        size and ETag, by listing (1,000 keys a request, where a HEAD tells one); None when
+        more than ``limit`` keys lie there (ask for each instead).
+
+        :raise SourceUnavailable: the store did not answer.
+        :raise StorageMisconfigured: bucket missing or access denied.
+        """
+        # StartAfter is exclusive: start after `first` less its last character, which sorts before it.
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "StartAfter": first[:-1], "MaxKeys": min(limit + 1, 1000)}
+        found: dict[str, ObjectInfo] = {}
+        seen = 0
+        try:
+            while True:
+                page = self._client.list_objects_v2(**kwargs)
+                for item in page.get("Contents", []):
+                    key = item["Key"]
+                    if key > last:
+                        return found
+                    seen += 1
+                    if seen > limit:
+                        return None
+                    if key >= first:
+                        found[key] = ObjectInfo(key=key, size=int(item["Size"]), etag=item.get("ETag", ""))
+                if not page.get("IsTruncated"):
+                    return found
+                kwargs["ContinuationToken"] = page["NextContinuationToken"]
+        except (BotoCoreError, ClientError, OSError) as exc:
+            raise convert(exc, "LIST sources", self.bucket) from None
 
     def _confirm_bucket(self) -> None:
         """:meth:`check_bucket`, unless the bucket answered in the last BUCKET_CONFIRMED_SECONDS."""

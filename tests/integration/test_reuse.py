@@ -19,6 +19,7 @@ from flask.testing import FlaskClient
 
 from delineate import create_app
 from delineate.config import Settings
+from delineate.jobs import reuse
 from delineate.jobs.run import DownloadRun
 from delineate.jobs.sweeper import Sweeper, SweepReport
 from delineate.models import Job, JobState
@@ -204,3 +205,17 @@ def test_the_janitor_keeps_a_shared_bundle_until_its_last_job_expires(reuse_sett
     assert storage.head(bundle_key(builder)) is None  # its last job expired: gone
     assert not store.redis.exists(bundle_refs_key(builder))
     assert store.redis.zscore(EXPIRY_KEY, builder) is None
+
+
+@pytest.mark.parametrize("ids", [[70000, 70001, 70007, 70014], [70000, 70001, 77777, 700000]], ids=["listed", "heads"])
+def test_checking_all_files_at_once_tells_what_a_head_tells(reuse_settings: Settings, ids: list[int]) -> None:
+    """Close ids are checked by one listing of their key range, others by HEADs: the same answer."""
+    storage = Storage(reuse_settings)
+    assert (reuse._listed(storage, ids) is not None) is (ids[-1] < 100_000)
+    available, missing = reuse.check_all(storage, ids, lambda key, etag: lambda: [])
+    expected = {i: storage.head(source_key(i)) for i in ids}
+    assert missing == [i for i, info in expected.items() if info is None]
+    assert [(s.file_id, s.size, s.etag) for s in available] == [
+        (i, info.size, info.etag) for i, info in expected.items() if info is not None
+    ]
+    assert all(s.etag.startswith('"') for s in available)
