@@ -179,13 +179,17 @@ def _run_job(settings: Settings, store: JobStore, ids: list[int]) -> str:
     return job.job_id
 
 
-def test_the_janitor_keeps_a_shared_bundle_until_its_last_job_expires(reuse_settings: Settings) -> None:
-    settings = reuse_settings.replace(job_ttl_seconds=2)
+def _sweeper(settings: Settings) -> tuple[JobStore, Storage, Sweeper]:
+    """The store, the storage and a sweeper whose parts a test runs itself."""
     app = create_app(settings)
     svc = app.extensions["delineate"]
-    store: JobStore = svc.store
     storage = Storage(settings)
-    sweeper = Sweeper(settings, store, storage, svc.redis, app.extensions["celery"])
+    return svc.store, storage, Sweeper(settings, svc.store, storage, svc.redis, app.extensions["celery"])
+
+
+def test_the_janitor_keeps_a_shared_bundle_until_its_last_job_expires(reuse_settings: Settings) -> None:
+    settings = reuse_settings.replace(job_ttl_seconds=2)
+    store, storage, sweeper = _sweeper(settings)
     ids = [70042, 70049, 70056]
     builder = _run_job(settings, store, ids)
     time.sleep(1)
@@ -219,3 +223,19 @@ def test_checking_all_files_at_once_tells_what_a_head_tells(reuse_settings: Sett
         (i, info.size, info.etag) for i, info in expected.items() if info is not None
     ]
     assert all(s.etag.startswith('"') for s in available)
+
+
+def test_the_sweeper_deletes_a_revoked_shared_bundle_only_with_its_last_user(reuse_settings: Settings) -> None:
+    """Revokers that died after the write: the sweeper releases each job's use, as they would have."""
+    store, storage, sweeper = _sweeper(reuse_settings)
+    ids = [70063, 70070, 70077]
+    builder = _run_job(reuse_settings, store, ids)
+    reuser = _run_job(reuse_settings, store, ids)
+    assert store.get(reuser).reused_from == builder  # type: ignore[union-attr]
+
+    store.revoke(builder)
+    sweeper.delete_revoked(SweepReport())
+    assert storage.head(bundle_key(builder)) is not None and store.revoked_bundles(1000) == []
+    store.revoke(reuser)
+    sweeper.delete_revoked(SweepReport())
+    assert storage.head(bundle_key(builder)) is None
