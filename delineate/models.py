@@ -82,6 +82,7 @@ class Job:
     #: A bundle written in parts (``delineate/jobs/parts.py``): ``[{"index", "size", "sha256",
     #: "files"}]``, ``files`` counting its entries; None for one zip or object.
     parts: list[dict[str, Any]] | None = None
+    reused_from: str = ""  # the job whose bundle this one completed with ("": its own, or none)
 
     @property
     def total_files(self) -> int:
@@ -117,6 +118,7 @@ class Job:
             callback=orjson.loads(callback) if callback else None,
             revoked_at=get("revokedAt") or None,
             parts=orjson.loads(parts) if parts else None,
+            reused_from=get("reusedFrom", ""),
         )
 
     def to_status(self, presign: Callable[[Job], str] | None = None) -> dict[str, Any]:
@@ -150,6 +152,8 @@ class Job:
         }
         if self.revoked_at:
             status["revokedAt"] = self.revoked_at
+        if self.reused_from:  # (absent otherwise, like revokedAt: every other status is unchanged)
+            status["reused"] = True
         return status
 
 

@@ -151,7 +151,7 @@ OPERATIONS: tuple[Op, ...] = (
         {
             202: Resp(
                 "cancelled (a running job stops at its next file step, leaving no partial result); or, for a "
-                "completed job, revoked (again): `revokedAt` set, its bundle deleted, downloads answer 410",
+                "completed job, revoked (again): `revokedAt` set, its bundle deleted if unused, downloads answer 410",
                 schemas.JobStatus,
             ),
             400: BAD_JOB_ID, 404: NOT_FOUND,

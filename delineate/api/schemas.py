@@ -78,6 +78,12 @@ class JobStatus(_Body):
         description="ISO-8601, UTC: when DELETE revoked the completed job's result (the status stays completed, "
         "downloadUrl is null and downloads answer 410); absent until then",
     )
+    reused: bool | None = Field(
+        default=None,
+        description="true when the job completed with a bundle an earlier job built from the same ids and the same "
+        "sources (their ETags), for any tenant: no byte was read, and its manifest.json names that job; absent "
+        "otherwise",
+    )
     version: int = Field(ge=0, description="increases by one on every write")
     phase: PhaseName
     bytesDone: int = Field(ge=0)

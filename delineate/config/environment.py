@@ -103,6 +103,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "WEBHOOK_RETRY_WINDOW_SECONDS": ("webhook_retry_window_seconds", lambda n, v: _int(n, v, 0)),
     "MULTIPART_ABORT_AFTER_SECONDS": ("multipart_abort_after_seconds", lambda n, v: _int(n, v, 1)),
     "BUNDLE_CONCURRENCY": ("bundle_concurrency", lambda n, v: _int(n, v, 0, 1000)),
+    "BUNDLE_REUSE": ("bundle_reuse", _bool),
     "WORKER_MEMORY_LIMIT_BYTES": ("worker_memory_limit_bytes", _int),
     "WORKER_HEARTBEAT_FILE": ("worker_heartbeat_file", lambda n, v: v.strip()),
     "WORKER_LIVENESS_SECONDS": ("worker_liveness_seconds", lambda n, v: _int(n, v, 2, 3600)),

@@ -124,6 +124,8 @@ class Settings:
     multipart_abort_after_seconds: int = 3600
     # Bounded worker memory: bundles built at once per worker process (0: from the limit).
     bundle_concurrency: int = 0
+    # A job whose id set and source ETags equal a live bundle's completes with it (jobs/reuse.py).
+    bundle_reuse: bool = True
     worker_memory_limit_bytes: int = 0
     # Liveness (delineate/broker/liveness.py): the file a worker's consumer loop touches ("":
     # none), and how stale it may get before the worker counts as hung and is replaced.

@@ -22,6 +22,8 @@ class Source:
     size: int
     chunks: Callable[[], Iterable[bytes]]
     """Opens the source's byte stream when the zip reaches this entry."""
+    etag: str = ""
+    """The version its check saw (``jobs/reuse.py`` shares a bundle by its sources' ETags)."""
 
 
 @dataclass

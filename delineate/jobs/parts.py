@@ -138,11 +138,11 @@ def write_bundle(
 
 
 def result_objects(job: Job) -> list[str]:
-    """The objects a completed job's result is made of that belong to it alone: its zip or
-    its parts; none for a single-file job (its result is the shared source object)."""
+    """The objects of a completed job's bundle: its zip or its parts (its own, or the bundle
+    it reused); none for a single-file job (its result is the shared source object)."""
     if job.parts is not None:
         return [part_key(job.result_key, part["index"]) for part in job.parts]
-    return [job.result_key] if job.result_key == bundle_key(job.job_id) else []
+    return [job.result_key] if job.result_key == bundle_key(job.job_id) or job.reused_from else []
 
 
 def delete_parts(storage: Storage, index: PartsIndex, job_ids: list[str], *, forget: bool) -> None:

@@ -40,6 +40,14 @@ Keys (all prefixed :data:`PREFIX`, ``delineate:``):
 - ``streams:{owner}`` sorted set, the owner's open SSE streams (an id per stream) scored by
   their last heartbeat (epoch seconds), across every API process; a stream not refreshed for
   a few heartbeats (its process died) no longer counts (``delineate/api/sse.py``)
+- ``reuse:{digest}`` string (JSON), the latest bundle built for one set of file ids
+  (``digest``: sha256 of the sorted ids, 32 hex digits): its sources' digest (ids and
+  ETags), its builder's job id and result fields; TTL JOB_TTL_SECONDS, refreshed by each job
+  completed with it. Only a hint: ``bundle-refs`` says whether the bundle is alive
+  (``delineate/store/bundles.py``)
+- ``bundle-refs:{jobId}`` sorted set, the jobs completed with the bundle ``jobId`` built,
+  each scored with when its hash expires (epoch s); made by the first job that reuses it,
+  deleted (and the bundle with it) once none of them is completed and unrevoked any more
 - ``metrics:*``     the shared metric counters (:data:`METRICS_PREFIX`, `delineate/telemetry/`)
 
 The Lua scripts (``store/lua/*.lua``) build some of these keys themselves from the
@@ -108,6 +116,15 @@ def dispatch_message_key(job_id: str) -> str:
 
 def ready_key(owner: str) -> str:
     return f"{DISPATCH_PREFIX}ready:{dispatch_tenant(owner)}"
+
+
+def reuse_key(ids_digest: str) -> str:
+    return f"{PREFIX}reuse:{ids_digest}"
+
+
+def bundle_refs_key(job_id: str) -> str:
+    """``store/lua/reuse.lua`` builds it too, from the builder's job id."""
+    return f"{PREFIX}bundle-refs:{job_id}"
 
 
 LIVE_KEY = f"{PREFIX}sweep:live"

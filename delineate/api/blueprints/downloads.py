@@ -205,12 +205,15 @@ def _revoke(svc: Services, job: Job) -> tuple[Response, int]:
 def _delete_result(svc: Services, job: Job) -> None:
     """Delete a revoked job's bundle (or its parts) and take it off the revocation index. A
     single-file job's result is its source object, shared with every other job: only its
-    links are revoked. What this request cannot delete in time, the sweeper does."""
+    links are revoked. A bundle other jobs reused goes only with its last user
+    (``store/bundles.py``). What this request cannot delete in time, the sweeper does."""
     keys = result_objects(job)
     if keys:
         try:
+            if not svc.store.release_revoked([job.job_id]):
+                keys = []  # another job still uses this bundle
             bounded_map(svc.storage.delete, keys, REVOKE_DELETE_CONCURRENCY, REVOKE_DELETE_BUDGET_SECONDS)
-        except (TimeoutError, StorageError) as exc:
+        except (TimeoutError, StorageError, redis.RedisError) as exc:
             logger.warning("job %s revoked; its bundle is left to the sweeper: %s", job.job_id, str(exc) or "timed out")
             return
     try:
