@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from delineate.api import schemas, validation
-from delineate.api.validation import FILE_ID_MAX, FILE_ID_MIN, MAX_FILE_IDS
+from delineate.api.validation import FILE_ID_MAX, FILE_ID_MIN
 from delineate.models import TERMINAL_STATES, JobState
 
 REF = "#/components/schemas/{model}"
@@ -63,7 +63,14 @@ def _query_number(name: str, description: str, maximum: int) -> dict[str, Any]:
 BAD_JOB_ID = _err("the job id is not a UUID")
 NOT_FOUND = _err("no such job: unknown, expired, or another API key's")
 BAD_BODY = _err("malformed JSON, or fields that break the schema (each listed in details with its JSON path)")
-TOO_LARGE = _err("the body is larger than MAX_BODY_BYTES")
+TOO_LARGE = _err("the body is larger than MAX_BODY_BYTES ({max_body_bytes} bytes)")
+TOO_LARGE_IDS = _err("the body is larger than MAX_INITIATE_BODY_BYTES ({max_initiate_body_bytes} bytes)")
+FILE_IDS = (
+    f"`file_ids`: 1-{{max_file_ids}} (MAX_FILE_IDS) JSON integers from {FILE_ID_MIN} to {FILE_ID_MAX} (no strings, "
+    "floats, exponents or booleans), in a body of at most {max_initiate_body_bytes} bytes (MAX_INITIATE_BODY_BYTES); "
+    "duplicates are dropped (the limit counts ids as sent)."
+)
+"""The body rule of initiate and estimate; ``{name}`` placeholders are this app's settings (:func:`_limits`)."""
 NOT_JSON = _err("the body is not declared as application/json")
 REDIS_DOWN = _err("Redis (job store, rate limiter) or the object store is unavailable", "Retry-After")
 
@@ -97,7 +104,7 @@ OPERATIONS: tuple[Op, ...] = (
             ),
             400: BAD_BODY,
             409: _err("this Idempotency-Key was used with other file_ids"),
-            413: TOO_LARGE,
+            413: TOO_LARGE_IDS,
             415: NOT_JSON,
             429: _err(
                 "rate limited, or this API key has MAX_ACTIVE_JOBS_PER_KEY queued or processing jobs",
@@ -107,8 +114,7 @@ OPERATIONS: tuple[Op, ...] = (
         },
         body=validation.FileIdsBody, idempotency=True,
         description=(
-            f"`file_ids`: 1-{MAX_FILE_IDS} JSON integers from {FILE_ID_MIN} to {FILE_ID_MAX} (no strings, "
-            "floats, exponents or booleans); duplicates are dropped and `totalFileIds` counts unique ids. "
+            FILE_IDS + " `totalFileIds` counts unique ids. "
             "The job is prepared in the background: poll the status link in `Location`."
         ),
     ),
@@ -166,9 +172,14 @@ OPERATIONS: tuple[Op, ...] = (
         "What a job with these ids would get, without starting one",
         {
             200: Resp("available and missing ids, total bytes, expected time", schemas.Estimate),
-            400: BAD_BODY, 413: TOO_LARGE, 415: NOT_JSON, 503: REDIS_DOWN,
+            400: BAD_BODY, 413: TOO_LARGE_IDS, 415: NOT_JSON, 503: REDIS_DOWN,
         },
         body=validation.FileIdsBody,
+        description=(
+            FILE_IDS + " The HEADs run side by side for at most {estimate_budget_seconds} s; ids not checked by "
+            "then are listed in `uncheckedFileIds` (503 when none was). Counts as one request per "
+            "{estimate_ids_per_request} ids against the rate limit."
+        ),
     ),
     Op(
         "post", "/v1/download/check", "/v1/download/check", "checkFile", "Is one file available?",
@@ -266,15 +277,16 @@ HEADERS: dict[str, dict[str, Any]] = {
 }
 
 
-def _components() -> dict[str, Any]:
-    models: list[type[BaseModel]] = [validation.FileIdsBody, validation.FileIdBody]
+def _components(max_file_ids: int) -> dict[str, Any]:
+    ids_body = validation.file_ids_body(max_file_ids)  # its schema's maxItems is this app's MAX_FILE_IDS
+    models: list[type[BaseModel]] = [ids_body, validation.FileIdBody]
     models += [
         schemas.ErrorBody, schemas.Problem, schemas.JobStatus, schemas.Accepted, schemas.Estimate,
         schemas.CheckResult, schemas.StartResult, schemas.DownloadRedirect, schemas.Health, schemas.Index,
         schemas.JobPage, schemas.JobSummary, schemas.Stats, schemas.Timeline, schemas.TimelineBucket,
         schemas.ErrorLog, schemas.ErrorEntry,
     ]  # fmt: skip
-    mode = {validation.FileIdsBody: "validation", validation.FileIdBody: "validation"}
+    mode = {ids_body: "validation", validation.FileIdBody: "validation"}
     _, defs = models_json_schema(
         [(m, mode.get(m, "serialization")) for m in models],  # type: ignore[misc]
         ref_template=REF,
@@ -298,14 +310,35 @@ LINKS = (("status", "getStatus"), ("download", "download"), ("cancel", "cancelDo
 """Operations that take the jobId an initiate answer gives (link name, operationId)."""
 
 
-def _response(op: Op, status: int, resp: Resp) -> dict[str, Any]:
+def _filled(text: str, limits: dict[str, str]) -> str:
+    """``text`` with each ``{name}`` of ``limits`` replaced by its value (this app's settings)."""
+    for name, value in limits.items():
+        text = text.replace("{" + name + "}", value)
+    return text
+
+
+def _limits(app: Flask) -> dict[str, str]:
+    """The numbers the descriptions name, from the app's settings and the estimate's constants."""
+    from delineate.api.blueprints import downloads  # (the blueprint's own constants)
+
+    settings = app.extensions["delineate"].settings
+    return {
+        "max_file_ids": str(settings.max_file_ids),
+        "max_body_bytes": str(settings.max_body_bytes),
+        "max_initiate_body_bytes": str(settings.max_initiate_body_bytes),
+        "estimate_budget_seconds": f"{downloads.ESTIMATE_BUDGET_SECONDS:g}",
+        "estimate_ids_per_request": str(downloads.ESTIMATE_IDS_PER_REQUEST),
+    }
+
+
+def _response(op: Op, status: int, resp: Resp, limits: dict[str, str]) -> dict[str, Any]:
     headers: dict[str, Any] = {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID", "required": True}}
     if op.limited and status != 503:
         for name in ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"):
             headers[name] = {"$ref": f"#/components/headers/{name}"}
     for name in resp.headers:
         headers[name] = {"$ref": f"#/components/headers/{name}"}
-    out: dict[str, Any] = {"description": resp.description, "headers": headers}
+    out: dict[str, Any] = {"description": _filled(resp.description, limits), "headers": headers}
     if resp.model is schemas.Accepted:
         # Where the new job's id goes next (schemathesis' stateful phase follows these too).
         out["links"] = {
@@ -320,7 +353,7 @@ def _response(op: Op, status: int, resp: Resp) -> dict[str, Any]:
     return out
 
 
-def _operation(op: Op, keyed_mode: bool) -> dict[str, Any]:
+def _operation(op: Op, keyed_mode: bool, limits: dict[str, str]) -> dict[str, Any]:
     responses = dict(op.responses)
     if op.keyed and keyed_mode:
         responses[401] = _err("no API key, or not a valid one", "WWW-Authenticate")
@@ -350,12 +383,12 @@ def _operation(op: Op, keyed_mode: bool) -> dict[str, Any]:
         "summary": op.summary,
         "tags": list(op.tags),
         "responses": {
-            str(status): _response(op, status, resp)
+            str(status): _response(op, status, resp, limits)
             for status, resp in sorted(responses.items(), key=lambda item: item[0])
         },
     }
     if op.description:
-        out["description"] = op.description
+        out["description"] = _filled(op.description, limits)
     if params:
         out["parameters"] = params
     if op.body is not None:
@@ -374,9 +407,10 @@ def build_spec(app: Flask) -> dict[str, Any]:
     keyed_mode = app.extensions["delineate"].tenants.current.keyed
     served = {(rule.rule, method.lower()) for rule in app.url_map.iter_rules() for method in rule.methods or ()}
     paths: dict[str, dict[str, Any]] = {}
+    limits = _limits(app)
     for op in OPERATIONS:
         if (op.rule, op.method) in served:
-            paths.setdefault(op.path, {})[op.method] = _operation(op, keyed_mode)
+            paths.setdefault(op.path, {})[op.method] = _operation(op, keyed_mode, limits)
     window_s = settings.rate_limit_window_ms / 1000
     spec: dict[str, Any] = {
         "openapi": "3.1.0",
@@ -390,7 +424,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
             ),
         },
         "paths": paths,
-        "components": {"schemas": _components(), "headers": HEADERS},
+        "components": {"schemas": _components(settings.max_file_ids), "headers": HEADERS},
     }
     if keyed_mode:
         spec["components"]["securitySchemes"] = {
