@@ -13,7 +13,8 @@ timings of each step with a 10,000-id job (3 files present, 9,997 missing, as th
 - ``status read``: the record read, made the status JSON and encoded;
 - ``history page``: a page of 20 and of 100 such jobs, read and encoded;
 - ``manifest``: ``manifest.json`` of 10,000 files and the zip's central directory of 10,000 entries;
-- ``estimate HEADs``: 10,000 HEADs ESTIMATE_CONCURRENCY (16) at a time (the estimate's fan-out, in threads);
+- ``estimate``: the estimate's check of 10,000 ids (LIST pages where they are dense, then HEADs),
+  and 10,000 HEADs ESTIMATE_CONCURRENCY (16) at a time (the fan-out alone, in threads);
 - ``check loop``: the worker's checks one after another (HEAD, or GET with prefetch), 10,000 of them;
 - and the record's size in Redis (``MEMORY USAGE``) when queued and when finished.
 
@@ -39,6 +40,7 @@ import orjson
 from bench.stack import RESULTS
 from delineate.api.blueprints.downloads import ESTIMATE_CONCURRENCY
 from delineate.api.fanout import map_within
+from delineate.api.sources import check_sources
 from delineate.api.validation import file_ids_body, parse_json
 from delineate.config import load_settings
 from delineate.dev.seed import SAMPLE_IDS, seed
@@ -148,7 +150,10 @@ def _steps(settings: Any, storage: Storage, runs: int) -> dict[str, float]:
     out["manifest json ms"] = timed(lambda: BundleManifest(job_id, [], files).to_json(), runs)
     sources = [Source(i, 1, lambda: [b"x"]) for i in ALL]
     out["zip of 10,000 entries ms"] = timed(lambda: sum(len(c) for c in stream_bundle(job_id, sources, [])), 1)
-    out["estimate HEADs ms"] = timed(
+    out["estimate (LIST pages, then HEADs) ms"] = timed(
+        lambda: check_sources(storage, ALL, ESTIMATE_CONCURRENCY, 60), runs
+    )
+    out["estimate HEADs only ms"] = timed(
         lambda: map_within(lambda i: storage.head(source_key(i)), ALL, ESTIMATE_CONCURRENCY, 60), 1
     )
 

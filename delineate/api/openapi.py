@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from delineate.api import schemas, validation
-from delineate.api.validation import FILE_ID_MAX, FILE_ID_MIN
+from delineate.api.openapi_limits import ESTIMATE_TEXT, INITIATE_TEXT, with_limits
 from delineate.models import TERMINAL_STATES, JobState
 
 REF = "#/components/schemas/{model}"
@@ -65,12 +65,6 @@ NOT_FOUND = _err("no such job: unknown, expired, or another API key's")
 BAD_BODY = _err("malformed JSON, or fields that break the schema (each listed in details with its JSON path)")
 TOO_LARGE = _err("the body is larger than MAX_BODY_BYTES ({max_body_bytes} bytes)")
 TOO_LARGE_IDS = _err("the body is larger than MAX_INITIATE_BODY_BYTES ({max_initiate_body_bytes} bytes)")
-FILE_IDS = (
-    f"`file_ids`: 1-{{max_file_ids}} (MAX_FILE_IDS) JSON integers from {FILE_ID_MIN} to {FILE_ID_MAX} (no strings, "
-    "floats, exponents or booleans), in a body of at most {max_initiate_body_bytes} bytes (MAX_INITIATE_BODY_BYTES); "
-    "duplicates are dropped (the limit counts ids as sent)."
-)
-"""The body rule of initiate and estimate; ``{name}`` placeholders are this app's settings (:func:`_limits`)."""
 NOT_JSON = _err("the body is not declared as application/json")
 REDIS_DOWN = _err("Redis (job store, rate limiter) or the object store is unavailable", "Retry-After")
 
@@ -113,10 +107,7 @@ OPERATIONS: tuple[Op, ...] = (
             503: REDIS_DOWN,
         },
         body=validation.FileIdsBody, idempotency=True,
-        description=(
-            FILE_IDS + " `totalFileIds` counts unique ids. "
-            "The job is prepared in the background: poll the status link in `Location`."
-        ),
+        description=INITIATE_TEXT,
     ),
     Op(
         "get", "/v1/download/status/{jobId}", "/v1/download/status/<job_id>", "getStatus",
@@ -175,11 +166,7 @@ OPERATIONS: tuple[Op, ...] = (
             400: BAD_BODY, 413: TOO_LARGE_IDS, 415: NOT_JSON, 503: REDIS_DOWN,
         },
         body=validation.FileIdsBody,
-        description=(
-            FILE_IDS + " The HEADs run side by side for at most {estimate_budget_seconds} s; ids not checked by "
-            "then are listed in `uncheckedFileIds` (503 when none was). Counts as one request per "
-            "{estimate_ids_per_request} ids against the rate limit."
-        ),
+        description=ESTIMATE_TEXT,
     ),
     Op(
         "post", "/v1/download/check", "/v1/download/check", "checkFile", "Is one file available?",
@@ -310,35 +297,14 @@ LINKS = (("status", "getStatus"), ("download", "download"), ("cancel", "cancelDo
 """Operations that take the jobId an initiate answer gives (link name, operationId)."""
 
 
-def _filled(text: str, limits: dict[str, str]) -> str:
-    """``text`` with each ``{name}`` of ``limits`` replaced by its value (this app's settings)."""
-    for name, value in limits.items():
-        text = text.replace("{" + name + "}", value)
-    return text
-
-
-def _limits(app: Flask) -> dict[str, str]:
-    """The numbers the descriptions name, from the app's settings and the estimate's constants."""
-    from delineate.api.blueprints import downloads  # (the blueprint's own constants)
-
-    settings = app.extensions["delineate"].settings
-    return {
-        "max_file_ids": str(settings.max_file_ids),
-        "max_body_bytes": str(settings.max_body_bytes),
-        "max_initiate_body_bytes": str(settings.max_initiate_body_bytes),
-        "estimate_budget_seconds": f"{downloads.ESTIMATE_BUDGET_SECONDS:g}",
-        "estimate_ids_per_request": str(downloads.ESTIMATE_IDS_PER_REQUEST),
-    }
-
-
-def _response(op: Op, status: int, resp: Resp, limits: dict[str, str]) -> dict[str, Any]:
+def _response(op: Op, status: int, resp: Resp) -> dict[str, Any]:
     headers: dict[str, Any] = {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID", "required": True}}
     if op.limited and status != 503:
         for name in ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"):
             headers[name] = {"$ref": f"#/components/headers/{name}"}
     for name in resp.headers:
         headers[name] = {"$ref": f"#/components/headers/{name}"}
-    out: dict[str, Any] = {"description": _filled(resp.description, limits), "headers": headers}
+    out: dict[str, Any] = {"description": resp.description, "headers": headers}
     if resp.model is schemas.Accepted:
         # Where the new job's id goes next (schemathesis' stateful phase follows these too).
         out["links"] = {
@@ -353,7 +319,7 @@ def _response(op: Op, status: int, resp: Resp, limits: dict[str, str]) -> dict[s
     return out
 
 
-def _operation(op: Op, keyed_mode: bool, limits: dict[str, str]) -> dict[str, Any]:
+def _operation(op: Op, keyed_mode: bool) -> dict[str, Any]:
     responses = dict(op.responses)
     if op.keyed and keyed_mode:
         responses[401] = _err("no API key, or not a valid one", "WWW-Authenticate")
@@ -383,12 +349,12 @@ def _operation(op: Op, keyed_mode: bool, limits: dict[str, str]) -> dict[str, An
         "summary": op.summary,
         "tags": list(op.tags),
         "responses": {
-            str(status): _response(op, status, resp, limits)
+            str(status): _response(op, status, resp)
             for status, resp in sorted(responses.items(), key=lambda item: item[0])
         },
     }
     if op.description:
-        out["description"] = _filled(op.description, limits)
+        out["description"] = op.description
     if params:
         out["parameters"] = params
     if op.body is not None:
@@ -407,10 +373,9 @@ def build_spec(app: Flask) -> dict[str, Any]:
     keyed_mode = app.extensions["delineate"].tenants.current.keyed
     served = {(rule.rule, method.lower()) for rule in app.url_map.iter_rules() for method in rule.methods or ()}
     paths: dict[str, dict[str, Any]] = {}
-    limits = _limits(app)
     for op in OPERATIONS:
         if (op.rule, op.method) in served:
-            paths.setdefault(op.path, {})[op.method] = _operation(op, keyed_mode, limits)
+            paths.setdefault(op.path, {})[op.method] = _operation(op, keyed_mode)
     window_s = settings.rate_limit_window_ms / 1000
     spec: dict[str, Any] = {
         "openapi": "3.1.0",
@@ -423,7 +388,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
                 f"{settings.rate_limit_max_requests} requests per {window_s:g} s per API key (or client IP)."
             ),
         },
-        "paths": paths,
+        "paths": with_limits(paths, app),
         "components": {"schemas": _components(settings.max_file_ids), "headers": HEADERS},
     }
     if keyed_mode:

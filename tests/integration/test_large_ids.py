@@ -22,6 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
+from delineate import create_app
+from delineate.api import sources
 from delineate.config import Settings
 from delineate.dev.seed import SAMPLE_IDS
 from tests.support.stack import Service, poll_status, start_api, start_worker
@@ -147,6 +149,33 @@ def test_an_estimate_of_ten_thousand_ids_answers_within_its_budget(stack: Stack)
     assert len(body["availableFileIds"]) + len(body["missingFileIds"]) + len(body["uncheckedFileIds"]) == MAX_IDS
     assert set(body["availableFileIds"]) == set(AVAILABLE) & checked
     print(f"\nestimate of {MAX_IDS} ids: {took:.2f} s, {len(body['uncheckedFileIds'])} unchecked")
+
+
+@pytest.mark.parametrize("page", [7, 1000])
+def test_listed_and_headed_estimates_agree(stack: Stack, monkeypatch: pytest.MonkeyPatch, page: int) -> None:
+    """LIST pages (of ``page`` keys, so several) settle the ids they reach as the HEADs would;
+    a sparse stretch hands the rest to HEADs; ids of every digit count, so key order is not
+    number order."""
+    client = create_app(stack.settings).test_client()
+    ids = [*SAMPLE_IDS, *range(69_990, 70_100), 10_000, 99_999_999, 1_000_000, 700_000, 7_000_000, 70_994]
+    ids = list(dict.fromkeys(ids))
+
+    def estimate() -> dict[str, Any]:
+        response = client.post(ESTIMATE, json={"file_ids": ids})
+        assert response.status_code == 200, response.get_data(as_text=True)
+        body: dict[str, Any] = response.get_json()
+        assert body["uncheckedFileIds"] == []
+        return body
+
+    monkeypatch.setattr(sources, "LIST_MIN_IDS", 1_000_000)
+    headed = estimate()
+    assert set(headed["availableFileIds"]) == set(SAMPLE_IDS)
+    monkeypatch.setattr(sources, "LIST_MIN_IDS", 1)
+    monkeypatch.setattr(sources, "LIST_PAGE_KEYS", page)
+    monkeypatch.setattr(sources, "LIST_MIN_SETTLED_PER_PAGE", 0)
+    assert estimate() == headed
+    monkeypatch.setattr(sources, "LIST_MIN_SETTLED_PER_PAGE", 10_000)  # "sparse" after one page: HEADs
+    assert estimate() == headed
 
 
 def test_a_ten_thousand_id_job_runs_to_the_end(stack: Stack) -> None:

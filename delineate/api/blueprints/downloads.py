@@ -15,8 +15,9 @@ from werkzeug.routing import BaseConverter
 
 from delineate.api.accept import accept, estimate_seconds, idempotency_key
 from delineate.api.edge.auth import current_owner, load_owned_job
-from delineate.api.fanout import bounded_map, map_within
+from delineate.api.fanout import bounded_map
 from delineate.api.flask_app import services
+from delineate.api.sources import check_sources
 from delineate.api.validation import (
     ROUTE_NAMES,
     FileIdBody,
@@ -200,7 +201,7 @@ ESTIMATE_CONCURRENCY = 16
 """HEAD requests one estimate has in flight at most."""
 
 ESTIMATE_BUDGET_SECONDS = 10.0
-"""Time one estimate may spend on its HEAD requests, in seconds; past it, the answer lists
+"""Time one estimate may spend on its LIST and HEAD requests, in seconds; past it, the answer lists
 the ids not checked yet in ``uncheckedFileIds`` (503 only when none was checked)."""
 
 ESTIMATE_IDS_PER_REQUEST = 100
@@ -217,12 +218,9 @@ def estimate() -> Response:
     edge = current_app.extensions.get("delineate_edge")
     if extra > 0 and edge is not None:
         edge.count(cost=extra)
-    storage = svc.storage
-    # Within the budget whatever the count (MAX_FILE_IDS, 10,000 by default): the ids the
-    # store had not answered for by then are named, not guessed.
-    infos = map_within(
-        lambda file_id: storage.head(source_key(file_id)), ids, ESTIMATE_CONCURRENCY, ESTIMATE_BUDGET_SECONDS
-    )
+    # Within the budget whatever the count (MAX_FILE_IDS, 10,000 by default): LIST pages where
+    # the ids are dense, HEADs elsewhere; the ids not settled by then are named, not guessed.
+    infos = check_sources(svc.storage, ids, ESTIMATE_CONCURRENCY, ESTIMATE_BUDGET_SECONDS)
     available: list[int] = []
     missing: list[int] = []
     unchecked: list[int] = []
