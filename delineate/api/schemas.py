@@ -107,6 +107,11 @@ class Accepted(_Body):
 class Estimate(_Body):
     availableFileIds: list[int]
     missingFileIds: list[int]
+    uncheckedFileIds: list[int] = Field(
+        default_factory=list,
+        description="ids the object store had not answered for within the estimate's time budget "
+        "(empty when every id was checked); their bytes are not in totalBytes: ask again for these",
+    )
     totalBytes: int = Field(ge=0)
     estimatedTimeSeconds: int = Field(ge=0)
 

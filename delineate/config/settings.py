@@ -93,6 +93,9 @@ class Settings:
     sse_heartbeat_seconds: int = 15
     sse_max_streams: int = 5000
     max_body_bytes: int = 65_536
+    # Large exports (design.md): ids per initiate or estimate, and those two routes' body limit.
+    max_file_ids: int = 10_000
+    max_initiate_body_bytes: int = 262_144
     sentry_dsn: str = ""
     # `?sentry_test=true` on POST /v1/download/check answers a deliberate 500 (make run, compose's dev profile).
     sentry_test_route: bool = False

@@ -258,6 +258,23 @@ class Storage(Multipart):
         except (BotoCoreError, ClientError, OSError) as exc:
             raise convert(exc, "LIST sources", self.bucket) from None
 
+    def list_sizes(self, prefix: str, start_after: str, max_keys: int = 1000) -> tuple[dict[str, int], bool]:
+        """The keys under ``prefix`` after ``start_after`` in key order, at most ``max_keys``,
+        with their sizes; and whether more follow. One request where a HEAD per key would
+        be up to ``max_keys``.
+
+        :raise SourceUnavailable: the store did not answer.
+        :raise StorageMisconfigured: bucket missing, or listing not allowed (s3:ListBucket).
+        """
+        try:
+            response = self._client.list_objects_v2(
+                Bucket=self.bucket, Prefix=prefix, StartAfter=start_after, MaxKeys=max_keys
+            )
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise convert(exc, f"LIST {prefix}", self.bucket) from None
+        sizes = {str(item["Key"]): int(item["Size"]) for item in response.get("Contents", ())}
+        return sizes, bool(response.get("IsTruncated"))
+
     def _confirm_bucket(self) -> None:
         """:meth:`check_bucket`, unless the bucket answered in the last BUCKET_CONFIRMED_SECONDS."""
         if time.monotonic() - self._bucket_confirmed_at < BUCKET_CONFIRMED_SECONDS:

@@ -17,13 +17,14 @@ from delineate.api.accept import accept, estimate_seconds, idempotency_key
 from delineate.api.edge.auth import current_owner, load_owned_job
 from delineate.api.fanout import bounded_map
 from delineate.api.flask_app import services
+from delineate.api.sources import check_sources
 from delineate.api.validation import (
     ROUTE_NAMES,
     FileIdBody,
-    FileIdsBody,
     bad_query,
     is_job_id,
     parse_body,
+    parse_file_ids,
     parse_job_id,
     query_number,
     refuse_unknown_query,
@@ -43,7 +44,7 @@ from delineate.jobs.parts import result_objects
 from delineate.jobs.webhooks import check_callback_url, send_revoked
 from delineate.models import Job, JobState, Phase
 from delineate.services import Services, download_name
-from delineate.storage import part_key, source_key
+from delineate.storage import ObjectInfo, part_key, source_key
 from delineate.store import JobGone, JobStore
 from delineate.store.revocation import NotRevocable
 from delineate.telemetry.audit import NO_STORE, audit_link
@@ -89,8 +90,8 @@ def _prefetch_jobs(state: BlueprintSetupState) -> None:
 
 @bp.post("/initiate")
 def initiate() -> tuple[Response, int, list[tuple[str, str]]]:
-    body = parse_body(FileIdsBody)
     svc = services()
+    body = parse_file_ids(svc.settings)
     owner = current_owner()
     tenant = svc.tenants.current.tenant(owner)  # its callback hosts and webhook secret
     callback_url = "" if body.callback_url is None else check_callback_url(body.callback_url, tenant)
@@ -235,7 +236,8 @@ ESTIMATE_CONCURRENCY = 16
 """HEAD requests one estimate has in flight at most."""
 
 ESTIMATE_BUDGET_SECONDS = 10.0
-"""Time one estimate may spend on its HEAD requests, in seconds; past it, 503."""
+"""Time one estimate may spend on its LIST and HEAD requests, in seconds; past it, the answer lists
+the ids not checked yet in ``uncheckedFileIds`` (503 only when none was checked)."""
 
 ESTIMATE_IDS_PER_REQUEST = 100
 """An estimate counts as one request against the rate limit per this many ids (rounded up)."""
@@ -243,35 +245,38 @@ ESTIMATE_IDS_PER_REQUEST = 100
 
 @bp.post("/estimate")
 def estimate() -> Response:
-    body = parse_body(FileIdsBody)
+    """:raise SourceUnavailable: the store answered for none of the ids within the budget (503)."""
+    svc = services()
+    body = parse_file_ids(svc.settings)
     ids = body.unique_ids()
     extra = math.ceil(len(ids) / ESTIMATE_IDS_PER_REQUEST) - 1  # the edge counted one already
     edge = current_app.extensions.get("delineate_edge")
     if extra > 0 and edge is not None:
         edge.count(cost=extra)
-    svc = services()
-    storage = svc.storage
-    try:
-        infos = bounded_map(
-            lambda file_id: storage.head(source_key(file_id)), ids, ESTIMATE_CONCURRENCY, ESTIMATE_BUDGET_SECONDS
-        )
-    except TimeoutError:
-        raise SourceUnavailable(
-            f"The object store did not answer for {len(ids)} files within {ESTIMATE_BUDGET_SECONDS:.0f} s; "
-            "try again shortly, or with fewer ids."
-        ) from None
+    # Within the budget whatever the count (MAX_FILE_IDS, 10,000 by default): LIST pages where
+    # the ids are dense, HEADs elsewhere; the ids not settled by then are named, not guessed.
+    infos = check_sources(svc.storage, ids, ESTIMATE_CONCURRENCY, ESTIMATE_BUDGET_SECONDS)
     available: list[int] = []
     missing: list[int] = []
+    unchecked: list[int] = []
     total = 0
     for file_id, info in zip(ids, infos, strict=True):
-        if info is None:
-            missing.append(file_id)
-        else:
+        if isinstance(info, ObjectInfo):
             available.append(file_id)
             total += info.size
+        elif info is None:
+            missing.append(file_id)
+        else:  # PENDING: not answered within the budget
+            unchecked.append(file_id)
+    if len(unchecked) == len(ids):
+        raise SourceUnavailable(
+            f"The object store did not answer for any of {len(ids)} files within {ESTIMATE_BUDGET_SECONDS:g} s; "
+            "try again shortly."
+        )
     return jsonify(
         availableFileIds=available,
         missingFileIds=missing,
+        uncheckedFileIds=unchecked,
         totalBytes=total,
         estimatedTimeSeconds=estimate_seconds(svc.settings, len(ids)),
     )
