@@ -15,12 +15,16 @@ Celery workers), then, per run:
   worker uses), which shows what the job itself adds to moving the bytes.
 - ``latency``: one job at a time, initiate -> ``completed`` as a client polling the status
   every 2 ms sees it; the median of 20.
+- ``reuse``: the same 100-file export asked again and again, one at a time, on a stack of
+  its own with BUNDLE_REUSE on: initiate -> ``completed`` (``"reused": true``, no byte read)
+  as ``latency`` measures it, the median of 20 repeats, beside the first (built) export.
+  The other scenarios' stack has reuse off, so every bundle job there still builds its zip.
 
 Completion is watched through the worker's own counter of finished jobs (Redis), so the
 watching costs the stack nothing.
 
     .venv/bin/python bench/e2e.py [--runs 3] [--jobs 2000] [--bundle-jobs 1500] [--workers 2]
-        [--concurrency 100] [--only singles,bundles,latency] [--json PATH]
+        [--concurrency 100] [--only singles,bundles,latency,reuse] [--json PATH]
 """
 
 from __future__ import annotations
@@ -153,6 +157,39 @@ def source_bytes(storage: Any, sets: list[list[int]]) -> int:
     return sum(sizes[i] for ids in sets for i in ids)
 
 
+REUSE_FILES = 100
+"""Files of the repeated export (``reuse``)."""
+
+
+def _until_completed(http: httpx.Client, ids: list[int]) -> tuple[float, dict[str, Any]]:
+    """Milliseconds from initiate to ``completed`` (status polled every 2 ms), and that status."""
+    began = time.perf_counter()
+    job_id = http.post("/v1/download/initiate", json={"file_ids": ids}).json()["jobId"]
+    while (status := http.get(f"/v1/download/status/{job_id}").json())["status"] not in {"completed", "failed"}:
+        time.sleep(0.002)
+    return (time.perf_counter() - began) * 1000, status
+
+
+def reuse(workdir: Path, concurrency: int, samples: int = 20) -> dict[str, Any]:
+    """The repeated export on a stack with reuse on: the first (built) and the median repeat."""
+    stack = start_stack(workdir / "reuse", workers=1, concurrency=concurrency, download_delay_enabled=False)
+    try:
+        ids = list(SAMPLE_IDS[:REUSE_FILES])
+        with httpx.Client(base_url=stack.base, timeout=30) as http:
+            latency(stack.base, 3)  # warm-up
+            built_ms, built = _until_completed(http, ids)
+            repeats = [_until_completed(http, ids) for _ in range(samples)]
+    finally:
+        stack.stop()
+    return {
+        "files": len(ids),
+        "built_ms": built_ms,
+        "built_reused": bool(built.get("reused")),
+        "reused_ms": statistics.median(ms for ms, _ in repeats),
+        "reused_all": all(status.get("reused") is True for _, status in repeats),
+    }
+
+
 def latency(base: str, samples: int = 20) -> float:
     times = []
     with httpx.Client(base_url=base, timeout=10) as http:
@@ -171,7 +208,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Every run of the scenarios in ``args.only`` on one stack."""
     only = set(args.only.split(","))
     workdir = Path(tempfile.mkdtemp(prefix="delineate-bench-e2e-"))
-    stack = start_stack(workdir, workers=args.workers, concurrency=args.concurrency, download_delay_enabled=False)
+    stack = start_stack(
+        workdir, workers=args.workers, concurrency=args.concurrency, download_delay_enabled=False, bundle_reuse=False
+    )
     runs: list[dict[str, Any]] = []
     try:
         import redis
@@ -199,6 +238,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 run["bundles"] = bundles
             if "latency" in only:
                 run["latency_ms"] = latency(stack.base)
+            if "reuse" in only:
+                run["reuse"] = reuse(workdir, args.concurrency)
             runs.append(run)
             print(f"run {n + 1}: {json.dumps(run, default=lambda v: round(v, 3))}", flush=True)
     finally:
@@ -213,7 +254,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--bundle-jobs", type=int, default=1500)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=100, help="threads per Celery worker")
-    parser.add_argument("--only", default="singles,bundles,latency")
+    parser.add_argument("--only", default="singles,bundles,latency,reuse")
     parser.add_argument("--json", type=Path)
     return parser
 

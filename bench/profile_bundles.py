@@ -103,7 +103,8 @@ def main() -> int:
     from delineate.storage import Storage
 
     workdir = Path(tempfile.mkdtemp(prefix="delineate-bench-bundles-"))
-    stack = start_stack(workdir, workers=2, concurrency=100, download_delay_enabled=False)
+    # Reuse off: its 3-file sets repeat, and this profiles building them (as bench/e2e.py's "bundles").
+    stack = start_stack(workdir, workers=2, concurrency=100, download_delay_enabled=False, bundle_reuse=False)
     raws = [workdir / f"worker-{n}.txt" for n in range(len(stack.workers))]
     try:
         client = redis.Redis.from_url(stack.settings.redis_url, decode_responses=True)

@@ -7,6 +7,7 @@
     ├── JobNotFound (404)
     ├── JobNotReady (409)
     ├── Conflict (409)
+    │   └── MultipleParts (409)       the result is in parts: download each with ?part=N
     ├── RateLimited (429)             always with Retry-After
     │   └── TooManyActiveJobs (429)
     ├── GatewayTimeout (504)
@@ -73,6 +74,12 @@ class Revoked(DelineateError):
 class Conflict(DelineateError):
     status_code = 409
     error = "conflict"
+
+
+class MultipleParts(Conflict):
+    """A download without ``?part=`` of a result written in parts (the parts are in details)."""
+
+    error = "multiple_parts"
 
 
 class RateLimited(DelineateError):

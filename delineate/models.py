@@ -79,6 +79,10 @@ class Job:
     callback_url: str = ""
     callback: dict[str, Any] | None = None
     revoked_at: str | None = None
+    #: A bundle written in parts (``delineate/jobs/parts.py``): ``[{"index", "size", "sha256",
+    #: "files"}]``, ``files`` counting its entries; None for one zip or object.
+    parts: list[dict[str, Any]] | None = None
+    reused_from: str = ""  # the job whose bundle this one completed with ("": its own, or none)
 
     @property
     def total_files(self) -> int:
@@ -87,7 +91,7 @@ class Job:
     @classmethod
     def from_hash(cls, raw: Mapping[str, str]) -> Job:
         get = raw.get  # every status read decodes one of these: kept to plain lookups
-        size, delay, callback = get("size"), get("delayMs"), get("callback")
+        size, delay, callback, parts = get("size"), get("delayMs"), get("callback"), get("parts")
         return cls(
             job_id=raw["jobId"],
             status=_STATES[raw["status"]],
@@ -113,14 +117,17 @@ class Job:
             callback_url=get("callbackUrl", ""),
             callback=orjson.loads(callback) if callback else None,
             revoked_at=get("revokedAt") or None,
+            parts=orjson.loads(parts) if parts else None,
+            reused_from=get("reusedFrom", ""),
         )
 
     def to_status(self, presign: Callable[[Job], str] | None = None) -> dict[str, Any]:
         """The public status JSON (design.md). ``presign`` makes a fresh download link; a
-        revoked job never gets one, and is the only one whose status has ``revokedAt``."""
+        revoked job never gets one, and is the only one whose status has ``revokedAt``. A bundle
+        in parts has no one link (null): each part is ``GET /v1/download/{jobId}?part=N``."""
         url = None
         if self.status is JobState.COMPLETED and self.result_key and presign is not None and not self.revoked_at:
-            url = presign(self)
+            url = None if self.parts else presign(self)
         status: dict[str, Any] = {
             "jobId": self.job_id,
             "status": self.status.value,
@@ -141,9 +148,12 @@ class Job:
             "bytesDone": self.bytes_done,
             "bytesTotal": self.bytes_total,
             "callback": self.callback,
+            "parts": self.parts,
         }
         if self.revoked_at:
             status["revokedAt"] = self.revoked_at
+        if self.reused_from:  # (absent otherwise, like revokedAt: every other status is unchanged)
+            status["reused"] = True
         return status
 
 

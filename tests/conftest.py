@@ -121,6 +121,9 @@ def _base_settings(redis_port: int, s3_port: int, db: int = 0, **overrides: obje
         "unacked_restore_interval_seconds": 1,
         # Tests poll fast from one address; the rate-limit tests set their own limit.
         "rate_limit_max_requests": 1_000_000,
+        # Each test sees its own bundle (bundles/{its jobId}.zip, its manifest) although many ask
+        # the same ids; tests/integration/test_reuse.py turns reuse on for its own stack.
+        "bundle_reuse": False,
     }
     values.update(overrides)
     return load_settings(environ={}, overrides=values, dotenv_path=None)

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from delineate.api import schemas, validation
-from delineate.api.validation import FILE_ID_MAX, FILE_ID_MIN, MAX_FILE_IDS
+from delineate.api.openapi_limits import ESTIMATE_TEXT, INITIATE_TEXT, with_limits
 from delineate.models import TERMINAL_STATES, JobState
 
 REF = "#/components/schemas/{model}"
@@ -63,7 +63,8 @@ def _query_number(name: str, description: str, maximum: int) -> dict[str, Any]:
 BAD_JOB_ID = _err("the job id is not a UUID")
 NOT_FOUND = _err("no such job: unknown, expired, or another API key's")
 BAD_BODY = _err("malformed JSON, or fields that break the schema (each listed in details with its JSON path)")
-TOO_LARGE = _err("the body is larger than MAX_BODY_BYTES")
+TOO_LARGE = _err("the body is larger than MAX_BODY_BYTES ({max_body_bytes} bytes)")
+TOO_LARGE_IDS = _err("the body is larger than MAX_INITIATE_BODY_BYTES ({max_initiate_body_bytes} bytes)")
 NOT_JSON = _err("the body is not declared as application/json")
 REDIS_DOWN = _err("Redis (job store, rate limiter) or the object store is unavailable", "Retry-After")
 
@@ -97,7 +98,7 @@ OPERATIONS: tuple[Op, ...] = (
             ),
             400: BAD_BODY,
             409: _err("this Idempotency-Key was used with other file_ids"),
-            413: TOO_LARGE,
+            413: TOO_LARGE_IDS,
             415: NOT_JSON,
             429: _err(
                 "rate limited, or this API key has MAX_ACTIVE_JOBS_PER_KEY queued or processing jobs",
@@ -106,11 +107,7 @@ OPERATIONS: tuple[Op, ...] = (
             503: REDIS_DOWN,
         },
         body=validation.FileIdsBody, idempotency=True,
-        description=(
-            f"`file_ids`: 1-{MAX_FILE_IDS} JSON integers from {FILE_ID_MIN} to {FILE_ID_MAX} (no strings, "
-            "floats, exponents or booleans); duplicates are dropped and `totalFileIds` counts unique ids. "
-            "The job is prepared in the background: poll the status link in `Location`."
-        ),
+        description=INITIATE_TEXT,
     ),
     Op(
         "get", "/v1/download/status/{jobId}", "/v1/download/status/<job_id>", "getStatus",
@@ -139,12 +136,11 @@ OPERATIONS: tuple[Op, ...] = (
                 "to a freshly presigned link of the result (valid PRESIGNED_URL_EXPIRY_SECONDS)",
                 schemas.DownloadRedirect, ("Location",),
             ),
-            400: BAD_JOB_ID, 404: NOT_FOUND,
-            409: _err("the job is not completed (its status is in details)"),
-            410: _err("`revoked`: DELETE revoked the job's result, for good (its status is in details)"),
-            503: REDIS_DOWN,
+            400: _err("the job id is not a UUID, or `part` is not one of the result's parts"), 404: NOT_FOUND,
+            409: _err("not completed (its status in details); `multiple_parts`: in parts, listed in details.parts"),
+            410: _err("`revoked`: DELETE revoked the job's result for good (its status in details)"), 503: REDIS_DOWN,
         },
-        job_id=True,
+        job_id=True, extra_params=(_query_number("part", "one part of a result in parts (1: a whole one)", 999_999),),
     ),
     Op(
         "delete", "/v1/download/{jobId}", "/v1/download/<job:job_id>", "cancelDownload",
@@ -152,7 +148,7 @@ OPERATIONS: tuple[Op, ...] = (
         {
             202: Resp(
                 "cancelled (a running job stops at its next file step, leaving no partial result); or, for a "
-                "completed job, revoked (again): `revokedAt` set, its bundle deleted, downloads answer 410",
+                "completed job, revoked (again): `revokedAt` set, its bundle deleted if unused, downloads answer 410",
                 schemas.JobStatus,
             ),
             400: BAD_JOB_ID, 404: NOT_FOUND,
@@ -166,9 +162,10 @@ OPERATIONS: tuple[Op, ...] = (
         "What a job with these ids would get, without starting one",
         {
             200: Resp("available and missing ids, total bytes, expected time", schemas.Estimate),
-            400: BAD_BODY, 413: TOO_LARGE, 415: NOT_JSON, 503: REDIS_DOWN,
+            400: BAD_BODY, 413: TOO_LARGE_IDS, 415: NOT_JSON, 503: REDIS_DOWN,
         },
         body=validation.FileIdsBody,
+        description=ESTIMATE_TEXT,
     ),
     Op(
         "post", "/v1/download/check", "/v1/download/check", "checkFile", "Is one file available?",
@@ -266,15 +263,16 @@ HEADERS: dict[str, dict[str, Any]] = {
 }
 
 
-def _components() -> dict[str, Any]:
-    models: list[type[BaseModel]] = [validation.FileIdsBody, validation.FileIdBody]
+def _components(max_file_ids: int) -> dict[str, Any]:
+    ids_body = validation.file_ids_body(max_file_ids)  # its schema's maxItems is this app's MAX_FILE_IDS
+    models: list[type[BaseModel]] = [ids_body, validation.FileIdBody]
     models += [
         schemas.ErrorBody, schemas.Problem, schemas.JobStatus, schemas.Accepted, schemas.Estimate,
         schemas.CheckResult, schemas.StartResult, schemas.DownloadRedirect, schemas.Health, schemas.Index,
         schemas.JobPage, schemas.JobSummary, schemas.Stats, schemas.Timeline, schemas.TimelineBucket,
-        schemas.ErrorLog, schemas.ErrorEntry,
+        schemas.ErrorLog, schemas.ErrorEntry, schemas.BundlePart,
     ]  # fmt: skip
-    mode = {validation.FileIdsBody: "validation", validation.FileIdBody: "validation"}
+    mode = {ids_body: "validation", validation.FileIdBody: "validation"}
     _, defs = models_json_schema(
         [(m, mode.get(m, "serialization")) for m in models],  # type: ignore[misc]
         ref_template=REF,
@@ -389,8 +387,8 @@ def build_spec(app: Flask) -> dict[str, Any]:
                 f"{settings.rate_limit_max_requests} requests per {window_s:g} s per API key (or client IP)."
             ),
         },
-        "paths": paths,
-        "components": {"schemas": _components(), "headers": HEADERS},
+        "paths": with_limits(paths, app),
+        "components": {"schemas": _components(settings.max_file_ids), "headers": HEADERS},
     }
     if keyed_mode:
         spec["components"]["securitySchemes"] = {

@@ -45,6 +45,15 @@ class CallbackState(BaseModel):
     lastError: str | None = None
 
 
+class BundlePart(_Body):
+    """One part of a result written in parts (past BUNDLE_PART_BYTES): a complete zip."""
+
+    index: int = Field(ge=1, description="download it with GET /v1/download/{jobId}?part={index}")
+    size: int = Field(ge=0, description="its bytes")
+    sha256: str = Field(description="hex digest of the whole part")
+    files: int = Field(ge=1, description="how many files it holds (its manifest.json lists them)")
+
+
 class JobStatus(_Body):
     """A job's status: what polling, SSE events and webhooks carry."""
 
@@ -56,8 +65,10 @@ class JobStatus(_Body):
     availableFiles: int = Field(ge=0)
     missingFileIds: list[int]
     attempts: int = Field(ge=0)
-    downloadUrl: str | None = Field(description="a fresh presigned link when completed (null once revoked)")
-    size: int | None = Field(description="bytes behind downloadUrl")
+    downloadUrl: str | None = Field(
+        description="a fresh presigned link when completed (null once revoked, and for a result in parts)"
+    )
+    size: int | None = Field(description="bytes behind downloadUrl (a result in parts: of all its parts)")
     error: str | None
     createdAt: str = Field(description="ISO-8601, UTC")
     updatedAt: str
@@ -67,11 +78,21 @@ class JobStatus(_Body):
         description="ISO-8601, UTC: when DELETE revoked the completed job's result (the status stays completed, "
         "downloadUrl is null and downloads answer 410); absent until then",
     )
+    reused: bool | None = Field(
+        default=None,
+        description="true when the job completed with a bundle an earlier job built from the same ids and the same "
+        "sources (their ETags), for any tenant: no byte was read, and its manifest.json names that job; absent "
+        "otherwise",
+    )
     version: int = Field(ge=0, description="increases by one on every write")
     phase: PhaseName
     bytesDone: int = Field(ge=0)
     bytesTotal: int = Field(ge=0)
     callback: CallbackState | None = Field(description="webhook delivery, when a callback_url was given")
+    parts: list[BundlePart] | None = Field(
+        description="a result written in parts, in order (downloadUrl is then null; size is their total); "
+        "null for a single zip or file"
+    )
 
 
 class Accepted(_Body):
@@ -86,6 +107,11 @@ class Accepted(_Body):
 class Estimate(_Body):
     availableFileIds: list[int]
     missingFileIds: list[int]
+    uncheckedFileIds: list[int] = Field(
+        default_factory=list,
+        description="ids the object store had not answered for within the estimate's time budget "
+        "(empty when every id was checked); their bytes are not in totalBytes: ask again for these",
+    )
     totalBytes: int = Field(ge=0)
     estimatedTimeSeconds: int = Field(ge=0)
 

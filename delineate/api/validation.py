@@ -5,20 +5,24 @@ The pydantic models here are the single source of truth for what a body may hold
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Annotated, Any, TypeVar
 
 import orjson
 from flask import request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 from werkzeug.http import parse_options_header
 
+from delineate.config import Settings
 from delineate.errors import InvalidJobId, InvalidRequest
 
 FILE_ID_MIN = 10_000
 FILE_ID_MAX = 100_000_000
-MAX_FILE_IDS = 1000
+MAX_FILE_IDS = 10_000
+"""Ids one initiate or estimate may send (as sent, duplicates included): the default of
+the MAX_FILE_IDS setting; :func:`file_ids_body` gives the model of another limit."""
 
 MAX_JSON_DEPTH = 16
 """Nesting levels a body may have; the models need two. orjson's own limit is 1024."""
@@ -39,6 +43,20 @@ class FileIdsBody(_Strict):
     def unique_ids(self) -> list[int]:
         """The ids without duplicates, in the order first given."""
         return list(dict.fromkeys(self.file_ids))
+
+
+@functools.cache
+def file_ids_body(max_ids: int) -> type[FileIdsBody]:
+    """:class:`FileIdsBody` taking at most ``max_ids`` ids (the MAX_FILE_IDS setting): one
+    class per limit, made once, under the same name, so the OpenAPI document shows the limit."""
+    if max_ids == MAX_FILE_IDS:
+        return FileIdsBody
+    return create_model(
+        FileIdsBody.__name__,
+        __base__=FileIdsBody,
+        __module__=__name__,
+        file_ids=(list[FileId], Field(min_length=1, max_length=max_ids)),
+    )
 
 
 class FileIdBody(_Strict):
@@ -73,7 +91,9 @@ def _describe(error: Any) -> str:
     if kind == "too_short":
         return "must contain at least 1 item"
     if kind == "too_long":
-        return f"must contain at most {MAX_FILE_IDS} items"
+        ctx = error.get("ctx", {})
+        got = f", not {ctx['actual_length']}" if ctx.get("actual_length") is not None else ""
+        return f"must contain at most {ctx.get('max_length', MAX_FILE_IDS)} items (MAX_FILE_IDS){got}"
     if kind == "missing":
         return "is required"
     return str(error["msg"])
@@ -133,15 +153,28 @@ def _check_json_headers() -> None:
         raise refusal
 
 
-def parse_body(model: type[Model]) -> Model:
-    """Parse the request's JSON body into ``model``.
+def parse_file_ids(settings: Settings) -> FileIdsBody:
+    """The body of initiate and estimate: up to MAX_FILE_IDS ids, in a body of up to
+    MAX_INITIATE_BODY_BYTES (the fast lane applies the same two limits).
+
+    :raise 400, 413, 415: as :func:`parse_body`.
+    """
+    return parse_body(file_ids_body(settings.max_file_ids), settings.max_initiate_body_bytes)
+
+
+def parse_body(model: type[Model], max_bytes: int | None = None) -> Model:
+    """Parse the request's JSON body into ``model``; ``max_bytes`` replaces MAX_BODY_BYTES
+    for this request.
 
     :raise 415: the body is not declared as UTF-8 JSON, or it is compressed.
     :raise 400: malformed JSON, nested deeper than MAX_JSON_DEPTH, or fields that break
         the model (all listed in details).
-    :raise 413: the body is larger than MAX_BODY_BYTES (raised by werkzeug).
+    :raise 413: the body is larger than the request's limit (raised by werkzeug):
+        ``max_bytes`` when given (MAX_INITIATE_BODY_BYTES on initiate and estimate), else MAX_BODY_BYTES.
     """
     _check_json_headers()
+    if max_bytes is not None:
+        request.max_content_length = max_bytes  # before the stream is made: werkzeug checks it there
     raw = request.get_data(cache=False)
     declared = request.content_length
     if declared is not None and len(raw) < declared:

@@ -6,22 +6,21 @@
         job = api.initiate([70000, 70007])
         for status in api.watch(job["jobId"]):
             print(status["status"], status["progress"])
-        api.download(job["jobId"], "out.zip")   # resumed on a dropped connection, verified
+        api.download_parts(job["jobId"], "out.zip")   # resumed on a dropped connection, verified
 
 Errors are :class:`ApiError` (and subclasses) carrying the server's error body and request
-id; :class:`VerificationError` when a downloaded result does not match its manifest.
+id; :class:`VerificationError` when a downloaded result does not match its manifest
+(:mod:`delineate.client.errors`, :mod:`delineate.client.verify`; both re-exported here).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
 import tempfile
 import time
 import uuid
-import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,20 @@ from typing import Any
 import httpx
 from httpx_sse import SSEError, connect_sse
 
+from delineate.client.errors import (
+    ApiError,
+    AuthError,
+    ClientError,
+    JobFailed,
+    MultipleParts,
+    Unreachable,
+    VerificationError,
+    raise_for,
+)
+from delineate.client.errors import NotFound as NotFound  # (re-exported, as every error is here)
+from delineate.client.errors import RateLimited as RateLimited
+from delineate.client.errors import Revoked as Revoked
+from delineate.client.verify import verify, verify_part
 from delineate.models import TERMINAL_STATES, JobState
 
 TERMINAL = frozenset(state.value for state in TERMINAL_STATES)
@@ -42,68 +55,6 @@ MAX_RESUMES = 20
 
 MAX_RATE_LIMIT_WAITS = 5
 """How many 429 answers a call waits out (per Retry-After) before raising."""
-
-
-class ClientError(Exception):
-    """Base of everything this client raises."""
-
-
-class ApiError(ClientError):
-    """The server answered with an error; ``body`` is its JSON error body."""
-
-    def __init__(self, status_code: int, body: dict[str, Any], request_id: str | None) -> None:
-        self.status_code = status_code
-        self.body = body
-        self.error = str(body.get("error", "http_error"))
-        self.request_id = request_id or body.get("requestId")
-        message = body.get("message") or f"HTTP {status_code}"
-        super().__init__(f"{message} (HTTP {status_code}, {self.error}, request {self.request_id})")
-
-
-class AuthError(ApiError):
-    """401: missing or wrong API key."""
-
-
-class NotFound(ApiError):
-    """404: unknown job (or another key's)."""
-
-
-class Revoked(ApiError):
-    """410: the job's result was revoked (``DELETE`` on the completed job); it is gone for good."""
-
-
-class RateLimited(ApiError):
-    """429 after waiting out Retry-After :data:`MAX_RATE_LIMIT_WAITS` times."""
-
-
-class Unreachable(ClientError):
-    """The server could not be reached at all."""
-
-
-class JobFailed(ClientError):
-    """The job ended failed or cancelled."""
-
-    def __init__(self, status: dict[str, Any]) -> None:
-        self.status = status
-        super().__init__(f"job {status.get('jobId')} {status.get('status')}: {status.get('error')}")
-
-
-class VerificationError(ClientError):
-    """The downloaded result does not match its manifest (or its announced size)."""
-
-
-def _raise_for(response: httpx.Response) -> None:
-    if response.status_code < 400:
-        return
-    try:
-        body = response.json()
-        if not isinstance(body, dict):
-            raise ValueError
-    except ValueError:
-        body = {"error": "http_error", "message": response.text[:200] or response.reason_phrase}
-    request_id = response.headers.get("x-request-id")
-    kind = {401: AuthError, 404: NotFound, 410: Revoked, 429: RateLimited}.get(response.status_code, ApiError)
-    raise kind(response.status_code, body, request_id)
 
 
 class Client:
@@ -141,7 +92,7 @@ class Client:
             if response.status_code != 429 or attempt == MAX_RATE_LIMIT_WAITS:
                 break
             self._sleep(_retry_after(response))
-        _raise_for(response)
+        raise_for(response)
         return response
 
     # -- the API ------------------------------------------------------------------------
@@ -191,9 +142,10 @@ class Client:
             params["cursor"] = cursor
         return dict(self._request("GET", "/v1/downloads", params=params).json())
 
-    def download_url(self, job_id: str) -> str:
-        """A fresh presigned link to the result (the 302's Location)."""
-        response = self._request("GET", f"/v1/download/{job_id}", follow_redirects=False)
+    def download_url(self, job_id: str, part: int | None = None) -> str:
+        """A fresh presigned link to the result, or to its part ``part`` (the 302's Location)."""
+        params = {"part": part} if part is not None else None
+        response = self._request("GET", f"/v1/download/{job_id}", params=params, follow_redirects=False)
         return response.headers["location"]
 
     # -- waiting ------------------------------------------------------------------------
@@ -258,7 +210,7 @@ class Client:
         ) as source:
             if source.response.status_code >= 400:
                 source.response.read()
-                _raise_for(source.response)
+                raise_for(source.response)
             for event in source.iter_sse():
                 if event.data:
                     yield dict(json.loads(event.data))
@@ -288,25 +240,97 @@ class Client:
 
         :raise JobFailed: the job is failed or cancelled.
         :raise VerificationError: the bytes do not match.
+        :raise MultipleParts: the result is in parts (:meth:`download_parts` fetches them).
         """
+        status = self._completed(job_id)
+        if status.get("parts"):
+            raise MultipleParts(f"job {job_id}'s result is in {len(status['parts'])} parts: use download_parts")
+        return self._save(job_id, None, Path(path), on_bytes, lambda tmp: verify(tmp, status.get("size")))
+
+    def download_parts(
+        self,
+        job_id: str,
+        path: str | os.PathLike[str],
+        on_bytes: Callable[[int, int | None], None] = lambda done, total: None,
+    ) -> list[Path]:
+        """Fetch every file of a completed job's result: ``[path]`` for one zip or file (as
+        :meth:`download`); a result in parts (its status lists them) as :func:`part_path`
+        files beside ``path``, each resumed like :meth:`download` and verified against its
+        status entry (size, sha256) and its own manifest. A part already saved that
+        verifies is kept, so a second call fetches only what the first did not finish.
+
+        :raise JobFailed: the job is failed or cancelled.
+        :raise VerificationError: the bytes do not match.
+        """
+        status = self._completed(job_id)
+        parts: list[dict[str, Any]] = status.get("parts") or []
+        if not parts:
+            return [self.download(job_id, path, on_bytes)]
+        total, offset, saved = sum(p["size"] for p in parts), 0, []
+        for part in parts:
+            target = part_path(Path(path), part["index"])
+            try:
+                verify_part(target, part, job_id, len(parts))  # saved by an earlier call?
+            except (OSError, VerificationError):
+                self._save_part(job_id, part, len(parts), target, on_bytes, (offset, total))
+            offset += part["size"]
+            on_bytes(offset, total)
+            saved.append(target)
+        return saved
+
+    def _save_part(
+        self,
+        job_id: str,
+        part: dict[str, Any],
+        count: int,
+        target: Path,
+        on_bytes: Callable[[int, int | None], None],
+        at: tuple[int, int],
+    ) -> None:
+        """Save one part; ``on_bytes`` counts over the whole result (``at``: the bytes of the
+        parts before this one, and of them all)."""
+        offset, total = at
+
+        def progress(done: int, _: int | None) -> None:
+            on_bytes(offset + done, total)
+
+        def check(tmp: Path) -> None:
+            verify_part(tmp, part, job_id, count)
+
+        self._save(job_id, part["index"], target, progress, check)
+
+    def _completed(self, job_id: str) -> dict[str, Any]:
         status = self.status(job_id)
         if status["status"] in _UNSUCCESSFUL:
             raise JobFailed(status)
-        target = Path(path)
+        return status
+
+    def _save(
+        self,
+        job_id: str,
+        part: int | None,
+        target: Path,
+        on_bytes: Callable[[int, int | None], None],
+        check: Callable[[Path], object],
+    ) -> Path:
+        """Stream the result (or part) into a temporary file beside ``target``, ``check`` it,
+        and only then rename it into place."""
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
         os.close(fd)
         tmp = Path(tmp_name)
         try:
-            self._fetch(job_id, tmp, on_bytes)
-            verify(tmp, expected_size=status.get("size"))
+            self._fetch(job_id, tmp, on_bytes, part)
+            check(tmp)
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
         return target
 
-    def _fetch(self, job_id: str, tmp: Path, on_bytes: Callable[[int, int | None], None]) -> None:
-        url = self.download_url(job_id)
+    def _fetch(
+        self, job_id: str, tmp: Path, on_bytes: Callable[[int, int | None], None], part: int | None = None
+    ) -> None:
+        url = self.download_url(job_id, part)
         done = 0
         total: int | None = None
         with open(tmp, "wb") as out, httpx.Client(timeout=httpx.Timeout(30.0)) as s3:
@@ -315,7 +339,7 @@ class Client:
                 try:
                     with s3.stream("GET", url, headers=headers) as response:
                         if response.status_code == 403:  # the link expired: ask for a new one
-                            url = self.download_url(job_id)
+                            url = self.download_url(job_id, part)
                             continue
                         if response.status_code not in (200, 206):
                             response.read()
@@ -338,6 +362,11 @@ class Client:
         raise ClientError(f"download of job {job_id} kept failing after {MAX_RESUMES} resumes")
 
 
+def part_path(path: Path, index: int) -> Path:
+    """Where part ``index`` of a result in parts is saved: ``out.zip`` → ``out-part-0001.zip``."""
+    return path.with_name(f"{path.stem}-part-{index:04d}{path.suffix or '.zip'}")
+
+
 def _total_size(response: httpx.Response, offset: int) -> int | None:
     content_range = response.headers.get("content-range", "")
     if "/" in content_range:
@@ -353,34 +382,3 @@ def _retry_after(response: httpx.Response) -> float:
         return max(0.0, min(float(value), 60.0))
     except ValueError:
         return 1.0
-
-
-def verify(path: Path, expected_size: int | None = None) -> None:
-    """Check a downloaded result.
-
-    A bundle (it holds ``manifest.json``): every listed entry exists with the listed size
-    and sha256, and the zip's own CRCs hold. Anything else: its size matches.
-
-    :raise VerificationError: on any mismatch.
-    """
-    if expected_size is not None and path.stat().st_size != expected_size:
-        raise VerificationError(f"size is {path.stat().st_size} bytes, the server announced {expected_size}")
-    if not zipfile.is_zipfile(path):
-        return
-    try:
-        with zipfile.ZipFile(path) as zf:
-            if "manifest.json" not in zf.namelist():
-                return
-            manifest = json.loads(zf.read("manifest.json"))
-            for entry in manifest.get("files", []):
-                name = f"{entry['file_id']}.zip"
-                digest = hashlib.sha256()
-                size = 0
-                with zf.open(name) as member:
-                    while chunk := member.read(DOWNLOAD_CHUNK_BYTES):
-                        digest.update(chunk)
-                        size += len(chunk)
-                if size != entry["size"] or digest.hexdigest() != entry["sha256"]:
-                    raise VerificationError(f"{name} does not match manifest.json (size or sha256)")
-    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise VerificationError(f"the result is corrupt: {exc}") from None

@@ -146,23 +146,35 @@ def _download(args: argparse.Namespace) -> int:
         if final.get("status") != "completed":
             raise JobFailed(final)
         path = args.output or f"delineate-{job_id}.zip"
-        saved = client.download(job_id, path, on_bytes=progress.download)
+        saved = client.download_parts(job_id, path, on_bytes=progress.download)
         progress.close()
-    _emit(
-        args,
-        {"jobId": job_id, "path": str(saved), "size": final.get("size"), "verified": True},
-        f"saved {saved} ({final.get('size')} bytes, verified)",
-    )
+    _emit_saved(args, job_id, saved, final)
     return EXIT_OK
 
 
 def _fetch(args: argparse.Namespace) -> int:
     progress = Progress(quiet=args.json)
     with _client(args) as client:
-        saved = client.download(args.job, args.output or f"delineate-{args.job}.zip", on_bytes=progress.download)
+        status = client.status(args.job)
+        path = args.output or f"delineate-{args.job}.zip"
+        saved = client.download_parts(args.job, path, on_bytes=progress.download)
         progress.close()
-    _emit(args, {"jobId": args.job, "path": str(saved), "verified": True}, f"saved {saved} (verified)")
+    _emit_saved(args, args.job, saved, status)
     return EXIT_OK
+
+
+def _emit_saved(args: argparse.Namespace, job_id: str, saved: list[Any], status: dict[str, Any]) -> None:
+    """What was saved: one file (``path``), or a result in parts (``parts``, each with its
+    ``path``; ``path`` null), every one verified."""
+    parts = status.get("parts")
+    if not parts:
+        payload = {"jobId": job_id, "path": str(saved[0]), "size": status.get("size"), "parts": None}
+        _emit(args, {**payload, "verified": True}, f"saved {saved[0]} ({status.get('size')} bytes, verified)")
+        return
+    listed = [{**part, "path": str(path)} for part, path in zip(parts, saved, strict=True)]
+    payload = {"jobId": job_id, "path": None, "size": status.get("size"), "parts": listed, "verified": True}
+    lines = [f"saved part {p['index']}/{len(parts)} {p['path']} ({p['size']} bytes, verified)" for p in listed]
+    _emit(args, payload, "\n".join(lines))
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -72,6 +72,8 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "SSE_HEARTBEAT_SECONDS": ("sse_heartbeat_seconds", lambda n, v: _int(n, v, 1, 3600)),
     "SSE_MAX_STREAMS": ("sse_max_streams", lambda n, v: _int(n, v, 1, 1_000_000)),
     "MAX_BODY_BYTES": ("max_body_bytes", lambda n, v: _int(n, v, 64)),
+    "MAX_FILE_IDS": ("max_file_ids", lambda n, v: _int(n, v, 1, 100_000)),
+    "MAX_INITIATE_BODY_BYTES": ("max_initiate_body_bytes", lambda n, v: _int(n, v, 64, 16_777_216)),
     "SENTRY_DSN": ("sentry_dsn", lambda n, v: v.strip()),
     "OTEL_EXPORTER_OTLP_ENDPOINT": ("otel_exporter_otlp_endpoint", lambda n, v: v.strip()),
     "OTEL_TRACES_SAMPLER": ("otel_traces_sampler", _sampler),
@@ -103,9 +105,11 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "WEBHOOK_RETRY_WINDOW_SECONDS": ("webhook_retry_window_seconds", lambda n, v: _int(n, v, 0)),
     "MULTIPART_ABORT_AFTER_SECONDS": ("multipart_abort_after_seconds", lambda n, v: _int(n, v, 1)),
     "BUNDLE_CONCURRENCY": ("bundle_concurrency", lambda n, v: _int(n, v, 0, 1000)),
+    "BUNDLE_REUSE": ("bundle_reuse", _bool),
     "WORKER_MEMORY_LIMIT_BYTES": ("worker_memory_limit_bytes", _int),
     "WORKER_HEARTBEAT_FILE": ("worker_heartbeat_file", lambda n, v: v.strip()),
     "WORKER_LIVENESS_SECONDS": ("worker_liveness_seconds", lambda n, v: _int(n, v, 2, 3600)),
+    "BUNDLE_PART_BYTES": ("bundle_part_bytes", lambda n, v: _int(n, v, 4096)),
 }
 
 

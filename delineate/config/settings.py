@@ -93,6 +93,9 @@ class Settings:
     sse_heartbeat_seconds: int = 15
     sse_max_streams: int = 5000
     max_body_bytes: int = 65_536
+    # Large exports (design.md): ids per initiate or estimate, and those two routes' body limit.
+    max_file_ids: int = 10_000
+    max_initiate_body_bytes: int = 262_144
     sentry_dsn: str = ""
     # `?sentry_test=true` on POST /v1/download/check answers a deliberate 500 (make run, compose's dev profile).
     sentry_test_route: bool = False
@@ -124,11 +127,15 @@ class Settings:
     multipart_abort_after_seconds: int = 3600
     # Bounded worker memory: bundles built at once per worker process (0: from the limit).
     bundle_concurrency: int = 0
+    # A job whose id set and source ETags equal a live bundle's completes with it (jobs/reuse.py).
+    bundle_reuse: bool = True
     worker_memory_limit_bytes: int = 0
     # Liveness (delineate/broker/liveness.py): the file a worker's consumer loop touches ("":
     # none), and how stale it may get before the worker counts as hung and is replaced.
     worker_heartbeat_file: str = "/tmp/delineate-worker.alive"  # noqa: S108 - a pod's own /tmp
     worker_liveness_seconds: int = 60
+    # A bundle larger than this is written as numbered parts of at most this size (delineate/jobs/parts.py).
+    bundle_part_bytes: int = 2_147_483_648
 
     def __post_init__(self) -> None:
         if self.download_delay_min_ms > self.download_delay_max_ms:

@@ -22,6 +22,8 @@ class Source:
     size: int
     chunks: Callable[[], Iterable[bytes]]
     """Opens the source's byte stream when the zip reaches this entry."""
+    etag: str = ""
+    """The version its check saw (``jobs/reuse.py`` shares a bundle by its sources' ETags)."""
 
 
 @dataclass
@@ -29,9 +31,18 @@ class BundleManifest:
     job_id: str
     missing: list[int]
     files: list[dict[str, Any]] = field(default_factory=list)
+    part: tuple[int, int] | None = None
+    """(index, count) of a bundle written in parts (``delineate/jobs/parts.py``); None for one zip."""
 
     def to_json(self) -> bytes:
-        body = {"jobId": self.job_id, "files": self.files, "missing": self.missing}
+        body: dict[str, Any] = {"jobId": self.job_id}
+        if self.part is None:
+            body.update(files=self.files, missing=self.missing)
+        else:  # only the last part lists what is missing
+            index, count = self.part
+            body.update(part=index, parts=count, files=self.files)
+            if index == count:
+                body["missing"] = self.missing
         return json.dumps(body, indent=2).encode()
 
 
@@ -59,9 +70,11 @@ def stream_bundle(
     sources: list[Source],
     missing: list[int],
     on_bytes: Callable[[int], None] = lambda n: None,
+    part: tuple[int, int] | None = None,
 ) -> Iterator[bytes]:
-    """Yield the bytes of the whole zip, manifest last."""
-    manifest = BundleManifest(job_id=job_id, missing=sorted(missing))
+    """Yield the bytes of the whole zip, manifest last (``part``: the zip is that part of
+    a bundle in parts, and its manifest says so)."""
+    manifest = BundleManifest(job_id=job_id, missing=sorted(missing), part=part)
     zs = ZipStream(compress_type=ZIP_STORED)
     for source in sources:
         zs.add(_hashed(source, manifest, on_bytes), f"{source.file_id}.zip", size=source.size)

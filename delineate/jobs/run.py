@@ -21,11 +21,14 @@ import redis
 
 from delineate.config import Settings
 from delineate.errors import SourceUnavailable, StorageError
-from delineate.jobs.bundle import Source, stream_bundle
+from delineate.jobs.bundle import Source
+from delineate.jobs.parts import write_bundle
+from delineate.jobs.reuse import Reuse, check_all
 from delineate.jobs.slots import PREFETCH_BYTES, bundle_gate
 from delineate.models import Job, JobState, Phase
-from delineate.storage import Storage, bundle_key, source_key
+from delineate.storage import Storage, source_key
 from delineate.store import JobGone, JobStore, LeaseLost
+from delineate.store.parts_index import PartsIndex
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +141,7 @@ class DownloadRun:
     # -- the work ---------------------------------------------------------------------
 
     def _run_leased(self, job: Job, redelivered: bool) -> None:
-        fields: dict[str, object] = {}
+        fields: dict[str, Any] = {}
         if redelivered and job.status is JobState.PROCESSING:
             # The previous runner died mid-job (its lease expired): count it.
             job.redeliveries += 1
@@ -165,10 +168,19 @@ class DownloadRun:
             job.total_files,
             delay_ms,
         )
-        prefetch = delay_ms == 0 and job.total_files > 1
+        reuse = Reuse.look_up(self.store, self.settings, job)
+        heads = reuse is not None and reuse.record is not None  # a bundle may be reused: read no byte
+        prefetch = delay_ms == 0 and job.total_files > 1 and not heads
         with self._bundle_slot(prefetch):  # (files kept in memory count against the gate)
-            available, missing = self._check_files(job, delay_ms, PREFETCH_BYTES if prefetch else 0)
-            counts = {"completedFiles": job.total_files, "availableFiles": len(available), "missingFileIds": missing}
+            if heads and delay_ms == 0:
+                available, missing = self._check_all(job)
+            else:
+                available, missing = self._check_files(job, delay_ms, PREFETCH_BYTES if prefetch else 0)
+            counts: dict[str, Any] = {
+                "completedFiles": job.total_files,
+                "availableFiles": len(available),
+                "missingFileIds": missing,
+            }
             if not available:
                 self._write(status=JobState.FAILED, phase=Phase.DONE, error=NO_FILES_ERROR, **counts)
             elif len(available) == 1:
@@ -183,8 +195,8 @@ class DownloadRun:
                     bytesTotal=only.size,
                     **counts,
                 )
-            else:
-                self._bundle(available, missing, counts)
+            elif reuse is None or not reuse.complete(self.job_id, self._write, available, missing, counts):
+                self._bundle(available, missing, counts, reuse)
         logger.info("job %s finished", self.job_id)
 
     def _draw_delay_ms(self) -> int:
@@ -226,21 +238,30 @@ class DownloadRun:
         key = source_key(file_id)
         if budget <= 0:
             info = self.storage.head(key)
-            return (None if info is None else Source(file_id, info.size, self._opener(key))), 0
+            return (None if info is None else Source(file_id, info.size, self._opener(key, info.etag), info.etag)), 0
         found = self.storage.read_small(key, budget)
         if found is None:
             return None, budget
         info, held = found
         # A file larger than the budget is streamed later, and the files after it are HEADs.
-        return Source(file_id, info.size, self._opener(key, held)), (0 if held is None else budget - info.size)
+        source = Source(file_id, info.size, self._opener(key, info.etag, held), info.etag)
+        return source, (0 if held is None else budget - info.size)
 
-    def _opener(self, key: str, held: list[bytes] | None = None) -> Callable[[], Iterable[bytes]]:
-        """What streams a source when the zip reaches it: the bytes already read, or a GET."""
+    def _check_all(self, job: Job) -> tuple[list[Source], list[int]]:
+        """Every file checked by HEAD at once (no delay to spread: a job that may reuse a bundle)."""
+        for file_id in job.file_ids:
+            for hook in BEFORE_FILE_HOOKS:
+                hook(self.job_id, file_id)
+        return check_all(self.storage, job.file_ids, self._opener)
+
+    def _opener(self, key: str, etag: str = "", held: list[bytes] | None = None) -> Callable[[], Iterable[bytes]]:
+        """What streams a source when the zip reaches it: the bytes already read, or a GET
+        (refused when the object is no longer the version checked)."""
         if held is not None:
             return lambda: held
-        return lambda: self.storage.iter_object(key)
+        return lambda: self.storage.iter_object(key, etag=etag)
 
-    def _bundle(self, sources: list[Source], missing: list[int], counts: dict[str, Any]) -> None:
+    def _bundle(self, sources: list[Source], missing: list[int], counts: dict[str, Any], reuse: Reuse | None) -> None:
         total = sum(s.size for s in sources)
         self._write(phase=Phase.BUNDLING, progress=90, bytesDone=0, bytesTotal=total, **counts)
         done = 0
@@ -253,10 +274,11 @@ class DownloadRun:
                 progress = 90 + 9 * done // max(total, 1)
                 self._write(phase=phase, bytesDone=done, progress=progress)  # (renews the lease)
 
-        key = bundle_key(self.job_id)
+        limit = self.settings.bundle_part_bytes  # past it, parts (delineate/jobs/parts.py)
         try:
             with self._bundle_slot():
-                size = self.storage.upload_stream(key, stream_bundle(self.job_id, sources, missing, on_bytes))
+                index = PartsIndex(self.store.redis)
+                result = write_bundle(self.storage, index, self.job_id, sources, missing, limit, on_bytes)
         except (ValueError, FileNotFoundError) as exc:
             # A source changed or vanished after its check: a retry checks again.
             raise SourceUnavailable(f"a source changed while bundling: {exc}") from None
@@ -265,13 +287,15 @@ class DownloadRun:
                 status=JobState.COMPLETED,
                 phase=Phase.DONE,
                 progress=100,
-                resultKey=key,
-                size=size,
                 bytesDone=total,
+                **result.fields(),
             )
         except Stopped:  # cancelled in the last instant: leave no orphan bundle
-            self._discard(key)
+            for key in result.object_keys():
+                self._discard(key)
             raise
+        if reuse is not None:
+            reuse.register(self.job_id, sources, missing, result.fields())
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -295,13 +319,14 @@ class DownloadRun:
             self._holds_slot = False
             gate.release()
 
-    def _write(self, **fields: Any) -> Job:
+    def _write(self, claim: str | None = None, **fields: Any) -> Job:
         """Write progress and renew the lease in one step (publishing, when anyone
         listens, at most every PUBLISH_INTERVAL_SECONDS); stop when the job went terminal
-        elsewhere (cancelled) or another runner has the lease."""
+        elsewhere (cancelled) or another runner has the lease. ``claim``: see
+        :meth:`JobStore.write` (:raise BundleGone:)."""
         try:
             job, written, listeners, _ = self.store.write(
-                self.job_id, lease=(self.holder, self.settings.job_lease_seconds), **fields
+                self.job_id, lease=(self.holder, self.settings.job_lease_seconds), claim=claim, **fields
             )
         except LeaseLost:
             raise Stopped("lease lost to another worker") from None

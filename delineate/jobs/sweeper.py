@@ -19,9 +19,11 @@ would only waste messages. Each sweep:
 2. **Drives webhooks**: each due delivery (``sweep:webhooks``) is claimed and sent,
    unless a delivery message for it still waits in the queue.
 3. **Deletes the bundles of expired jobs** (``sweep:expiry``) and aborts multipart
-   uploads left incomplete for MULTIPART_ABORT_AFTER_SECONDS.
+   uploads left incomplete for MULTIPART_ABORT_AFTER_SECONDS. A bundle other jobs reused
+   stays while any of them is completed, unrevoked and unexpired (``store/bundles.py``).
 4. **Deletes the bundles of revoked jobs** that their revoking request did not
-   (``sweep:revoked``: it died after the revocation's write, or S3 did not answer it).
+   (``sweep:revoked``: it died after the revocation's write, or S3 did not answer it), the
+   same way: a revoked job stops using its bundle, which goes once no job uses it.
 
 Costs per sweep: one index read, one pipelined read of the candidates, and, only when
 some candidate has no lease, one read of the broker's queue and unacked hash (linear in
@@ -46,12 +48,14 @@ from delineate.broker.queues import RESTORE_SCRIPT, UNACKED_INDEX, UNACKED_LIST,
 from delineate.config import Settings
 from delineate.config.tenants import TenantsHolder
 from delineate.errors import StorageError
+from delineate.jobs.parts import delete_parts
 from delineate.models import JobState, Phase
 from delineate.redis_io.clients import redis_client
 from delineate.storage import Storage, bundle_key
 from delineate.store import JobGone, JobStore
 from delineate.store.dispatch import share_workers
 from delineate.store.keys import SUSPECTS_KEY, SWEEP_LOCK_KEY
+from delineate.store.parts_index import PartsIndex
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +248,10 @@ class Sweeper:
         now = time.time()
         ids = self.store.expired(now, 1000)
         if ids:
+            kept = set(self.store.release_expired(ids))  # shared bundles still in use: looked at later
+            ids = [j for j in ids if j not in kept]
             self.storage.delete_many([bundle_key(j) for j in ids])
+            delete_parts(self.storage, PartsIndex(self.store.redis), ids, forget=True)  # (a bundle in parts)
             self.store.forget_expired(ids)
             report.expired_cleaned += len(ids)
         report.uploads_aborted += self.storage.abort_stale_uploads(
@@ -252,10 +259,12 @@ class Sweeper:
         )
 
     def delete_revoked(self, report: SweepReport) -> None:
-        """Only ``bundles/{jobId}.zip``: a single-file job's result is a source, never deleted."""
+        """Only ``bundles/{jobId}.zip`` or its parts: a single-file job's result is a source, never deleted."""
         ids = self.store.revoked_bundles(1000)  # DeleteObjects takes at most 1000 keys
         if ids:
-            self.storage.delete_many([bundle_key(j) for j in ids])
+            builders = self.store.release_revoked(ids)  # a shared bundle goes with its last user
+            self.storage.delete_many([bundle_key(j) for j in builders])
+            delete_parts(self.storage, PartsIndex(self.store.redis), builders, forget=False)  # (forgotten at expiry)
             self.store.forget_revoked(ids)
             report.revoked_cleaned += len(ids)
 

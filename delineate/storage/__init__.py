@@ -20,7 +20,7 @@ from delineate.storage.client import (
     ObjectInfo,
     Storage,
 )
-from delineate.storage.keys import bundle_key, source_key
+from delineate.storage.keys import bundle_key, part_key, parts_prefix, source_key
 from delineate.storage.multipart import PART_SIZE_BYTES
 
 __all__ = [
@@ -31,5 +31,7 @@ __all__ = [
     "ObjectInfo",
     "Storage",
     "bundle_key",
+    "part_key",
+    "parts_prefix",
     "source_key",
 ]

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import boto3
 import botocore.session
@@ -19,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from delineate.config import Settings
 from delineate.errors import StorageError, StorageMisconfigured
 from delineate.storage.direct import DirectS3
-from delineate.storage.errors import convert
+from delineate.storage.errors import check_etag, convert
 from delineate.storage.multipart import Multipart
 
 READ_CHUNK_BYTES = 256 * 1024
@@ -82,6 +83,7 @@ def _botocore_session() -> botocore.session.Session:
 class ObjectInfo:
     key: str
     size: int
+    etag: str = ""  # as the store sends it, quotes and all ("" when it sends none)
 
 
 class Storage(Multipart):
@@ -155,11 +157,11 @@ class Storage(Multipart):
         :raise StorageMisconfigured: bucket missing or access denied.
         """
         if (direct := self._lean()) is not None:
-            size = direct.head(key)
-            if size is None:
+            found = direct.head(key)
+            if found is None:
                 self._confirm_bucket()  # a HEAD cannot tell a missing bucket from a missing key
                 return None
-            return ObjectInfo(key=key, size=size)
+            return ObjectInfo(key=key, size=found[0], etag=found[1])
         try:
             response = self._client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
@@ -170,7 +172,7 @@ class Storage(Multipart):
             raise convert(exc, f"HEAD {key}", self.bucket) from None
         except (BotoCoreError, OSError) as exc:
             raise convert(exc, f"HEAD {key}", self.bucket) from None
-        return ObjectInfo(key=key, size=int(response["ContentLength"]))
+        return ObjectInfo(key=key, size=int(response["ContentLength"]), etag=response.get("ETag", ""))
 
     def read_small(self, key: str, limit: int) -> tuple[ObjectInfo, list[bytes] | None] | None:
         """Check ``key`` with a GET instead of a HEAD: its size, and its bytes when it has
@@ -183,10 +185,11 @@ class Storage(Multipart):
         """
         if (direct := self._lean()) is not None:
             found = direct.get_small(key, limit, READ_CHUNK_BYTES)
-            return None if found is None else (ObjectInfo(key=key, size=found[0]), found[1])
+            return None if found is None else (ObjectInfo(key=key, size=found[0], etag=found[1]), found[2])
         try:
             response = self._client.get_object(Bucket=self.bucket, Key=key)
-            info, body = ObjectInfo(key=key, size=int(response["ContentLength"])), response["Body"]
+            info = ObjectInfo(key=key, size=int(response["ContentLength"]), etag=response.get("ETag", ""))
+            body = response["Body"]
             try:
                 if info.size > limit:
                     return info, None
@@ -201,17 +204,20 @@ class Storage(Multipart):
             raise convert(exc, f"GET {key}", self.bucket) from None
         return info, chunks
 
-    def iter_object(self, key: str, chunk_size: int = READ_CHUNK_BYTES) -> Iterator[bytes]:
+    def iter_object(self, key: str, chunk_size: int = READ_CHUNK_BYTES, etag: str = "") -> Iterator[bytes]:
         """Stream an object's bytes without holding it in memory.
 
         :raise FileNotFoundError: the object vanished since it was checked.
+        :raise SourceChanged: ``etag`` given, and the object's is another (nothing yielded).
         """
         if (direct := self._lean()) is not None:
-            yield from direct.get(key, chunk_size)
+            yield from direct.get(key, chunk_size, etag)
             return
         try:
-            body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            response = self._client.get_object(Bucket=self.bucket, Key=key)
+            body = response["Body"]
             try:
+                check_etag(key, etag, response.get("ETag", ""))
                 yield from body.iter_chunks(chunk_size)
             finally:
                 body.close()
@@ -221,6 +227,53 @@ class Storage(Multipart):
             raise convert(exc, f"GET {key}", self.bucket) from None
         except (BotoCoreError, OSError) as exc:
             raise convert(exc, f"GET {key}", self.bucket) from None
+
+    def list_between(self, first: str, last: str, limit: int) -> dict[str, ObjectInfo] | None:
+        """Every object whose key sorts from ``first`` to ``last`` (both included), with its
+        size and ETag, by listing (1,000 keys a request, where a HEAD tells one); None when
+        more than ``limit`` keys lie there (ask for each instead).
+
+        :raise SourceUnavailable: the store did not answer.
+        :raise StorageMisconfigured: bucket missing or access denied.
+        """
+        # StartAfter is exclusive: start after `first` less its last character, which sorts before it.
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "StartAfter": first[:-1], "MaxKeys": min(limit + 1, 1000)}
+        found: dict[str, ObjectInfo] = {}
+        seen = 0
+        try:
+            while True:
+                page = self._client.list_objects_v2(**kwargs)
+                for item in page.get("Contents", []):
+                    key = item["Key"]
+                    if key > last:
+                        return found
+                    seen += 1
+                    if seen > limit:
+                        return None
+                    if key >= first:
+                        found[key] = ObjectInfo(key=key, size=int(item["Size"]), etag=item.get("ETag", ""))
+                if not page.get("IsTruncated"):
+                    return found
+                kwargs["ContinuationToken"] = page["NextContinuationToken"]
+        except (BotoCoreError, ClientError, OSError) as exc:
+            raise convert(exc, "LIST sources", self.bucket) from None
+
+    def list_sizes(self, prefix: str, start_after: str, max_keys: int = 1000) -> tuple[dict[str, int], bool]:
+        """The keys under ``prefix`` after ``start_after`` in key order, at most ``max_keys``,
+        with their sizes; and whether more follow. One request where a HEAD per key would
+        be up to ``max_keys``.
+
+        :raise SourceUnavailable: the store did not answer.
+        :raise StorageMisconfigured: bucket missing, or listing not allowed (s3:ListBucket).
+        """
+        try:
+            response = self._client.list_objects_v2(
+                Bucket=self.bucket, Prefix=prefix, StartAfter=start_after, MaxKeys=max_keys
+            )
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise convert(exc, f"LIST {prefix}", self.bucket) from None
+        sizes = {str(item["Key"]): int(item["Size"]) for item in response.get("Contents", ())}
+        return sizes, bool(response.get("IsTruncated"))
 
     def _confirm_bucket(self) -> None:
         """:meth:`check_bucket`, unless the bucket answered in the last BUCKET_CONFIRMED_SECONDS."""

@@ -30,7 +30,7 @@ from urllib.parse import quote, urlsplit
 import urllib3
 
 from delineate.errors import SourceUnavailable, StorageError
-from delineate.storage.errors import from_answer
+from delineate.storage.errors import check_etag, from_answer
 from delineate.telemetry.tracing import tracing_ready
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -136,32 +136,34 @@ class DirectS3:
 
     # -- the three requests -----------------------------------------------------------
 
-    def head(self, key: str) -> int | None:
-        """The object's size, or None when the store answers 404 (the caller tells a
+    def head(self, key: str) -> tuple[int, str] | None:
+        """The object's size and ETag, or None when the store answers 404 (the caller tells a
         missing key from a missing bucket: a HEAD's answer has no body to say which)."""
         with self._span("HeadObject", key):
             response = self._send("HEAD", key)
         if response.status == 200:
-            return int(response.headers.get("Content-Length", 0))
+            return int(response.headers.get("Content-Length", 0)), response.headers.get("ETag", "")
         if response.status == 404:
             return None
         raise self._refusal("HEAD", key, response)
 
-    def get(self, key: str, chunk_size: int) -> Iterator[bytes]:
+    def get(self, key: str, chunk_size: int, etag: str = "") -> Iterator[bytes]:
         """The object's bytes as they arrive; an answer cut short raises SourceUnavailable.
 
         :raise FileNotFoundError: no such key.
+        :raise SourceChanged: ``etag`` given, and the object's is another.
         """
         with self._span("GetObject", key):
-            yield from self._get(key, chunk_size)
+            yield from self._get(key, chunk_size, etag)
 
-    def _get(self, key: str, chunk_size: int) -> Iterator[bytes]:
+    def _get(self, key: str, chunk_size: int, etag: str) -> Iterator[bytes]:
         response = self._send("GET", key, stream=True)
         finished = False
         try:
             if response.status != 200:
                 self._missing_or_refused(key, response)
                 raise FileNotFoundError(key)
+            check_etag(key, etag, response.headers.get("ETag", ""))
             try:
                 yield from response.stream(chunk_size, decode_content=False)
             except urllib3.exceptions.HTTPError as exc:  # cut off, or too slow: try again later
@@ -172,8 +174,8 @@ class DirectS3:
                 response.close()  # unread bytes would poison the pooled connection
             response.release_conn()
 
-    def get_small(self, key: str, limit: int, chunk_size: int) -> tuple[int, list[bytes] | None] | None:
-        """One GET that is also the check: the object's size, with its bytes when it has
+    def get_small(self, key: str, limit: int, chunk_size: int) -> tuple[int, str, list[bytes] | None] | None:
+        """One GET that is also the check: the object's size and ETag, with its bytes when it has
         at most ``limit`` of them (a larger one's answer is closed unread); None when the
         key does not exist (a GET's error document names a missing bucket, unlike a HEAD).
 
@@ -182,7 +184,7 @@ class DirectS3:
         with self._span("GetObject", key):
             return self._get_small(key, limit, chunk_size)
 
-    def _get_small(self, key: str, limit: int, chunk_size: int) -> tuple[int, list[bytes] | None] | None:
+    def _get_small(self, key: str, limit: int, chunk_size: int) -> tuple[int, str, list[bytes] | None] | None:
         response = self._send("GET", key, stream=True)
         finished = False
         try:
@@ -190,9 +192,9 @@ class DirectS3:
                 self._missing_or_refused(key, response)
                 finished = True  # (its error document was read)
                 return None
-            size = int(response.headers.get("Content-Length", 0))
+            size, etag = int(response.headers.get("Content-Length", 0)), response.headers.get("ETag", "")
             if size > limit:
-                return size, None  # (closed below: reading it would cost what a later GET does)
+                return size, etag, None  # (closed below: reading it would cost what a later GET does)
             try:
                 chunks = list(response.stream(chunk_size, decode_content=False))
             except urllib3.exceptions.HTTPError as exc:
@@ -200,7 +202,7 @@ class DirectS3:
             if sum(map(len, chunks)) != size:
                 raise SourceUnavailable(f"object store sent a short answer to GET {key}")
             finished = True
-            return size, chunks
+            return size, etag, chunks
         finally:
             if not finished:
                 response.close()

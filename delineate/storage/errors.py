@@ -67,3 +67,14 @@ def convert(exc: Exception, action: str, bucket: str) -> StorageError:
     if isinstance(exc, BotoCoreError):
         return SourceUnavailable(f"object store error during {action}: {exc}")
     return StorageError(f"{action} failed: {exc}")
+
+
+class SourceChanged(ValueError):
+    """An object read for a bundle is not the version its check saw (another ETag): the bundle
+    would not be what its sources' ETags say (``jobs/reuse.py`` shares it by them)."""
+
+
+def check_etag(key: str, expected: str, actual: str) -> None:
+    """:raise SourceChanged: ``expected`` (when given) is not ``actual``."""
+    if expected and actual != expected:
+        raise SourceChanged(f"{key} changed since it was checked (ETag {actual}, expected {expected})")

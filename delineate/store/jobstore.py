@@ -22,6 +22,7 @@ from redis.exceptions import NoScriptError
 from delineate.models import Job, JobState, encode_fields, utcnow
 from delineate.redis_io import lane_for
 from delineate.redis_io.base import Lane, pairs_to_dict
+from delineate.store.bundles import BundleGone, Bundles
 from delineate.store.dispatch import Dispatch, Publish
 from delineate.store.history import HISTORY_MARGIN_SECONDS, HISTORY_TRIM_CHANCE, History
 from delineate.store.keys import (
@@ -80,7 +81,7 @@ class Replay:
     fingerprint: str
 
 
-class JobStore(History, SweepIndex, Dispatch, Revocation):
+class JobStore(History, SweepIndex, Dispatch, Revocation, Bundles):
     def __init__(
         self,
         client: redis.Redis,
@@ -236,16 +237,21 @@ class JobStore(History, SweepIndex, Dispatch, Revocation):
             self.publish(result.job)
         return result.job
 
-    def write(self, job_id: str, *, lease: tuple[str, int] | None = None, **fields: Any) -> Written:
+    def write(
+        self, job_id: str, *, lease: tuple[str, int] | None = None, claim: str | None = None, **fields: Any
+    ) -> Written:
         """Write ``fields`` unless the job is terminal; publish nothing.
 
         ``lease`` is ``(holder, ttl seconds)`` for a job's runner: the write is refused
         (:class:`LeaseLost`) while another holder has the lease, and takes or renews it
-        otherwise; a terminal write releases it. When the write made the job terminal,
-        each of ``terminal_hooks`` is called with the record.
+        otherwise; a terminal write releases it. ``claim``: the job id whose bundle this
+        write completes the job with; the job joins that bundle's users in the same step
+        (``store/bundles.py``). When the write made the job terminal, each of
+        ``terminal_hooks`` is called with the record.
 
         :raise JobGone: the job does not exist (any more).
         :raise LeaseLost: another runner holds the job's lease.
+        :raise BundleGone: ``claim``'s bundle is gone or going (nothing written).
         """
         fields["updatedAt"] = utcnow()
         status = fields.get("status")
@@ -255,11 +261,14 @@ class JobStore(History, SweepIndex, Dispatch, Revocation):
         args: list[Any] = [self.ttl_seconds, holder, lease_seconds, *self._update_constants]
         for name, value in encode_fields(**fields).items():
             args += [name, value]
-        result = self._update(keys=[job_key(job_id), lease_key(job_id)], args=args)
+        keys = [job_key(job_id), lease_key(job_id)] + ([self.claim_key(claim)] if claim else [])
+        result = self._update(keys=keys, args=args)
         if result[0] == 0:
             raise JobGone(job_id)
         if result[0] == 3:
             raise LeaseLost(job_id)
+        if result[0] == 4:
+            raise BundleGone(claim)
         job = Job.from_hash(pairs_to_dict(result[1]))
         written = result[0] == 1
         granted = tuple(str(i) for i in result[3]) if written and len(result) > 3 and result[3] else ()

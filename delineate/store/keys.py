@@ -13,7 +13,8 @@ Keys (all prefixed :data:`PREFIX`, ``delineate:``):
   (epoch seconds); ``sweep:expiry`` every job id scored by when its hash expires;
   ``sweep:webhooks`` job ids with a webhook delivery due, scored by when (epoch seconds;
   a revoked job's ``revoked`` delivery uses its entry once its own delivery is over);
-  ``sweep:revoked`` revoked job ids whose bundle may still exist, by revocation time.
+  ``sweep:revoked`` revoked job ids whose bundle may still exist, by revocation time;
+  ``sweep:parts`` hash, job id → part count of each bundle written in parts (``store/parts_index.py``).
   Written by the same scripts that write the job, read by the sweeper
   (``delineate/jobs/sweeper.py``); ``sweep:suspects`` and ``sweep:lock`` are the sweeper's own.
 - ``history:{owner}:{state}`` sorted set, the owner's job ids in that state, scored by
@@ -39,6 +40,14 @@ Keys (all prefixed :data:`PREFIX`, ``delineate:``):
 - ``streams:{owner}`` sorted set, the owner's open SSE streams (an id per stream) scored by
   their last heartbeat (epoch seconds), across every API process; a stream not refreshed for
   a few heartbeats (its process died) no longer counts (``delineate/api/sse.py``)
+- ``reuse:{digest}`` string (JSON), the latest bundle built for one set of file ids
+  (``digest``: sha256 of the sorted ids, 32 hex digits): its sources' digest (ids and
+  ETags), its builder's job id and result fields; TTL JOB_TTL_SECONDS, refreshed by each job
+  completed with it. Only a hint: ``bundle-refs`` says whether the bundle is alive
+  (``delineate/store/bundles.py``)
+- ``bundle-refs:{jobId}`` sorted set, the jobs completed with the bundle ``jobId`` built,
+  each scored with when its hash expires (epoch s); made by the first job that reuses it,
+  deleted (and the bundle with it) once none of them is completed and unrevoked any more
 - ``metrics:*``     the shared metric counters (:data:`METRICS_PREFIX`, `delineate/telemetry/`)
 
 The Lua scripts (``store/lua/*.lua``) build some of these keys themselves from the
@@ -109,12 +118,25 @@ def ready_key(owner: str) -> str:
     return f"{DISPATCH_PREFIX}ready:{dispatch_tenant(owner)}"
 
 
+def reuse_key(ids_digest: str) -> str:
+    return f"{PREFIX}reuse:{ids_digest}"
+
+
+def bundle_refs_key(job_id: str) -> str:
+    """``store/lua/reuse.lua`` builds it too, from the builder's job id."""
+    return f"{PREFIX}bundle-refs:{job_id}"
+
+
 LIVE_KEY = f"{PREFIX}sweep:live"
 EXPIRY_KEY = f"{PREFIX}sweep:expiry"
 WEBHOOKS_KEY = f"{PREFIX}sweep:webhooks"
 REVOKED_KEY = f"{PREFIX}sweep:revoked"
 """Sorted set: revoked job ids whose bundle may still exist, scored by revocation time
 (epoch seconds); written by ``revoke.lua``, emptied by the revoking request or the sweeper."""
+PARTS_KEY = f"{PREFIX}sweep:parts"
+"""Hash: job id → how many parts its bundle was planned in, for the jobs whose bundle is
+written in parts; written before the first part is uploaded, emptied by the sweeper when
+the job expires (the job's hash, which lists the parts, is gone by then)."""
 SUSPECTS_KEY = f"{PREFIX}sweep:suspects"
 SWEEP_LOCK_KEY = f"{PREFIX}sweep:lock"
 

@@ -27,6 +27,7 @@ NAMES = (
     "revoke",
     "revoked_webhook",
     "grant",
+    "release_bundles",
 )
 """Every script in ``lua/``."""
 
@@ -34,7 +35,7 @@ NAMES = (
 INCLUDE = "-- $INCLUDE "
 """A line ``-- $INCLUDE dispatch`` is replaced by ``lua/dispatch.lua`` (its functions)."""
 
-INCLUDED = ("dispatch",)
+INCLUDED = ("dispatch", "reuse")
 """Files of shared functions, included by the scripts that use them (never run alone)."""
 
 

@@ -78,6 +78,8 @@ def entrance(
         otel_exporter_otlp_endpoint=otlp.endpoint,
         fast_paths=fast,
         max_body_bytes=4096,
+        max_initiate_body_bytes=8192,
+        max_file_ids=1000,
     )
     job = completed_job(build_services(settings).store, owner="alice")
     name = "api-entrance-fast" if fast else "api-entrance-flask"
@@ -173,6 +175,19 @@ def test_bodies_are_checked_alike(
     entrance: Entrance, body: str, headers: dict[str, str], status: int, error: str | None
 ) -> None:
     _json_error(entrance.initiate(headers, content=body.encode()), status, error)
+
+
+def test_initiate_has_its_own_limits(entrance: Entrance) -> None:
+    """Initiate takes MAX_FILE_IDS ids in up to MAX_INITIATE_BODY_BYTES; other routes keep MAX_BODY_BYTES."""
+    json_body = {**BOB, "Content-Type": "application/json"}
+    within = json.dumps({"file_ids": [70000] * 700}).encode()  # ~4.9 KB: past MAX_BODY_BYTES (4096)
+    assert entrance.settings.max_body_bytes < len(within) < entrance.settings.max_initiate_body_bytes
+    assert entrance.post("/v1/download/initiate", content=within, headers=json_body).status_code == 202
+    too_many = json.dumps({"file_ids": [70000] * 1001}).encode()  # ~7 KB, one id past MAX_FILE_IDS
+    refused = _json_error(entrance.post("/v1/download/initiate", content=too_many, headers=json_body), 400)
+    assert "at most 1000 items (MAX_FILE_IDS)" in refused["message"]
+    check = b'{"file_id": 70000' + b" " * 4096 + b"}"
+    _json_error(entrance.post("/v1/download/check", content=check, headers=json_body), 413, "payload_too_large")
 
 
 def test_metrics_count_each_request_once(entrance: Entrance) -> None:

@@ -43,7 +43,7 @@ TERMINAL = {state.value for state in TERMINAL_STATES}
 STATUS_KEYS = {
     "jobId", "status", "progress", "completedFiles", "totalFiles", "availableFiles", "missingFileIds",
     "attempts", "downloadUrl", "size", "error", "createdAt", "updatedAt", "completedAt", "version",
-    "phase", "bytesDone", "bytesTotal", "callback",
+    "phase", "bytesDone", "bytesTotal", "callback", "parts",
 }  # fmt: skip
 
 

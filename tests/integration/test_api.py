@@ -157,7 +157,7 @@ def test_initiate_answers_202_with_location(client: FlaskClient) -> None:
     ("body", "path"),
     [
         ({"file_ids": []}, "$.file_ids"),
-        ({"file_ids": list(range(10000, 11001))}, "$.file_ids"),
+        ({"file_ids": list(range(10000, 20001))}, "$.file_ids"),  # MAX_FILE_IDS + 1
         ({"file_ids": ["70000"]}, "$.file_ids[0]"),
         ({"file_ids": [70000.0]}, "$.file_ids[0]"),
         ({"file_ids": [70000.5]}, "$.file_ids[0]"),
@@ -201,7 +201,7 @@ def test_non_json_body_is_415(client: FlaskClient) -> None:
 
 
 def test_oversized_body_is_413(client: FlaskClient) -> None:
-    raw = json.dumps({"file_ids": [70000] * 20000})
+    raw = json.dumps({"file_ids": [70000] * 40000})  # past MAX_INITIATE_BODY_BYTES (256 KiB)
     assert_error(client.post(INITIATE, data=raw, headers=JSON), 413, "payload_too_large")
 
 

@@ -332,7 +332,7 @@ def test_spec_covers_every_route_and_docs_work_offline(client: FlaskClient, app:
     assert {"200", "202", "400", "409", "413", "415", "429", "503"} <= set(initiate_op["responses"])
     body_schema = spec["components"]["schemas"]["FileIdsBody"]
     assert body_schema["additionalProperties"] is False
-    assert body_schema["properties"]["file_ids"]["maxItems"] == 1000
+    assert body_schema["properties"]["file_ids"]["maxItems"] == 10_000  # MAX_FILE_IDS
     assert "/v1/download/estimate" in spec["paths"]
     page = client.get("/docs").get_data(as_text=True)
     assert "http://" not in page and "https://" not in page  # nothing from a CDN

@@ -4,6 +4,7 @@ than one request."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from typing import Any
@@ -13,8 +14,9 @@ import pytest
 from flask.testing import FlaskClient
 
 from delineate import create_app
+from delineate.api import sources
 from delineate.api.blueprints import downloads
-from delineate.api.fanout import bounded_map
+from delineate.api.fanout import PENDING, bounded_map, map_within
 from delineate.dev.seed import SAMPLE_IDS
 from delineate.models import JobState
 from delineate.store.keys import count_key
@@ -139,12 +141,36 @@ def test_an_estimate_counts_one_request_per_100_ids(make_settings: Any) -> None:
     assert int(refused.headers["Retry-After"]) >= 1
 
 
-def test_an_estimate_past_its_budget_is_503_not_a_hang(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(downloads, "ESTIMATE_BUDGET_SECONDS", 0.01)
+def test_an_estimate_past_its_budget_names_what_it_did_not_check(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(downloads, "ESTIMATE_BUDGET_SECONDS", 0.3)
+    monkeypatch.setattr(sources, "LIST_MIN_IDS", 1_000_000)  # HEADs only (a LIST settles these at once)
+    ids = [*THOUSAND, *(200_000 + n for n in range(9000))]  # 10,000: more than 0.3 s of HEADs
     began = time.monotonic()
-    response = client.post(ESTIMATE, json={"file_ids": THOUSAND})
-    assert response.status_code == 503 and response.get_json()["error"] == "storage_unavailable"
+    response = client.post(ESTIMATE, json={"file_ids": ids})
     assert time.monotonic() - began < 1.5
+    body = response.get_json()
+    assert response.status_code == 200, body
+    checked, unchecked = body["availableFileIds"] + body["missingFileIds"], body["uncheckedFileIds"]
+    assert checked and unchecked, (len(checked), len(unchecked))
+    assert sorted(checked + unchecked) == sorted(ids) and set(body["availableFileIds"]) <= set(SAMPLE_IDS)
+    assert unchecked == [i for i in ids if i in set(unchecked)]  # in the order sent
+
+
+def test_an_estimate_the_store_never_answers_is_503_not_a_hang(
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(downloads, "ESTIMATE_BUDGET_SECONDS", 0.5)
+    with socket.socket() as silent:  # a store that takes connections and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        client = _client(make_settings(s3_endpoint=f"http://127.0.0.1:{silent.getsockname()[1]}"))
+        began = time.monotonic()
+        response = client.post(ESTIMATE, json={"file_ids": THOUSAND[:50]})
+        took = time.monotonic() - began
+    assert response.status_code == 503 and response.get_json()["error"] == "storage_unavailable"
+    assert took < 1.5
 
 
 def test_bounded_map_keeps_order_and_bounds_what_is_in_flight() -> None:
@@ -166,3 +192,18 @@ def test_bounded_map_keeps_order_and_bounds_what_is_in_flight() -> None:
         bounded_map(lambda n: time.sleep(0.2), list(range(50)), 2, 0.1)
     with pytest.raises(ZeroDivisionError):
         bounded_map(lambda n: 1 // n, [3, 2, 1, 0], 2, 5)
+
+
+def test_map_within_answers_by_its_budget_with_what_finished() -> None:
+    def nap(n: int) -> int:
+        time.sleep(1.0 if n >= 10 else 0.001)
+        return n
+
+    began = time.monotonic()
+    results = map_within(nap, list(range(20)), 20, 0.3)
+    assert time.monotonic() - began < 0.8  # not the 1 s the slow half takes
+    assert results[:10] == list(range(10)) and all(r is PENDING for r in results[10:])
+    assert map_within(nap, [1, 2, 3], 2, 5) == [1, 2, 3]
+    assert map_within(nap, [], 2, 5) == []
+    with pytest.raises(ZeroDivisionError):
+        map_within(lambda n: 1 // n, [3, 2, 1, 0], 2, 5)

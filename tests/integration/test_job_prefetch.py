@@ -45,9 +45,9 @@ class CountingStorage(Storage):
         self.calls["read_small"] += 1
         return super().read_small(key, limit)
 
-    def iter_object(self, key: str, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
+    def iter_object(self, key: str, chunk_size: int = 256 * 1024, etag: str = "") -> Iterator[bytes]:
         self.calls["get"] += 1
-        return super().iter_object(key, chunk_size)
+        return super().iter_object(key, chunk_size, etag)
 
 
 def _run(settings: Settings, file_ids: list[int], delay: bool) -> tuple[dict[str, Any], CountingStorage]:

@@ -25,6 +25,9 @@ def test_defaults_follow_design() -> None:
         ({"DOWNLOAD_DELAY_ENABLED": "maybe"}, "DOWNLOAD_DELAY_ENABLED"),
         ({"DOWNLOAD_DELAY_MIN_MS": "5", "DOWNLOAD_DELAY_MAX_MS": "1"}, "DOWNLOAD_DELAY_MIN_MS"),
         ({"API_KEYS": "nokey"}, "API_KEYS"),
+        ({"MAX_FILE_IDS": "0"}, "MAX_FILE_IDS"),
+        ({"MAX_FILE_IDS": "100001"}, "MAX_FILE_IDS"),
+        ({"MAX_INITIATE_BODY_BYTES": "63"}, "MAX_INITIATE_BODY_BYTES"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], names: str) -> None:
@@ -125,3 +128,10 @@ def test_flower_reads_the_sentinel_broker() -> None:
         uri = conn.as_uri(include_password=True)
     broker = Broker(uri, broker_options=capp.conf.broker_transport_options)
     assert isinstance(broker, RedisSentinel) and broker.master_name == "m"
+
+
+def test_large_export_limits_default_to_design_and_parse() -> None:
+    s = load_settings(environ={}, dotenv_path=None)
+    assert (s.max_file_ids, s.max_initiate_body_bytes, s.max_body_bytes) == (10_000, 262_144, 65_536)
+    s = load_settings(environ={"MAX_FILE_IDS": " 500 ", "MAX_INITIATE_BODY_BYTES": "1048576"}, dotenv_path=None)
+    assert (s.max_file_ids, s.max_initiate_body_bytes) == (500, 1_048_576)

@@ -68,7 +68,7 @@ def test_status_json_has_every_design_field() -> None:
     assert set(status) == {
         "jobId", "status", "progress", "completedFiles", "totalFiles", "availableFiles", "missingFileIds",
         "attempts", "downloadUrl", "size", "error", "createdAt", "updatedAt", "completedAt", "version",
-        "phase", "bytesDone", "bytesTotal", "callback",
+        "phase", "bytesDone", "bytesTotal", "callback", "parts",
     }  # fmt: skip
     assert status["totalFiles"] == 2 and status["downloadUrl"] is None
 

@@ -67,6 +67,7 @@ def test_keys_built_in_lua_are_the_store_keys() -> None:
         keys.EXPIRY_KEY,
         keys.WEBHOOKS_KEY,
         keys.DISPATCH_PREFIX,
+        keys.bundle_refs_key(""),  # a shared bundle's users (reuse.lua)
         f"{keys.METRICS_PREFIX}jobs",  # the count of terminal jobs by state (update.lua)
     }
     built = {key for name in scripts.NAMES for key in re.findall(r"'(delineate:[^']*)'", scripts.source(name))}

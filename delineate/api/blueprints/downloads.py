@@ -17,13 +17,16 @@ from delineate.api.accept import accept, estimate_seconds, idempotency_key
 from delineate.api.edge.auth import current_owner, load_owned_job
 from delineate.api.fanout import bounded_map
 from delineate.api.flask_app import services
+from delineate.api.sources import check_sources
 from delineate.api.validation import (
     ROUTE_NAMES,
     FileIdBody,
-    FileIdsBody,
+    bad_query,
     is_job_id,
     parse_body,
+    parse_file_ids,
     parse_job_id,
+    query_number,
     refuse_unknown_query,
 )
 from delineate.broker.queue import TaskQueue
@@ -32,14 +35,16 @@ from delineate.errors import (
     GatewayTimeout,
     JobNotFound,
     JobNotReady,
+    MultipleParts,
     Revoked,
     SourceUnavailable,
     StorageError,
 )
+from delineate.jobs.parts import result_objects
 from delineate.jobs.webhooks import check_callback_url, send_revoked
 from delineate.models import Job, JobState, Phase
 from delineate.services import Services, download_name
-from delineate.storage import bundle_key, source_key
+from delineate.storage import ObjectInfo, part_key, source_key
 from delineate.store import JobGone, JobStore
 from delineate.store.revocation import NotRevocable
 from delineate.telemetry.audit import NO_STORE, audit_link
@@ -49,6 +54,9 @@ logger = logging.getLogger(__name__)
 REVOKE_DELETE_BUDGET_SECONDS = 1.0
 """How long a revoking request waits for the object store to delete the bundle, in seconds;
 past it (or on an error) the request still answers 202 and the sweeper deletes it."""
+
+REVOKE_DELETE_CONCURRENCY = 8
+"""Objects a revoking request deletes at once (a bundle in parts is several)."""
 
 
 bp = Blueprint("downloads", __name__, url_prefix="/v1/download")
@@ -82,8 +90,8 @@ def _prefetch_jobs(state: BlueprintSetupState) -> None:
 
 @bp.post("/initiate")
 def initiate() -> tuple[Response, int, list[tuple[str, str]]]:
-    body = parse_body(FileIdsBody)
     svc = services()
+    body = parse_file_ids(svc.settings)
     owner = current_owner()
     tenant = svc.tenants.current.tenant(owner)  # its callback hosts and webhook secret
     callback_url = "" if body.callback_url is None else check_callback_url(body.callback_url, tenant)
@@ -107,10 +115,18 @@ def status(job_id: str) -> Response:
     return response
 
 
+MAX_PART = 999_999
+"""The largest ``?part=`` read as a number (a larger one is a 400 like any other)."""
+
+
 @bp.get("/<job:job_id>")
 def download(job_id: str) -> tuple[Response, int, dict[str, str]]:
-    """:raise JobNotReady: not completed (409). :raise Revoked: its result was revoked (410)."""
-    job = load_owned_job(parse_job_id(job_id))
+    """:raise JobNotReady: not completed (409). :raise Revoked: its result was revoked (410).
+    :raise MultipleParts: the result is in parts and ``part`` names none (409).
+    :raise InvalidRequest: ``part`` is not a number of one of the result's parts (400)."""
+    checked_id = parse_job_id(job_id)
+    part = query_number("part", 0, 1, MAX_PART)  # 0: none asked for
+    job = load_owned_job(checked_id)
     svc = services()
     if job.revoked_at:
         raise Revoked(f"Job {job.job_id}'s result was revoked at {job.revoked_at}.", details=svc.store.status(job))
@@ -119,10 +135,27 @@ def download(job_id: str) -> tuple[Response, int, dict[str, str]]:
             f"Job {job.job_id} is {job.status.value}; the download is ready when it is completed.",
             details=svc.store.status(job),
         )
-    url = svc.storage.presign(job.result_key, download_name(job))
+    url = svc.storage.presign(*_result_object(job, part))
     audit_link(url, job.owner, job.job_id, g.get("request_id"), request.remote_addr, via="download")
     headers = {"Location": url, "Cache-Control": NO_STORE}
     return jsonify(downloadUrl=url, expiresInSeconds=svc.settings.presigned_url_expiry_seconds), 302, headers
+
+
+def _result_object(job: Job, part: int) -> tuple[str, str]:
+    """The key and download name of what ``?part=`` asks for (0: the whole result). A single
+    result is its own part 1."""
+    count = len(job.parts) if job.parts is not None else 1
+    if part > count:
+        raise bad_query("part", f"must be a whole number from 1 to {count} (the result has {count})")
+    if job.parts is None:
+        return job.result_key, download_name(job)
+    if part == 0:
+        listed = [{**p, "url": f"{bp.url_prefix}/{job.job_id}?part={p['index']}"} for p in job.parts]
+        raise MultipleParts(
+            f"Job {job.job_id}'s result is in {count} parts: download each with ?part=1 to ?part={count}.",
+            details={"parts": listed},
+        )
+    return part_key(job.result_key, part), f"delineate-{job.job_id}-part-{part:04d}.zip"
 
 
 @bp.delete("/<job:job_id>")
@@ -171,14 +204,17 @@ def _revoke(svc: Services, job: Job) -> tuple[Response, int]:
 
 
 def _delete_result(svc: Services, job: Job) -> None:
-    """Delete a revoked job's bundle and take it off the revocation index. A single-file
-    job's result is its source object, shared with every other job: only its links are
-    revoked. What this request cannot delete in time, the sweeper does."""
-    key = bundle_key(job.job_id)
-    if job.result_key == key:
+    """Delete a revoked job's bundle (or its parts) and take it off the revocation index. A
+    single-file job's result is its source object, shared with every other job: only its
+    links are revoked. A bundle other jobs reused goes only with its last user
+    (``store/bundles.py``). What this request cannot delete in time, the sweeper does."""
+    keys = result_objects(job)
+    if keys:
         try:
-            bounded_map(svc.storage.delete, [key], 1, REVOKE_DELETE_BUDGET_SECONDS)
-        except (TimeoutError, StorageError) as exc:
+            if not svc.store.release_revoked([job.job_id]):
+                keys = []  # another job still uses this bundle
+            bounded_map(svc.storage.delete, keys, REVOKE_DELETE_CONCURRENCY, REVOKE_DELETE_BUDGET_SECONDS)
+        except (TimeoutError, StorageError, redis.RedisError) as exc:
             logger.warning("job %s revoked; its bundle is left to the sweeper: %s", job.job_id, str(exc) or "timed out")
             return
     try:
@@ -200,7 +236,8 @@ ESTIMATE_CONCURRENCY = 16
 """HEAD requests one estimate has in flight at most."""
 
 ESTIMATE_BUDGET_SECONDS = 10.0
-"""Time one estimate may spend on its HEAD requests, in seconds; past it, 503."""
+"""Time one estimate may spend on its LIST and HEAD requests, in seconds; past it, the answer lists
+the ids not checked yet in ``uncheckedFileIds`` (503 only when none was checked)."""
 
 ESTIMATE_IDS_PER_REQUEST = 100
 """An estimate counts as one request against the rate limit per this many ids (rounded up)."""
@@ -208,35 +245,38 @@ ESTIMATE_IDS_PER_REQUEST = 100
 
 @bp.post("/estimate")
 def estimate() -> Response:
-    body = parse_body(FileIdsBody)
+    """:raise SourceUnavailable: the store answered for none of the ids within the budget (503)."""
+    svc = services()
+    body = parse_file_ids(svc.settings)
     ids = body.unique_ids()
     extra = math.ceil(len(ids) / ESTIMATE_IDS_PER_REQUEST) - 1  # the edge counted one already
     edge = current_app.extensions.get("delineate_edge")
     if extra > 0 and edge is not None:
         edge.count(cost=extra)
-    svc = services()
-    storage = svc.storage
-    try:
-        infos = bounded_map(
-            lambda file_id: storage.head(source_key(file_id)), ids, ESTIMATE_CONCURRENCY, ESTIMATE_BUDGET_SECONDS
-        )
-    except TimeoutError:
-        raise SourceUnavailable(
-            f"The object store did not answer for {len(ids)} files within {ESTIMATE_BUDGET_SECONDS:.0f} s; "
-            "try again shortly, or with fewer ids."
-        ) from None
+    # Within the budget whatever the count (MAX_FILE_IDS, 10,000 by default): LIST pages where
+    # the ids are dense, HEADs elsewhere; the ids not settled by then are named, not guessed.
+    infos = check_sources(svc.storage, ids, ESTIMATE_CONCURRENCY, ESTIMATE_BUDGET_SECONDS)
     available: list[int] = []
     missing: list[int] = []
+    unchecked: list[int] = []
     total = 0
     for file_id, info in zip(ids, infos, strict=True):
-        if info is None:
-            missing.append(file_id)
-        else:
+        if isinstance(info, ObjectInfo):
             available.append(file_id)
             total += info.size
+        elif info is None:
+            missing.append(file_id)
+        else:  # PENDING: not answered within the budget
+            unchecked.append(file_id)
+    if len(unchecked) == len(ids):
+        raise SourceUnavailable(
+            f"The object store did not answer for any of {len(ids)} files within {ESTIMATE_BUDGET_SECONDS:g} s; "
+            "try again shortly."
+        )
     return jsonify(
         availableFileIds=available,
         missingFileIds=missing,
+        uncheckedFileIds=unchecked,
         totalBytes=total,
         estimatedTimeSeconds=estimate_seconds(svc.settings, len(ids)),
     )

@@ -44,7 +44,7 @@ from delineate.api.accept import accept, idempotency_key
 from delineate.api.edge.security import HANDOFF, Edge, Handoff
 from delineate.api.metrics import RequestObserver
 from delineate.api.tracing import RequestTracer
-from delineate.api.validation import FileIdsBody, body_refusal, is_job_id, parse_json
+from delineate.api.validation import body_refusal, file_ids_body, is_job_id, parse_json
 from delineate.broker.queue import TaskQueue
 from delineate.services import Services
 from delineate.telemetry.audit import NO_STORE, audit_link
@@ -85,7 +85,9 @@ class FastLane:
         self.inner = inner
         self.svc: Services = app.extensions["delineate"]
         self.store = self.svc.store
-        self.max_body = self.svc.settings.max_body_bytes
+        # The initiate's own limits (as Flask's view applies them: validation.parse_file_ids).
+        self.max_body = self.svc.settings.max_initiate_body_bytes
+        self.body_model = file_ids_body(self.svc.settings.max_file_ids)
         self.queue: TaskQueue = app.extensions["delineate_tasks"]
         self.edge: Edge = app.extensions["delineate_edge"]
         self.observer: RequestObserver = app.extensions["delineate_observer"]
@@ -149,7 +151,7 @@ class FastLane:
         if len(raw) != length:  # cut short: Flask's 400
             return self._hand_over(handoff, environ, start_response)
         try:
-            body = parse_json(raw, FileIdsBody)
+            body = parse_json(raw, self.body_model)
             idem_key = idempotency_key(environ.get("HTTP_IDEMPOTENCY_KEY"))
         except Exception:  # noqa: BLE001 - nothing written yet: Flask's view answers in its own words
             return self._hand_over(handoff, environ, start_response)
@@ -170,8 +172,8 @@ class FastLane:
 
     def _body_length(self, environ: dict[str, Any]) -> int | None:
         """The declared length of a JSON body the lane may read; None leaves it to Flask
-        (the body rule refuses it, or it is chunked, empty or over MAX_BODY_BYTES: Flask's
-        view answers)."""
+        (the body rule refuses it, or it is chunked, empty or over MAX_INITIATE_BODY_BYTES:
+        Flask's view answers)."""
         if environ.get("HTTP_TRANSFER_ENCODING"):
             return None
         if body_refusal(environ.get("CONTENT_TYPE"), environ.get("HTTP_CONTENT_ENCODING")) is not None:

@@ -7,13 +7,17 @@
 --   [4] history margin (s, HISTORY_MARGIN_SECONDS), [5] webhook claim (s, after a job
 --   ends its first delivery is due this late unless sent), [6] Celery queue key ('' = the
 --   broker is another Redis), [7..] field/value pairs.
+-- KEYS[3], only on the write that completes a job with a bundle another job built
+-- (jobs/reuse.py): that bundle's bundle-refs; the job joins its users in this same step.
 -- Returns {0} when the job does not exist, {1, record, listeners, granted} when written
 -- (listeners: the subscribers of the job's events channel, so a write nobody watches is not
 -- published; granted: when the write ended a job, the ids its freed slot went to that the
 -- caller must publish), {2, record} when refused because the job already reached a
--- terminal state, {3} when refused because another runner holds the lease.
+-- terminal state, {3} when refused because another runner holds the lease, {4} when refused
+-- because the bundle of KEYS[3] is gone or going.
 
 -- $INCLUDE dispatch
+-- $INCLUDE reuse
 
 -- = models.TERMINAL_STATES (checked by tests/unit/test_store.py)
 local TERMINAL = {completed = true, failed = true, cancelled = true}
@@ -27,6 +31,11 @@ local holder = ARGV[2]
 if holder ~= '' then
   local leased_to = redis.call('GET', KEYS[2])
   if leased_to and leased_to ~= holder then return {3} end
+end
+if KEYS[3] then
+  local expires = tonumber(redis.call('TIME')[1]) + tonumber(ARGV[1])
+  local builder = string.sub(KEYS[3], #REUSE_REFS + 1)
+  if not bundle_claim(builder, redis.call('HGET', KEYS[1], 'jobId'), expires) then return {4} end
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 redis.call('HINCRBY', KEYS[1], 'version', 1)

@@ -599,6 +599,12 @@
           window.location.href = status.downloadUrl;
           return;
         }
+        if (result.ok && status.status === "completed" && status.parts && !status.revokedAt) {
+          // A result in parts has no one link: each part is its own download (?part=N).
+          const links = status.parts.map((p) => "/v1/download/" + jobId + "?part=" + p.index);
+          say("This result is in " + status.parts.length + " parts; download each: " + links.join(" "));
+          return;
+        }
         if (result.ok && status.revokedAt) {
           render(status);
           say("This job's result was revoked at " + status.revokedAt + "; there is nothing to download.");
