@@ -54,12 +54,15 @@ run: $(RUN_STAMP) ## start the whole stack in the foreground (Ctrl-C stops it al
 # libraries alone (FAST_PATHS=false, the reference path), so both keep the contract. Each on
 # TEST_PROCESSES processes (pytest-xdist, each with its own Redis, S3, workers and gunicorn),
 # but the tests marked serial (every fault test, and those that time something) run alone.
+# JUNIT_DIR (CI sets it): each of the four runs writes its JUnit report there.
 TEST_PROCESSES ?= 2
+JUNIT_DIR ?=
+junit = $(if $(JUNIT_DIR),--junitxml=$(JUNIT_DIR)/$(1).xml)
 test: $(DEV_STAMP) $(NODE_TOOLS) ## the whole suite against real Redis, S3, Celery and gunicorn, then the contract with FAST_PATHS=false (needs npm)
-	$(PY) -m pytest -n $(TEST_PROCESSES) -m "not serial" $(PYTEST_ARGS)
-	$(PY) -m pytest -m serial $(PYTEST_ARGS)
-	$(PY) -m pytest -n $(TEST_PROCESSES) -m "contract and not serial" --fast-paths=false $(PYTEST_ARGS)
-	$(PY) -m pytest -m "contract and serial" --fast-paths=false $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_PROCESSES) -m "not serial" $(call junit,suite) $(PYTEST_ARGS)
+	$(PY) -m pytest -m serial $(call junit,suite-serial) $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_PROCESSES) -m "contract and not serial" --fast-paths=false $(call junit,contract-libraries) $(PYTEST_ARGS)
+	$(PY) -m pytest -m "contract and serial" --fast-paths=false $(call junit,contract-libraries-serial) $(PYTEST_ARGS)
 
 test-unit: $(DEV_STAMP) ## the tests that need no service (tests/unit), in seconds
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
