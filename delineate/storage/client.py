@@ -139,6 +139,20 @@ class Storage(Multipart):
             if settings.fast_paths and settings.s3_force_path_style and credentials is not None
             else None
         )
+        # The download links, signed the same way on the public endpoint.
+        self._links = (
+            DirectS3(
+                endpoint=settings.s3_public_endpoint,
+                bucket=settings.s3_bucket_name,
+                credentials=credentials.get_frozen_credentials,
+                region=settings.s3_region,
+                timeout_seconds=timeout_seconds,
+                connect_seconds=min(timeout_seconds, CONNECT_TIMEOUT_SECONDS),
+                attempts=attempts,
+            )
+            if self._direct is not None and credentials is not None
+            else None
+        )
         self._reuse_seconds = settings.presigned_url_expiry_seconds * PRESIGN_REUSE_SHARE
         self._bucket_confirmed_at = float("-inf")
 
@@ -321,13 +335,17 @@ class Storage(Multipart):
 
     def presign(self, key: str, download_name: str) -> str:
         """A GET link on the public endpoint, valid for PRESIGNED_URL_EXPIRY_SECONDS."""
+        disposition = f'attachment; filename="{download_name}"'
+        if self._links is not None:
+            expires = self._settings.presigned_url_expiry_seconds
+            return self._links.presign(key, {"response-content-disposition": disposition}, expires)
         return str(
             self._public.generate_presigned_url(
                 "get_object",
                 Params={
                     "Bucket": self.bucket,
                     "Key": key,
-                    "ResponseContentDisposition": f'attachment; filename="{download_name}"',
+                    "ResponseContentDisposition": disposition,
                 },
                 ExpiresIn=self._settings.presigned_url_expiry_seconds,
             )
