@@ -10,6 +10,7 @@ copy through the worker's own direct S3 requests, without a target). Load comes 
 (Debian package ``wrk``).
 
     .venv/bin/python bench/run_all.py [--runs 3] [--only hot,telemetry,capacity,e2e,...] [--keep]
+        [--volume-jobs 1000000]
 
 ``--keep`` with ``--only``: the figures of the other scenarios stay, carried from the report
 being replaced and marked with its date.
@@ -35,7 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import console_cost, e2e, fair_share, hot_path  # noqa: E402
+from bench import console_cost, e2e, fair_share, hot_path, volume  # noqa: E402
 from bench.stack import RESULTS, start_stack, wait_for  # noqa: E402
 from delineate import create_app  # noqa: E402
 from delineate.models import TERMINAL_STATES  # noqa: E402
@@ -157,6 +158,46 @@ def scenario_console(args: argparse.Namespace, figures: dict[str, Figure]) -> No
     figures["console_timeline_p50"].note += (
         f"; in-process: Redis {statistics.median(run['redis_ms'] for run in runs):.2f} ms "
         f"+ merge {statistics.median(run['build_ms'] for run in runs):.2f} ms per call"
+    )
+
+
+def scenario_volume(args: argparse.Namespace, figures: dict[str, Figure]) -> None:
+    """A million jobs in one Redis (bench/volume.py): memory, reads, a sweep, cost per job."""
+    result = volume.measure(volume.parser().parse_args(["--jobs", str(args.volume_jobs)]))
+    (RESULTS / "volume.json").write_text(json.dumps(result, indent=2))
+    job, fill, status, history = result["per_job"], result["fill"], result["status"], result["history"]
+    sweep = max(result["sweeps"], key=lambda row: row["seconds"])
+    jobs = f"{result['jobs']:,} jobs"
+    figures["volume_memory"].values.append(fill["memory_bytes_per_completed_job"])
+    figures["volume_memory"].note = (
+        f"{jobs}: the hash {fill['job_hash_bytes']} B, the rest its indexes; a live job "
+        f"{fill['memory_bytes_per_live_job']:.0f} B (its waiting message); used_memory {fill['used_memory'] / 2**20:.0f} MiB"
+    )
+    figures["volume_status_ratio"].values.append(status["p99_ratio"])
+    figures["volume_status_ratio"].note = (
+        f"p50/p99 {status['p50_ms']['full']:.2f}/{status['p99_ms']['full']:.2f} ms at {jobs}, "
+        f"{status['p50_ms']['small']:.2f}/{status['p99_ms']['small']:.2f} ms with {status['small_store_jobs']:,}; "
+        f"Redis {status['redis_cpu_us_per_read']:.0f} µs per read"
+    )
+    figures["volume_history_p99"].values.append(history["limit_20"]["p99_ms"])
+    figures["volume_history_p99"].note = (
+        f"{history['tenant_jobs']:,} jobs, pages from random positions; limit=100 p99 "
+        f"{history['limit_100']['p99_ms']:.1f} ms"
+    )
+    figures["volume_sweep_s"].values.append(sweep["seconds"])
+    figures["volume_sweep_s"].note = (
+        f"slowest of {len(result['sweeps'])}: Redis CPU {sweep['redis_cpu_s'] * 1000:.0f} ms, "
+        f"{sweep['live']:,} live of which {sweep['stale_live']:,} unwritten for two intervals"
+    )
+    figures["volume_round_trips"].values.append(job["round_trips"])
+    figures["volume_round_trips"].note = (
+        f"{job['commands_sent']:.1f} commands sent, {job['commands_run']:.1f} run with those in scripts "
+        f"({job['jobs']} real two-file jobs)"
+    )
+    figures["volume_redis_us"].values.append(job["redis_cpu_us"])
+    figures["volume_redis_us"].note = (
+        f"one primary at 75 % of a core: {result['capacity']['jobs_per_s_at_75pct']:,.0f} jobs/s, "
+        f"{result['capacity']['jobs_per_s_with_10_status_reads']:,.0f} with 10 status reads each"
     )
 
 
@@ -334,6 +375,18 @@ def figures_of_record() -> dict[str, Figure]:
             "bundle_rss": Figure("bundling: worker peak RSS (every size)", "MB", "≤ 150", met=lambda v: v <= 150),
             "console_timeline_p50": Figure("console: GET /v1/stats/timeline?minutes=60, full hour, p50", "ms", ""),
             "console_errors_p50": Figure("console: GET /v1/errors?limit=100, full log, p50", "ms", ""),
+            "volume_memory": Figure(
+                "volume: Redis memory per completed job, every index", "B", "≤ 1536 (1.5 KB)", met=lambda v: v <= 1536
+            ),
+            "volume_status_ratio": Figure(
+                "volume: status p99 at a million jobs, x a small store's", "x", "≤ 1.2", met=lambda v: v <= 1.2
+            ),
+            "volume_history_p99": Figure(
+                "volume: history page p99, tenant of 100,000 jobs", "ms", "≤ 20", met=lambda v: v <= 20
+            ),
+            "volume_sweep_s": Figure("volume: one sweep, 100,000 live jobs", "s", "≤ 1", met=lambda v: v <= 1),
+            "volume_round_trips": Figure("volume: Redis round trips per job, initiate → completed", "", ""),
+            "volume_redis_us": Figure("volume: Redis CPU per job, initiate → completed", "µs", ""),
         }
     )
     return figures
@@ -372,8 +425,9 @@ def main() -> int:
     parser.add_argument("--waiting-jobs", type=int, default=1000)
     parser.add_argument(
         "--only",
-        default="hot,telemetry,libraries,tenants,capacity,e2e,waiting,fairness,fair_share,idle,sse,bundles,console",
+        default="hot,telemetry,libraries,tenants,capacity,e2e,waiting,fairness,fair_share,idle,sse,bundles,console,volume",
     )
+    parser.add_argument("--volume-jobs", type=int, default=1_000_000, help="the volume scenario's jobs")
     parser.add_argument(
         "--keep",
         action="store_true",
@@ -400,6 +454,7 @@ def main() -> int:
         ("sse", lambda: scenario_script(args, figures, "sse_streams.py")),
         ("bundles", lambda: scenario_script(args, figures, "bundle_memory.py")),
         ("console", lambda: scenario_console(args, figures)),
+        ("volume", lambda: scenario_volume(args, figures)),
     ]
     loads = []
     for name, step in steps:

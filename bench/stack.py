@@ -153,9 +153,13 @@ def wrk(
     script: Path | None = None,
     threads: int = 2,
     headers: dict[str, str] | None = None,
+    script_args: list[str] | None = None,
 ) -> dict[str, float]:
-    """One wrk run: requests/s, p50 and p99 in ms, and failures (non-2xx/3xx and socket errors)."""
+    """One wrk run: requests/s, p50 and p99 in ms, and failures (non-2xx/3xx and socket errors).
+    ``script_args`` go to the script's ``init``."""
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    if script_args:
+        command += ["--", *script_args]
     if script:
         command[1:1] = ["-s", str(script)]
     for name, value in (headers or {}).items():

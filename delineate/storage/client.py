@@ -126,21 +126,24 @@ class Storage(Multipart):
         self._presigned: dict[tuple[str, str], tuple[float, str]] = {}
         # A job's HEADs, GETs and small PUT, without botocore's client machinery (see
         # delineate/storage/direct.py), signed with the credentials boto3 resolved; only
-        # with FAST_PATHS, path-style addressing and credentials to sign with.
+        # with FAST_PATHS, path-style addressing and credentials to sign with. The download
+        # links are signed the same way, on the public endpoint.
         credentials = session.get_credentials()
-        self._direct = (
-            DirectS3(
-                endpoint=settings.s3_endpoint,
-                bucket=settings.s3_bucket_name,
-                credentials=credentials.get_frozen_credentials,
-                region=settings.s3_region,
-                timeout_seconds=timeout_seconds,
-                connect_seconds=min(timeout_seconds, CONNECT_TIMEOUT_SECONDS),
-                attempts=attempts,
+        self._direct: DirectS3 | None = None
+        self._links: DirectS3 | None = None
+        if settings.fast_paths and settings.s3_force_path_style and credentials is not None:
+            self._direct, self._links = (
+                DirectS3(
+                    endpoint=endpoint,
+                    bucket=settings.s3_bucket_name,
+                    credentials=credentials.get_frozen_credentials,
+                    region=settings.s3_region,
+                    timeout_seconds=timeout_seconds,
+                    connect_seconds=min(timeout_seconds, CONNECT_TIMEOUT_SECONDS),
+                    attempts=attempts,
+                )
+                for endpoint in (settings.s3_endpoint, settings.s3_public_endpoint)
             )
-            if settings.fast_paths and settings.s3_force_path_style and credentials is not None
-            else None
-        )
         self._reuse_seconds = settings.presigned_url_expiry_seconds * PRESIGN_REUSE_SHARE
         self._bucket_confirmed_at = float("-inf")
 
@@ -374,13 +377,17 @@ class Storage(Multipart):
 
     def presign(self, key: str, download_name: str) -> str:
         """A GET link on the public endpoint, valid for PRESIGNED_URL_EXPIRY_SECONDS."""
+        disposition = f'attachment; filename="{download_name}"'
+        if self._links is not None:
+            expires = self._settings.presigned_url_expiry_seconds
+            return self._links.presign(key, {"response-content-disposition": disposition}, expires)
         return str(
             self._public.generate_presigned_url(
                 "get_object",
                 Params={
                     "Bucket": self.bucket,
                     "Key": key,
-                    "ResponseContentDisposition": f'attachment; filename="{download_name}"',
+                    "ResponseContentDisposition": disposition,
                 },
                 ExpiresIn=self._settings.presigned_url_expiry_seconds,
             )

@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 
 from delineate import create_app
 from delineate.models import JobState
-from delineate.store.keys import history_key
+from delineate.store.keys import history_key, job_key
 
 pytestmark = pytest.mark.contract  # run in both FAST_PATHS modes by `make test`
 
@@ -89,6 +89,20 @@ def test_expired_jobs_leave_the_list(make_settings: Any) -> None:
     redis = create_app(settings).extensions["delineate"].redis
     queued = redis.zrange(history_key("", "queued"), 0, -1)
     assert not set(old) & set(queued)  # the stale entries were removed, not only hidden
+
+
+def test_a_page_steps_over_gone_records_at_its_head(make_settings: Any) -> None:
+    """The page's records are read first and the rest of the scan only when some are gone:
+    the newest two here, whose hashes went without the history noticing."""
+    settings = make_settings()
+    client = _make(settings)
+    oldest_first = [_initiate(client) for _ in range(5)]
+    redis = create_app(settings).extensions["delineate"].redis
+    redis.delete(*(job_key(job_id) for job_id in oldest_first[-2:]))
+    first = _page(client, "?limit=2")
+    assert [j["jobId"] for j in first["jobs"]] == oldest_first[2::-1][:2]
+    assert [j["jobId"] for j in _page(client, f"?limit=2&cursor={first['nextCursor']}")["jobs"]] == oldest_first[:1]
+    assert not set(oldest_first[-2:]) & set(redis.zrange(history_key("", "queued"), 0, -1))
 
 
 @pytest.mark.parametrize(

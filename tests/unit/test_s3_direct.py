@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
+from urllib.parse import parse_qsl, urlsplit
 
+import boto3
 import pytest
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
+from botocore.config import Config
 from botocore.credentials import Credentials, ReadOnlyCredentials
 
 from delineate.config import load_settings
 from delineate.storage import Storage
-from delineate.storage.direct import SigV4, _error_code
+from delineate.storage.direct import DirectS3, SigV4, _error_code
 
 TOKEN = "FwoGZXIvYXdzEBYaDH+temporary/session+token=="
 
@@ -45,6 +48,28 @@ def test_signature_matches_botocore(method: str, url: str, body: bytes, token: s
     assert ours["Authorization"] == request.headers["Authorization"]
     assert ours["X-Amz-Date"] == stamp
     assert ours.get("X-Amz-Security-Token") == request.headers.get("X-Amz-Security-Token")
+
+
+@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:8333", "https://s3.example"])
+@pytest.mark.parametrize("token", [None, TOKEN], ids=["static keys", "temporary credentials"])
+def test_presigned_links_match_botocore(endpoint: str, token: str | None) -> None:
+    config = Config(signature_version="s3v4", s3={"addressing_style": "path"})
+    session = boto3.session.Session("AKID", "secret/key+x", token, region_name="eu-west-3")
+    key, disposition = "bundles/a b~c+d.zip", 'attachment; filename="delineate-0f8e.zip"'
+    params = {"Bucket": "downloads", "Key": key, "ResponseContentDisposition": disposition}
+    theirs = urlsplit(session.client("s3", endpoint_url=endpoint, config=config).generate_presigned_url(
+        "get_object", Params=params, ExpiresIn=900))  # fmt: skip
+    expected = dict(parse_qsl(theirs.query))
+    now = datetime.strptime(expected["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    credentials = ReadOnlyCredentials("AKID", "secret/key+x", token)
+
+    ours = SigV4("eu-west-3").presigned_query(
+        theirs.path, theirs.netloc, {"response-content-disposition": disposition}, 900, credentials, now
+    )
+    assert dict(parse_qsl(ours)) == expected
+    link = DirectS3(endpoint=endpoint, bucket="downloads", credentials=lambda: credentials, region="eu-west-3",
+                    timeout_seconds=1, connect_seconds=1, attempts=1).presign(key, {}, 900)  # fmt: skip
+    assert urlsplit(link)[:3] == theirs[:3]
 
 
 def test_signing_key_follows_the_day_and_the_secret() -> None:
