@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,14 +21,17 @@ import redis
 
 from delineate.config import Settings
 from delineate.errors import SourceUnavailable, StorageError
-from delineate.jobs.bundle import Source
+from delineate.jobs.bundle import EPOCH, Source, zip_time
 from delineate.jobs.parts import write_bundle
+from delineate.jobs.resume import open_resume
 from delineate.jobs.reuse import Reuse, check_all
 from delineate.jobs.slots import PREFETCH_BYTES, bundle_gate
+from delineate.jobs.zipwriter import DateTime
 from delineate.models import Job, JobState, Phase
 from delineate.storage import Storage, source_key
 from delineate.store import JobGone, JobStore, LeaseLost
 from delineate.store.parts_index import PartsIndex
+from delineate.store.resume_state import ResumeState
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +92,7 @@ class DownloadRun:
     _last_write_at: float = field(default=float("-inf"), init=False)
     _released: bool = field(default=False, init=False)
     _holds_slot: bool = field(default=False, init=False)
+    _stamp: DateTime = field(default=EPOCH, init=False)
     #: The error this run failed the job with; None while its own write has not made
     #: the job ``failed`` (refused writes, a job failed elsewhere, do not count).
     failure: str | None = field(default=None, init=False)
@@ -196,6 +200,7 @@ class DownloadRun:
                     **counts,
                 )
             elif reuse is None or not reuse.complete(self.job_id, self._write, available, missing, counts):
+                self._stamp = zip_time(job.created_at)  # (every run of the job stamps the same)
                 self._bundle(available, missing, counts, reuse)
         logger.info("job %s finished", self.job_id)
 
@@ -275,10 +280,12 @@ class DownloadRun:
                 self._write(phase=phase, bytesDone=done, progress=progress)  # (renews the lease)
 
         limit = self.settings.bundle_part_bytes  # past it, parts (delineate/jobs/parts.py)
+        state = ResumeState(self.store.redis, self.job_id, self.settings.job_ttl_seconds)
+        resume = open_resume(state, self.storage, sources, missing, limit, self._stamp)
         try:
             with self._bundle_slot():
-                index = PartsIndex(self.store.redis)
-                result = write_bundle(self.storage, index, self.job_id, sources, missing, limit, on_bytes)
+                index, at = PartsIndex(self.store.redis), self._stamp
+                result = write_bundle(self.storage, index, self.job_id, sources, missing, limit, on_bytes, at, resume)
         except (ValueError, FileNotFoundError) as exc:
             # A source changed or vanished after its check: a retry checks again.
             raise SourceUnavailable(f"a source changed while bundling: {exc}") from None
@@ -294,6 +301,7 @@ class DownloadRun:
             for key in result.object_keys():
                 self._discard(key)
             raise
+        self._forget_resume()  # (dying before this: the key expires with the job)
         if reuse is not None:
             reuse.register(self.job_id, sources, missing, result.fields())
 
@@ -364,6 +372,11 @@ class DownloadRun:
         if job.status.terminal:
             raise Stopped(f"job is {job.status.value}")
 
+    def _forget_resume(self) -> None:
+        """The job is over: what its bundle would need to continue is of no more use."""
+        with suppress(redis.RedisError):  # (it expires with the job)
+            ResumeState(self.store.redis, self.job_id, self.settings.job_ttl_seconds).delete()
+
     def _discard(self, key: str) -> None:
         try:
             self.storage.delete(key)
@@ -381,6 +394,7 @@ class DownloadRun:
         else:
             if written:  # (what store.update does, and whether this write failed the job)
                 self.failure = message
+                self._forget_resume()
                 if listeners:
                     self.store.publish(job)
         logger.error("job %s failed: %s", self.job_id, message)

@@ -119,12 +119,9 @@ class StoredZip:
         # (zipstream-ng raises both versions to 45 once the local header used ZIP64)
         version = ZIP64_VERSION if fields or entry.zip64 else DEFAULT_VERSION
         encoded = entry.name.encode()
-        return (
-            struct.pack(
-                "<4s4B4HL2L5H2L", b"PK\x01\x02", version, CREATE_SYSTEM_UNIX, version, 0,
-                FLAG_DATA_DESCRIPTOR, 0, self._time, self._date, entry.crc, size, size,
-                len(encoded), len(extra), 0, 0, 0, EXTERNAL_ATTR, offset,
-            )  # fmt: skip
-            + encoded
-            + extra
-        )
+        header = struct.pack(
+            "<4s4B4HL2L5H2L", b"PK\x01\x02", version, CREATE_SYSTEM_UNIX, version, 0,
+            FLAG_DATA_DESCRIPTOR, 0, self._time, self._date, entry.crc, size, size,
+            len(encoded), len(extra), 0, 0, 0, EXTERNAL_ATTR, offset,
+        )  # fmt: skip
+        return header + encoded + extra

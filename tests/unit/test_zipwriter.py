@@ -18,7 +18,9 @@ WHEN = zip_time("2026-12-07T11:59:58.123Z")
 
 def _sources(sizes: list[int]) -> list[Source]:
     return [
-        Source(70000 + n, size, lambda n=n, size=size: iter([bytes([n % 251]) * (size // 2), b"x" * (size - size // 2)]))
+        Source(
+            70000 + n, size, lambda n=n, size=size: iter([bytes([n % 251]) * (size // 2), b"x" * (size - size // 2)])
+        )
         for n, size in enumerate(sizes)
     ]
 
