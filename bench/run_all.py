@@ -264,6 +264,20 @@ def scenario_script(args: argparse.Namespace, figures: dict[str, Figure], script
     )
 
 
+def scenario_resume(args: argparse.Namespace, figures: dict[str, Figure]) -> None:
+    """A 1 GB bundle killed at 80 % and resumed, against a fresh build (``bench/resume.py``)."""
+    out = subprocess.run([sys.executable, "bench/resume.py"], capture_output=True, text=True, timeout=1800, cwd=ROOT)
+    if out.returncode != 0:
+        print(f"bench: resume.py failed:\n{out.stdout[-800:]}{out.stderr[-800:]}", flush=True)
+        return
+    run = json.loads((RESULTS / "resume.json").read_text())
+    figures["resume_pct"].values.append(run["resumed_pct_of_fresh"])
+    figures["resume_pct"].note = (
+        f"{run['bundle_mb']} MB: fresh {run['fresh_s']} s, resumed {run['resumed_s']} s after a kill at "
+        f"{100 * run['killed_at_bytes_done'] / run['bytes_total']:.0f} % (redelivery wait {run['redelivery_wait_s']} s, not counted)"
+    )
+
+
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -334,6 +348,7 @@ def figures_of_record() -> dict[str, Figure]:
             "bundle_rss": Figure("bundling: worker peak RSS (every size)", "MB", "≤ 150", met=lambda v: v <= 150),
             "console_timeline_p50": Figure("console: GET /v1/stats/timeline?minutes=60, full hour, p50", "ms", ""),
             "console_errors_p50": Figure("console: GET /v1/errors?limit=100, full log, p50", "ms", ""),
+            "resume_pct": Figure("resumed 1 GB bundle, % of a fresh build's time", "%", "≤ 40", met=lambda v: v <= 40),
         }
     )
     return figures
@@ -372,7 +387,7 @@ def main() -> int:
     parser.add_argument("--waiting-jobs", type=int, default=1000)
     parser.add_argument(
         "--only",
-        default="hot,telemetry,libraries,tenants,capacity,e2e,waiting,fairness,fair_share,idle,sse,bundles,console",
+        default="hot,telemetry,libraries,tenants,capacity,e2e,waiting,fairness,fair_share,idle,sse,bundles,console,resume",
     )
     parser.add_argument(
         "--keep",
@@ -400,6 +415,7 @@ def main() -> int:
         ("sse", lambda: scenario_script(args, figures, "sse_streams.py")),
         ("bundles", lambda: scenario_script(args, figures, "bundle_memory.py")),
         ("console", lambda: scenario_console(args, figures)),
+        ("resume", lambda: scenario_resume(args, figures)),
     ]
     loads = []
     for name, step in steps:
