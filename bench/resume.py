@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.stack import RESULTS
+from bench.stack import RESULTS, bench_settings, bucket_ready, wait_for
 from delineate import create_app
 from delineate.config import load_settings
 from delineate.dev.seed import seed
@@ -59,30 +59,17 @@ def measure(mb: int, kill_at: float, workdir: Path) -> dict[str, Any]:
     seaweed, s3_port = start_seaweed(base, workdir)
     workers = []
     try:
-        settings = load_settings(
-            environ={},
-            dotenv_path=None,
-            overrides={
-                "redis_url": f"redis://127.0.0.1:{redis_port}/0",
-                "s3_endpoint": f"http://127.0.0.1:{s3_port}",
-                "download_delay_enabled": False,
-                "bundle_reuse": False,
-                "job_lease_seconds": 3,
-                "visibility_timeout_seconds": 4,
-                "unacked_restore_interval_seconds": 1,
-                "rate_limit_max_requests": 1_000_000,
-            },
+        settings = bench_settings(
+            redis_port,
+            s3_port,
+            download_delay_enabled=False,
+            bundle_reuse=False,
+            job_lease_seconds=3,
+            visibility_timeout_seconds=4,
+            unacked_restore_interval_seconds=1,
         )
         storage = Storage(settings)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                storage.ensure_bucket()
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        wait_for(lambda: bucket_ready(storage), 30, "bucket")
         ids = list(range(FIRST_ID, FIRST_ID + max(2, mb * 1024 * 1024 // FILE_BYTES)))
         seed(storage, tuple(ids), size=FILE_BYTES)
         client = create_app(settings).test_client()
