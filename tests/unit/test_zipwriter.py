@@ -11,6 +11,7 @@ import pytest
 from zipstream import ZIP_STORED, ZipStream
 
 from delineate.jobs.bundle import Source, Written, stream_bundle, zip_time
+from delineate.jobs.zipwriter import Entry, StoredZip
 
 JOB = "0b5e1c9e-8a1f-4f5e-9d3e-1c2b3a4d5e6f"
 WHEN = zip_time("2026-12-07T11:59:58.123Z")
@@ -78,3 +79,21 @@ def test_kept_entries_of_other_sources_are_refused() -> None:
     b"".join(stream_bundle(JOB, sources, [], date_time=WHEN, on_written=written.append))
     with pytest.raises(ValueError):
         b"".join(stream_bundle(JOB, sources[::-1], [], date_time=WHEN, kept=written[:1]))
+
+
+def test_zip64_entries_take_the_lengths_zipstream_ng_counts() -> None:
+    """Files past 4 GiB at offsets past 4 GiB (kept, so no byte is made): the archive is as long
+    as zipstream-ng's own count for them, ZIP64 fields and end records included."""
+    sizes = [5 << 30, 9 << 30, 1 << 33]
+    zipped = StoredZip(WHEN)
+    for n, size in enumerate(sizes):
+        zipped.keep(Entry(f"{70000 + n}.zip", size, 0, zipped.offset))
+    body = b"{}" * 300
+    tail = b"".join(zipped.add("manifest.json", len(body), [body])) + b"".join(zipped.finish())
+    zs = ZipStream(compress_type=ZIP_STORED, sized=True)
+    for n, size in enumerate(sizes):
+        zs.add(iter(()), f"{70000 + n}.zip", size=size)
+    zs.add(body, "manifest.json")
+    assert zipped.entries[-1].offset + len(tail) == len(zs)
+    assert tail[-22:-18] == b"PK\x05\x06"
+    assert b"PK\x06\x06" in tail and b"PK\x06\x07" in tail  # the ZIP64 end record and locator
