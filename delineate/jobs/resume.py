@@ -28,7 +28,7 @@ from typing import Any
 
 from delineate.jobs.bundle import Source, Written
 from delineate.jobs.zipwriter import DateTime, Entry
-from delineate.storage import Checkpoint, OpenUpload, Storage
+from delineate.storage import PART_SIZE_BYTES, Checkpoint, OpenUpload, Storage
 from delineate.store.resume_state import ResumeState
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,11 @@ def fingerprint(sources: list[Source], missing: list[int], limit: int, date_time
 def open_resume(
     state: ResumeState, storage: Storage, sources: list[Source], missing: list[int], limit: int, date_time: DateTime
 ) -> BundleResume | None:
-    """The job's bundle as its earlier runs left it (None: it cannot be resumed safely)."""
+    """The job's bundle as its earlier runs left it; None when it cannot be resumed safely,
+    or need not be: a bundle within one upload part is one PUT, cheaper to send again than
+    the state's round trips."""
+    if sum(source.size for source in sources) < PART_SIZE_BYTES:
+        return None
     made_of = fingerprint(sources, missing, limit, date_time)
     return None if made_of is None else BundleResume(state, storage, made_of)
 

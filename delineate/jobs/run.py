@@ -301,7 +301,8 @@ class DownloadRun:
             for key in result.object_keys():
                 self._discard(key)
             raise
-        self._forget_resume()  # (dying before this: the key expires with the job)
+        if resume is not None:  # (dying before this: the key expires with the job)
+            self._forget_resume()
         if reuse is not None:
             reuse.register(self.job_id, sources, missing, result.fields())
 
@@ -373,8 +374,7 @@ class DownloadRun:
             raise Stopped(f"job is {job.status.value}")
 
     def _forget_resume(self) -> None:
-        """The job is over: what its bundle would need to continue is of no more use."""
-        with suppress(redis.RedisError):  # (it expires with the job)
+        with suppress(redis.RedisError):  # the job is over (a key left expires with the job)
             ResumeState(self.store.redis, self.job_id, self.settings.job_ttl_seconds).delete()
 
     def _discard(self, key: str) -> None:

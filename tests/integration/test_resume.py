@@ -110,3 +110,14 @@ def test_parts_stored_whole_are_skipped_and_the_open_one_continued(make_settings
         assert _sha(storage, part_key(parts_prefix(job_id), n)) == sha
     assert PART_SIZE_BYTES == 8 << 20
     assert redis.Redis.from_url(settings.redis_url).exists(resume_key(job_id))  # (the run deletes it, not this)
+
+
+def test_a_bundle_within_one_upload_part_keeps_no_state(make_settings: Any) -> None:
+    settings = make_settings()
+    client = redis.Redis.from_url(settings.redis_url)
+    job_id = str(uuid.uuid4())
+    small = _sources([3 << 20, 4 << 20], [])  # one PUT: sent again sooner than resumed
+    assert open_resume(ResumeState(client, job_id, 60), Storage(settings), small, [], BIG_LIMIT, WHEN) is None
+    unknown = [Source(s.file_id, s.size, s.chunks, "") for s in _sources([5 << 20, 5 << 20], [])]
+    assert open_resume(ResumeState(client, job_id, 60), Storage(settings), unknown, [], BIG_LIMIT, WHEN) is None
+    assert not client.exists(resume_key(job_id))
