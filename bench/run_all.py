@@ -305,6 +305,20 @@ def scenario_script(args: argparse.Namespace, figures: dict[str, Figure], script
     )
 
 
+def scenario_resume(args: argparse.Namespace, figures: dict[str, Figure]) -> None:
+    """A 1 GB bundle killed at 80 % and resumed, against a fresh build (``bench/resume.py``)."""
+    out = subprocess.run([sys.executable, "bench/resume.py"], capture_output=True, text=True, timeout=1800, cwd=ROOT)
+    if out.returncode != 0:
+        print(f"bench: resume.py failed:\n{out.stdout[-800:]}{out.stderr[-800:]}", flush=True)
+        return
+    run = json.loads((RESULTS / "resume.json").read_text())
+    figures["resume_pct"].values.append(run["resumed_pct_of_fresh"])
+    figures["resume_pct"].note = (
+        f"{run['bundle_mb']} MB: fresh {run['fresh_s']} s, resumed {run['resumed_s']} s after a kill at "
+        f"{100 * run['killed_at_bytes_done'] / run['bytes_total']:.0f} % (redelivery wait {run['redelivery_wait_s']} s, not counted)"
+    )
+
+
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -387,6 +401,7 @@ def figures_of_record() -> dict[str, Figure]:
             "volume_sweep_s": Figure("volume: one sweep, 100,000 live jobs", "s", "≤ 1", met=lambda v: v <= 1),
             "volume_round_trips": Figure("volume: Redis round trips per job, initiate → completed", "", ""),
             "volume_redis_us": Figure("volume: Redis CPU per job, initiate → completed", "µs", ""),
+            "resume_pct": Figure("resumed 1 GB bundle, % of a fresh build's time", "%", "≤ 40", met=lambda v: v <= 40),
         }
     )
     return figures
@@ -425,7 +440,7 @@ def main() -> int:
     parser.add_argument("--waiting-jobs", type=int, default=1000)
     parser.add_argument(
         "--only",
-        default="hot,telemetry,libraries,tenants,capacity,e2e,waiting,fairness,fair_share,idle,sse,bundles,console,volume",
+        default="hot,telemetry,libraries,tenants,capacity,e2e,waiting,fairness,fair_share,idle,sse,bundles,console,volume,resume",
     )
     parser.add_argument("--volume-jobs", type=int, default=1_000_000, help="the volume scenario's jobs")
     parser.add_argument(
@@ -455,6 +470,7 @@ def main() -> int:
         ("bundles", lambda: scenario_script(args, figures, "bundle_memory.py")),
         ("console", lambda: scenario_console(args, figures)),
         ("volume", lambda: scenario_volume(args, figures)),
+        ("resume", lambda: scenario_resume(args, figures)),
     ]
     loads = []
     for name, step in steps:

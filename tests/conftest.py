@@ -23,6 +23,18 @@ from tests.support.stack import Service, start_api, start_redis, start_seaweed, 
 _db_numbers = itertools.count(2)  # db 0 and 1 belong to the shared stack
 
 
+TIMED_FAULTS = {
+    "test_chaos",
+    "test_redis_stall",
+    "test_s3_stall",
+    "test_load",
+    "test_liveness",
+    "test_livez",
+    "test_sentinel",
+}
+"""Fault tests that measure latencies or deadlines under a fault: marked serial, so they never
+share the two cores with another test (the other fault tests run on two processes)."""
+
 KINDS = ("unit", "integration", "http", "faults", "deploy")
 """The test folders, each a marker of the same name (as Warehouse marks by folder)."""
 
@@ -47,7 +59,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         kind = next((part for part in reversed(parts) if part in KINDS), None)
         if kind is not None:
             item.add_marker(getattr(pytest.mark, kind))
-        if kind == "faults":  # they kill, stall and time real processes: alone, not beside others
+        if Path(str(item.fspath)).stem in TIMED_FAULTS:
             item.add_marker(pytest.mark.serial)
 
 

@@ -2,8 +2,8 @@
 
 Each part (``bundles/{jobId}/part-0001.zip``, …) is a complete zip of whole files with its
 own ``manifest.json`` (``jobId``, ``part``, ``parts``, ``files``; the last part also
-``missing``), and a separate S3 object, so a bundle can be fetched, checked, and one day
-resumed, part by part. Which files go in which part is planned from the sizes the check
+``missing``), and a separate S3 object, so a bundle can be fetched, checked, and
+resumed, part by part (``delineate/jobs/resume.py``). Which files go in which part is planned from the sizes the check
 phase found, before a byte is read (:func:`plan_parts`): in the job's order, a part takes
 files while its zip, counted with the most overhead the zip format can add, stays within
 the limit. A file larger than the limit sits alone in its part. A bundle that fits in one
@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from delineate.jobs.bundle import Source, stream_bundle
+from delineate.jobs.bundle import EPOCH, Source, Written, stream_bundle
+from delineate.jobs.resume import BundleResume
+from delineate.jobs.zipwriter import DateTime
 from delineate.models import Job
 from delineate.storage import Storage, bundle_key, part_key, parts_prefix
 from delineate.store.parts_index import PartsIndex
@@ -116,24 +118,50 @@ def write_bundle(
     missing: list[int],
     limit: int,
     on_bytes: Callable[[int], None],
+    date_time: DateTime = EPOCH,
+    resume: BundleResume | None = None,
 ) -> BundleResult:
-    """Stream the job's bundle into the store: one zip, or parts of at most ``limit`` bytes.
+    """Stream the job's bundle into the store: one zip, or parts of at most ``limit`` bytes,
+    stamped ``date_time``; with ``resume``, continuing what an earlier run of the job
+    stored (``delineate/jobs/resume.py``).
 
     :raise ValueError: a source changed size since its check (see ``stream_bundle``).
     :raise StorageError: the store refused or did not answer.
     """
     plan = plan_parts(job_id, sources, missing, limit)
-    if len(plan) == 1:
+    count = len(plan)
+
+    def zip_of(files: list[Source], part: tuple[int, int] | None) -> Callable[..., Iterator[bytes]]:
+        def make(kept: list[Written], on_written: Callable[[Written], None]) -> Iterator[bytes]:
+            return stream_bundle(job_id, files, missing, on_bytes, part, date_time, kept, on_written)
+
+        return make
+
+    if count == 1:
         key = bundle_key(job_id)
-        return BundleResult(key, storage.upload_stream(key, stream_bundle(job_id, sources, missing, on_bytes)))
+        if resume is None:
+            return BundleResult(key, storage.upload_stream(key, zip_of(sources, None)([], lambda w: None)))
+        stored = resume.stored(0, key)
+        if stored is not None:
+            on_bytes(sum(s.size for s in sources))
+            return BundleResult(key, stored[0])
+        return BundleResult(key, resume.write(0, key, sources, zip_of(sources, None), digest=False)[0])
     prefix = parts_prefix(job_id)
-    index.record(job_id, len(plan))
+    index.record(job_id, count)
     parts: list[dict[str, Any]] = []
     for number, files in enumerate(plan, start=1):
-        digest = hashlib.sha256()  # of the bytes as they go to the store, not re-read
-        chunks = stream_bundle(job_id, files, missing, on_bytes, part=(number, len(plan)))
-        size = storage.upload_stream(part_key(prefix, number), _digested(chunks, digest))
-        parts.append({"index": number, "size": size, "sha256": digest.hexdigest(), "files": len(files)})
+        key = part_key(prefix, number)
+        make = zip_of(files, (number, count))
+        if resume is None:
+            digest = hashlib.sha256()  # of the bytes as they go to the store, not re-read
+            size = storage.upload_stream(key, _digested(make([], lambda w: None), digest))
+            sha256 = digest.hexdigest()
+        elif (stored := resume.stored(number, key)) is not None:
+            on_bytes(sum(s.size for s in files))  # (a part an earlier run stored whole)
+            size, sha256 = stored
+        else:
+            size, sha256 = resume.write(number, key, files, make, digest=True)
+        parts.append({"index": number, "size": size, "sha256": sha256, "files": len(files)})
     return BundleResult(prefix, sum(part["size"] for part in parts), parts)
 
 

@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,14 +21,18 @@ import redis
 
 from delineate.config import Settings
 from delineate.errors import SourceUnavailable, StorageError
-from delineate.jobs.bundle import Source
+from delineate.jobs.bundle import EPOCH, Source, zip_time
 from delineate.jobs.parts import write_bundle
+from delineate.jobs.resume import open_resume
 from delineate.jobs.reuse import Reuse, check_all
 from delineate.jobs.slots import PREFETCH_BYTES, bundle_gate
+from delineate.jobs.throttle import PublishThrottle
+from delineate.jobs.zipwriter import DateTime
 from delineate.models import Job, JobState, Phase
 from delineate.storage import Storage, source_key
 from delineate.store import JobGone, JobStore, LeaseLost
 from delineate.store.parts_index import PartsIndex
+from delineate.store.resume_state import ResumeState
 
 logger = logging.getLogger(__name__)
 
@@ -44,32 +48,6 @@ WAIT_SLICE_SECONDS = 1.0
 PROGRESS_WRITE_INTERVAL_SECONDS = 0.25
 """Least time between two progress writes within a phase (files checked, bytes bundled),
 in seconds; phase changes are always written."""
-
-PUBLISH_INTERVAL_SECONDS = 0.1
-"""Least time between two progress events of one job, in seconds (at most ~10 events/s).
-Phase changes and terminal states always publish; the stored hash is always written."""
-
-
-@dataclass
-class PublishThrottle:
-    """Decides which writes of one job are also published as events."""
-
-    interval_seconds: float = PUBLISH_INTERVAL_SECONDS
-    clock: Callable[[], float] = time.monotonic
-    _last_at: float | None = None
-    _last_phase: str | None = None
-
-    def should_publish(self, job: Job) -> bool:
-        now = self.clock()
-        due = (
-            job.status.terminal
-            or job.phase.value != self._last_phase
-            or self._last_at is None
-            or now - self._last_at >= self.interval_seconds
-        )
-        if due:
-            self._last_at, self._last_phase = now, job.phase.value
-        return due
 
 
 class Stopped(Exception):
@@ -90,6 +68,7 @@ class DownloadRun:
     _last_renew_at: float = field(default=float("-inf"), init=False)
     _released: bool = field(default=False, init=False)
     _holds_slot: bool = field(default=False, init=False)
+    _stamp: DateTime = field(default=EPOCH, init=False)
     #: The error this run failed the job with; None while its own write has not made
     #: the job ``failed`` (refused writes, a job failed elsewhere, do not count).
     failure: str | None = field(default=None, init=False)
@@ -197,6 +176,7 @@ class DownloadRun:
                     **counts,
                 )
             elif reuse is None or not reuse.complete(self.job_id, self._write, available, missing, counts):
+                self._stamp = zip_time(job.created_at)  # (every run of the job stamps the same)
                 self._bundle(available, missing, counts, reuse)
         logger.info("job %s finished", self.job_id)
 
@@ -276,10 +256,12 @@ class DownloadRun:
                 self._write(phase=phase, bytesDone=done, progress=progress)  # (renews the lease)
 
         limit = self.settings.bundle_part_bytes  # past it, parts (delineate/jobs/parts.py)
+        state = ResumeState(self.store.redis, self.job_id, self.settings.job_ttl_seconds)
+        resume = open_resume(state, self.storage, sources, missing, limit, self._stamp)
         try:
             with self._bundle_slot():
-                index = PartsIndex(self.store.redis)
-                result = write_bundle(self.storage, index, self.job_id, sources, missing, limit, on_bytes)
+                index, at = PartsIndex(self.store.redis), self._stamp
+                result = write_bundle(self.storage, index, self.job_id, sources, missing, limit, on_bytes, at, resume)
         except (ValueError, FileNotFoundError) as exc:
             # A source changed or vanished after its check: a retry checks again.
             raise SourceUnavailable(f"a source changed while bundling: {exc}") from None
@@ -295,6 +277,8 @@ class DownloadRun:
             for key in result.object_keys():
                 self._discard(key)
             raise
+        if resume is not None:  # (dying before this: the key expires with the job)
+            self._forget_resume()
         if reuse is not None:
             reuse.register(self.job_id, sources, missing, result.fields())
 
@@ -369,6 +353,10 @@ class DownloadRun:
         if job.status.terminal:
             raise Stopped(f"job is {job.status.value}")
 
+    def _forget_resume(self) -> None:
+        with suppress(redis.RedisError):  # the job is over (a key left expires with the job)
+            ResumeState(self.store.redis, self.job_id, self.settings.job_ttl_seconds).delete()
+
     def _discard(self, key: str) -> None:
         try:
             self.storage.delete(key)
@@ -386,6 +374,7 @@ class DownloadRun:
         else:
             if written:  # (what store.update does, and whether this write failed the job)
                 self.failure = message
+                self._forget_resume()
                 if listeners:
                     self.store.publish(job)
         logger.error("job %s failed: %s", self.job_id, message)

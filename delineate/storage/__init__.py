@@ -21,14 +21,16 @@ from delineate.storage.client import (
     Storage,
 )
 from delineate.storage.keys import bundle_key, part_key, parts_prefix, source_key
-from delineate.storage.multipart import PART_SIZE_BYTES
+from delineate.storage.multipart import PART_SIZE_BYTES, Checkpoint, OpenUpload
 
 __all__ = [
     "PART_SIZE_BYTES",
     "PRESIGN_CACHE_ENTRIES",
     "PRESIGN_REUSE_SHARE",
     "READ_CHUNK_BYTES",
+    "Checkpoint",
     "ObjectInfo",
+    "OpenUpload",
     "Storage",
     "bundle_key",
     "part_key",

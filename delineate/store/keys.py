@@ -48,6 +48,10 @@ Keys (all prefixed :data:`PREFIX`, ``delineate:``):
 - ``bundle-refs:{jobId}`` sorted set, the jobs completed with the bundle ``jobId`` built,
   each scored with when its hash expires (epoch s); made by the first job that reuses it,
   deleted (and the bundle with it) once none of them is completed and unrevoked any more
+- ``resume:{jobId}`` hash, what a job's interrupted bundle needs to continue
+  (``delineate/store/resume_state.py``): the sources' fingerprint, each zip's open upload
+  (id, acknowledged parts and bytes), each entry written (CRC, size, offset, sha256) and
+  each zip completed; TTL JOB_TTL_SECONDS, deleted when the job completes or fails
 - ``metrics:*``     the shared metric counters (:data:`METRICS_PREFIX`, `delineate/telemetry/`)
 
 The Lua scripts (``store/lua/*.lua``) build some of these keys themselves from the
@@ -151,3 +155,7 @@ RATE_LIMIT_PREFIX = f"{PREFIX}ratelimit"
 
 METRICS_PREFIX = f"{PREFIX}metrics:"
 """Prefix of the metric hashes every process shares (``delineate/telemetry/``)."""
+
+
+def resume_key(job_id: str) -> str:
+    return f"{PREFIX}resume:{job_id}"

@@ -12,7 +12,7 @@ from delineate.api.sse import ServerSentEvent, comment
 from delineate.config import load_settings
 from delineate.config.tenants import Tenant, load_tenants
 from delineate.errors import InvalidRequest
-from delineate.jobs.run import PublishThrottle
+from delineate.jobs.throttle import PublishThrottle
 from delineate.jobs.webhooks import backoff_seconds, check_callback_url, sign, verify
 from delineate.models import Job, JobState, Phase
 
