@@ -44,7 +44,7 @@ def test_errors_from_the_server_are_json(http: httpx.Client) -> None:
         http.post("/v1/download/initiate", content=b"x", headers={"content-type": "text/plain"}),
         http.post(
             "/v1/download/initiate",
-            content=json.dumps({"file_ids": [70000] * 20000}).encode(),
+            content=json.dumps({"file_ids": [70000] * 60000}).encode(),  # ~420 KB: past MAX_INITIATE_BODY_BYTES
             headers={"content-type": "application/json"},
         ),
         # SENTRY_TEST_ROUTE is off here: a query parameter the route does not take (the
@@ -62,7 +62,7 @@ def test_errors_from_the_server_are_json(http: httpx.Client) -> None:
 def test_chunked_oversized_body_is_413(http: httpx.Client) -> None:
     def chunks():
         yield b'{"file_ids": ['
-        for _ in range(20000):
+        for _ in range(60000):  # ~360 KB: past MAX_INITIATE_BODY_BYTES (256 KiB)
             yield b"70000,"
         yield b"70000]}"
 
