@@ -435,7 +435,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         services.append(redis_service)
         seaweed, s3_port = start_seaweed(load_settings(environ={}, dotenv_path=None), workdir)
         services.append(seaweed)
-        common = {"tenants_file": str(write_tenants(workdir)), "download_delay_enabled": False}
+        # Reuse off: the 1,000 real jobs all ask for the same two files and would share one
+        # bundle, where a day's traffic is mostly distinct exports (each built bundle adds its
+        # `reuse:` record, about 300 B: ARCHITECTURE, "The cost of volume").
+        common = {"tenants_file": str(write_tenants(workdir)), "download_delay_enabled": False, "bundle_reuse": False}
         direct = bench_settings(port, s3_port, **common)
         small = bench_settings(port, s3_port, **common, redis_url=f"redis://127.0.0.1:{port}/1")
         storage = Storage(direct)
