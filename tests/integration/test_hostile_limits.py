@@ -141,6 +141,7 @@ def test_an_estimate_counts_one_request_per_100_ids(make_settings: Any) -> None:
     assert int(refused.headers["Retry-After"]) >= 1
 
 
+@pytest.mark.serial  # times an answer against its budget: not beside another test
 def test_an_estimate_past_its_budget_names_what_it_did_not_check(
     client: FlaskClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -158,6 +159,7 @@ def test_an_estimate_past_its_budget_names_what_it_did_not_check(
     assert unchecked == [i for i in ids if i in set(unchecked)]  # in the order sent
 
 
+@pytest.mark.serial  # times an answer against its budget: not beside another test
 def test_an_estimate_the_store_never_answers_is_503_not_a_hang(
     make_settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
