@@ -150,7 +150,9 @@ def test_an_estimate_past_its_budget_names_what_it_did_not_check(
     ids = [*THOUSAND, *(200_000 + n for n in range(9000))]  # 10,000: more than 0.3 s of HEADs
     began = time.monotonic()
     response = client.post(ESTIMATE, json={"file_ids": ids})
-    assert time.monotonic() - began < 1.5
+    # Answered at its budget, not after every HEAD (5-10 s for these ids here); 10,000 ids'
+    # validation and bookkeeping took up to 2.0 s on this machine, alone.
+    assert time.monotonic() - began < 4.0
     body = response.get_json()
     assert response.status_code == 200, body
     checked, unchecked = body["availableFileIds"] + body["missingFileIds"], body["uncheckedFileIds"]
