@@ -170,7 +170,8 @@ def scenario_volume(args: argparse.Namespace, figures: dict[str, Figure]) -> Non
     jobs = f"{result['jobs']:,} jobs"
     figures["volume_memory"].values.append(fill["memory_bytes_per_completed_job"])
     figures["volume_memory"].note = (
-        f"{jobs}: the hash {fill['job_hash_bytes']} B, the rest its indexes; a live job "
+        f"{jobs}, each export distinct (BUNDLE_REUSE on): the hash {fill['job_hash_bytes']} B, the rest its "
+        f"indexes and its bundle's reuse: record; a live job "
         f"{fill['memory_bytes_per_live_job']:.0f} B (its waiting message); used_memory {fill['used_memory'] / 2**20:.0f} MiB"
     )
     figures["volume_status_ratio"].values.append(status["p99_ratio"])

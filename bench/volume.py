@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -60,6 +61,7 @@ from delineate.storage import Storage
 from delineate.store.keys import PREFIX, history_key, job_key
 from tests.support.stack import Service, start_api, start_redis, start_seaweed, start_worker, wait_for
 
+REUSE_KEY = re.compile(r"reuse:[0-9a-f]{32}")
 WRK_PATHS = Path(__file__).resolve().parent / "wrk_paths.lua"
 TENANTS = 100
 BIG = 0
@@ -124,10 +126,14 @@ def completed_count(client: redis.Redis) -> int:
 # -- 1. real jobs ----------------------------------------------------------------------------
 
 
-def real_jobs(count: int, settings: Settings, probe: redis.Redis, workdir: Path, tap: Tap | None) -> dict[str, Any]:
-    """``count`` two-file jobs through the API and a worker. With ``tap`` (the stack talks to
-    Redis through it): the commands sent, the round trips, and each job's writes as a
-    :class:`Template`; without: Redis's CPU and commands per job, the relay out of the way."""
+def real_jobs(
+    count: int, first: int, settings: Settings, probe: redis.Redis, workdir: Path, tap: Tap | None
+) -> dict[str, Any]:
+    """``count`` two-file jobs through the API and a worker (the id sets of
+    :func:`two_files` from ``first``, none asked before: each job builds its bundle). With
+    ``tap`` (the stack talks to Redis through it): the commands sent, the round trips, and
+    each job's writes as a :class:`Template`; without: Redis's CPU and commands per job, the
+    relay out of the way."""
     name = "tapped" if tap else "direct"
     worker = start_worker(settings, workdir, f"volume-worker-{name}", concurrency=100)
     api: Service | None = None
@@ -139,7 +145,7 @@ def real_jobs(count: int, settings: Settings, probe: redis.Redis, workdir: Path,
         idle_to, idle_end = Reading.of(probe), tap.mark() if tap else None
         done_before = completed_count(probe)
         begin, mark = Reading.of(probe), tap.mark() if tap else None
-        ids = _initiate(base, count)
+        ids = _initiate(base, count, first)
         polls = 1  # HGETs of ours, left out of the commands run (the last one saw them all)
         deadline = time.monotonic() + 120 + count * 0.2
         while completed_count(probe) - done_before < count:
@@ -191,16 +197,17 @@ def real_jobs(count: int, settings: Settings, probe: redis.Redis, workdir: Path,
 
 
 def two_files(n: int) -> list[int]:
-    """The ``n``-th job's two distinct sample files."""
+    """The ``n``-th job's two distinct sample files: a set no other ``n`` below
+    ``len(SAMPLE_IDS) * 71`` (10,153) asks for."""
     size = len(SAMPLE_IDS)
     return [SAMPLE_IDS[n % size], SAMPLE_IDS[(n + 1 + (n // size) % (size - 1)) % size]]
 
 
-def _initiate(base: str, count: int) -> list[str]:
+def _initiate(base: str, count: int, first: int) -> list[str]:
     with httpx.Client(base_url=base, headers={"X-API-Key": api_key(TEMPLATE_TENANT)}, timeout=30) as client:
 
         def one(n: int) -> str:
-            answer = client.post("/v1/download/initiate", json={"file_ids": two_files(n)})
+            answer = client.post("/v1/download/initiate", json={"file_ids": two_files(first + n)})
             answer.raise_for_status()
             return str(answer.json()["jobId"])
 
@@ -212,12 +219,12 @@ def _initiate(base: str, count: int) -> list[str]:
 
 
 def footprint(client: redis.Redis, job_id: str, owner: str) -> dict[str, str]:
-    """Every key of ours that names the job or holds it, with the id and owner as
-    placeholders, and what it is (a hash: its fields)."""
+    """Every key of ours that names the job or holds it, with the id, owner and id-set
+    digest as placeholders, and what it is (a hash: its fields)."""
     found: dict[str, str] = {}
     for key in client.scan_iter(match=f"{PREFIX}*", count=1000):
         kind = client.type(key)
-        name = key.replace(job_id, "{id}").replace(owner, "{owner}")
+        name = REUSE_KEY.sub("reuse:{digest}", key.replace(job_id, "{id}").replace(owner, "{owner}"))
         if job_id in key:
             found[name] = kind + (" " + ",".join(sorted(client.hkeys(key))) if kind == "hash" else "")
         elif kind == "zset" and any(client.zscore(key, m) is not None for m in (job_id, f"{owner}|{job_id}")):
@@ -228,6 +235,8 @@ def footprint(client: redis.Redis, job_id: str, owner: str) -> dict[str, str]:
             found[name] = "member"
         elif kind == "hash" and client.hexists(key, job_id):
             found[name] = "field"
+        elif kind == "string" and job_id in (client.get(key) or ""):
+            found[name] = "names it"  # the `reuse:` record of the bundle it built
     return found
 
 
@@ -435,10 +444,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         services.append(redis_service)
         seaweed, s3_port = start_seaweed(load_settings(environ={}, dotenv_path=None), workdir)
         services.append(seaweed)
-        # Reuse off: the 1,000 real jobs all ask for the same two files and would share one
-        # bundle, where a day's traffic is mostly distinct exports (each built bundle adds its
-        # `reuse:` record, about 300 B: ARCHITECTURE, "The cost of volume").
-        common = {"tenants_file": str(write_tenants(workdir)), "download_delay_enabled": False, "bundle_reuse": False}
+        # Reuse on (the default), every export distinct: each completed job leaves its
+        # bundle's `reuse:` record too, the most a job can cost (Template.job).
+        common = {"tenants_file": str(write_tenants(workdir)), "download_delay_enabled": False, "bundle_reuse": True}
         direct = bench_settings(port, s3_port, **common)
         small = bench_settings(port, s3_port, **common, redis_url=f"redis://127.0.0.1:{port}/1")
         storage = Storage(direct)
@@ -448,10 +456,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         tap = Tap(port).start()
         real_count = min(args.real, max(20, args.jobs // 20))
         print(f"volume: {real_count} real jobs through the API and a worker ...", flush=True)
-        real = real_jobs(real_count, bench_settings(tap.port, s3_port, **common), probe, workdir, tap)
+        real = real_jobs(real_count, 0, bench_settings(tap.port, s3_port, **common), probe, workdir, tap)
         tap.stop()
         templates: list[Template] = real["templates"]
-        unrelayed = real_jobs(real_count, direct, probe, workdir, None)["figures"]
+        unrelayed = real_jobs(real_count, real_count, direct, probe, workdir, None)["figures"]
         result["per_job"] = {
             **real["figures"],
             "redis_cpu_us": unrelayed["redis_cpu_us"],

@@ -15,6 +15,7 @@ Also the arithmetic of the report (per-job figures net of the idle stack, jobs/s
 
 from __future__ import annotations
 
+import hashlib
 import re
 import socket
 import threading
@@ -45,6 +46,15 @@ def keys_of(command: Command) -> Sequence[bytes]:
 
 UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 """A job id (delineate.ids.new_uuid)."""
+
+REUSE_DIGEST = re.compile(rb"reuse:([0-9a-f]{32})")
+"""The id-set digest in a built bundle's ``reuse:`` key (delineate.jobs.reuse.ids_digest)."""
+
+
+def digest_for(job_id: str) -> bytes:
+    """A replayed job's own id-set digest: each replayed export is a distinct one, as most
+    of a day's are, so each leaves its own ``reuse:`` record."""
+    return hashlib.sha256(job_id.encode()).hexdigest()[:32].encode()
 
 
 def writes_by_job(log: Iterable[Command], job_ids: Iterable[bytes], prefix: bytes) -> dict[bytes, list[Command]]:
@@ -81,7 +91,8 @@ class Template:
     ``commands``: the create script, the ``RPOP`` that takes its message off ``queue``
     (Celery's queue, as the create script names it), then the worker's writes to the end.
     ``start``: the worker's first writes, up to and including the one that makes the job
-    ``processing`` (its lease and that write: what a running job has done)."""
+    ``processing`` (its lease and that write: what a running job has done).
+    ``digest``: the id-set digest of the ``reuse:`` record its bundle registered, if any."""
 
     job_id: bytes
     owner: bytes
@@ -89,6 +100,7 @@ class Template:
     commands: tuple[Command, ...]
     start: tuple[Command, ...]
     packed: bytes
+    digest: bytes | None = None
 
     @classmethod
     def of(cls, writes: list[Command], job_id: bytes, owner: bytes) -> Template:
@@ -102,11 +114,20 @@ class Template:
         if not ends:
             raise ValueError(f"job {job_id!r}: no write made it processing")
         commands = (writes[0], [b"RPOP", queue], *rest)
-        return cls(job_id, owner, queue, commands, tuple(rest[: ends[0] + 1]), pack(commands))
+        packed = pack(commands)
+        digests = set(REUSE_DIGEST.findall(packed))
+        if len(digests) > 1:
+            raise ValueError(f"job {job_id!r}: registered {len(digests)} bundles")
+        start = tuple(rest[: ends[0] + 1])
+        return cls(job_id, owner, queue, commands, start, packed, digests.pop() if digests else None)
 
     def job(self, job_id: str, owner: str) -> bytes:
-        """Every command of this template, packed, for ``job_id`` of ``owner``."""
-        return swap(self.packed, ((self.job_id, job_id.encode()), (self.owner, owner.encode())))
+        """Every command of this template, packed, for ``job_id`` of ``owner`` (and a
+        ``reuse:`` record of its own, :func:`digest_for`)."""
+        pairs = [(self.job_id, job_id.encode()), (self.owner, owner.encode())]
+        if self.digest is not None:
+            pairs.append((self.digest, digest_for(job_id)))
+        return swap(self.packed, pairs)
 
 
 def swap(blob: bytes, pairs: Iterable[tuple[bytes, bytes]]) -> bytes:

@@ -7,7 +7,7 @@ import hiredis
 import pytest
 
 from bench.redis_tap import Trips
-from bench.volume_replay import Template, jobs_per_second, net_per_job, pack, swap, writes_by_job
+from bench.volume_replay import Template, digest_for, jobs_per_second, net_per_job, pack, swap, writes_by_job
 
 pytestmark = pytest.mark.unit
 
@@ -76,6 +76,17 @@ def test_a_template_takes_the_message_after_the_create_and_starts_at_the_process
     assert len(replayed) == len(template.commands)
     assert replayed[0][3] == b"delineate:job:" + NEW and replayed[0][4] == b"delineate:active:tenant-042"
     assert not any(JOB in arg or b"tenant-001" in arg for command in replayed for arg in command)
+
+
+def test_each_replayed_job_registers_a_bundle_of_its_own() -> None:
+    digest = b"0123456789abcdef0123456789abcdef"
+    register = [b"SET", b"delineate:reuse:" + digest, b'{"builder": "' + JOB + b'"}', b"EX", b"86400"]
+    writes = [create(JOB), lease(JOB), update(JOB, b"processing"), update(JOB, b"completed"), register]
+    template = Template.of(writes, JOB, b"tenant-001")
+    assert template.digest == digest
+    replayed = parse(template.job(NEW.decode(), "tenant-042"))[-1]
+    assert replayed[:3] == [b"SET", b"delineate:reuse:" + digest_for(NEW.decode()), b'{"builder": "' + NEW + b'"}']
+    assert digest_for(NEW.decode()) != digest_for(OTHER.decode())
 
 
 def test_a_template_needs_a_create_and_a_processing_write() -> None:
