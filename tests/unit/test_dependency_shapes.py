@@ -300,6 +300,65 @@ def test_gunicorn_puts_the_connection_socket_in_the_environ() -> None:
         )
 
 
+def _served_request() -> tuple[Any, Any]:
+    """(gunicorn's response, its environ) for a GET, as a worker makes them."""
+    from gunicorn.config import Config
+    from gunicorn.http import RequestParser, wsgi
+
+    served, client = socket.socketpair()
+    with served, client:
+        client.sendall(b"GET /v1/download/status/x HTTP/1.1\r\nHost: h\r\n\r\n")
+        request = next(RequestParser(Config(), served, ("127.0.0.1", 1)))
+        return wsgi.create(request, served, ("127.0.0.1", 1), ("127.0.0.1", 3000), Config())  # type: ignore[no-any-return]
+
+
+def test_gunicorn_makes_each_response_from_its_wsgi_modules_response_class(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gunicorn.http import wsgi
+
+    from delineate.api.gunicorn_worker import CheckedResponse
+
+    user = "delineate/api/gunicorn_worker.py (FairGeventWorker.init_process) puts CheckedResponse there"
+    monkeypatch.setattr(wsgi, "Response", CheckedResponse)
+    response, _ = _served_request()
+    assert type(response) is CheckedResponse, changed("gunicorn", "wsgi.create() no longer uses wsgi.Response", user)
+    assert response.headers == [] and response.response_length is None, changed(
+        "gunicorn", "Response no longer starts with headers [] and response_length None", user
+    )
+
+
+def test_checked_headers_leave_what_gunicorns_checks_leave() -> None:
+    """The fast lane's headers, taken as they are (CheckedResponse), end as gunicorn's own
+    checks leave them: the same list, the same length, the same bytes on the wire."""
+    from gunicorn.http import wsgi
+    from gunicorn.http.errors import InvalidResponseHeader
+
+    from delineate.api.checked_headers import CheckedHeaders
+    from delineate.api.gunicorn_worker import CheckedResponse
+
+    user = "delineate/api/gunicorn_worker.py (CheckedResponse) must leave what Response.process_headers leaves"
+    headers = [
+        ("Content-Type", "application/json"), ("Content-Length", "836"), ("Cache-Control", "no-store"),
+        ("X-Request-ID", "ad17cbec-e1c7-40ad-973a-f0780b73e69c"), ("Server-Timing", "app;dur=0.69"),
+        ("Strict-Transport-Security", "max-age=31536000; includeSubDomains"), ("RateLimit-Remaining", "99"),
+        ("Access-Control-Allow-Origin", "https://console.example"), ("Vary", "Origin"),
+    ]  # fmt: skip
+    library, _ = _served_request()
+    library.start_response("200 OK", list(headers))
+    checked, _ = _served_request()
+    checked.__class__ = CheckedResponse
+    checked.start_response("200 OK", CheckedHeaders(headers, 836))
+    assert (checked.headers, checked.response_length) == (library.headers, library.response_length), changed(
+        "gunicorn", "process_headers leaves other headers or another length", user
+    )
+    assert checked.headers is not headers and isinstance(checked.headers, list)
+    # Anything else still meets gunicorn's checks.
+    refused, _ = _served_request()
+    refused.__class__ = CheckedResponse
+    with pytest.raises(InvalidResponseHeader):
+        refused.start_response("200 OK", [("X-Bad", "a\r\nSet-Cookie: x=1")])
+    assert wsgi.Response.process_headers is not CheckedResponse.process_headers
+
+
 def _conf_file() -> ast.Module:
     return ast.parse((ROOT / "deploy" / "gunicorn.conf.py").read_text())
 

@@ -85,3 +85,14 @@ def test_every_sampler_name_builds() -> None:
     assert set(wanted) - {""} == set(_SAMPLERS)
     for name, description in wanted.items():
         assert configured_sampler(name, 0.5).get_description().startswith(description), name
+
+
+def test_a_header_sent_unchecked_is_checked_once_at_start_up() -> None:
+    from delineate.api.checked_headers import check_constant
+
+    assert check_constant("Vary", "Origin") == ("Vary", "Origin")
+    for name, value in [("Vary", "a\r\nSet-Cookie: x=1"), ("Bad Name", "x"), ("Vary", " padded ")]:
+        with pytest.raises(ValueError, match="not a valid header"):
+            check_constant(name, value)
+    with pytest.raises(ValueError, match="Access-Control-Allow-Origin"):
+        Cors(("https://ok.example", "https://bad.example\r\nX-Injected: 1"))

@@ -41,6 +41,7 @@ from flask import Flask
 from werkzeug.http import HTTP_STATUS_CODES
 
 from delineate.api.accept import accept, idempotency_key
+from delineate.api.checked_headers import CheckedHeaders
 from delineate.api.edge.security import HANDOFF, Edge, Handoff
 from delineate.api.metrics import RequestObserver
 from delineate.api.tracing import RequestTracer
@@ -219,7 +220,8 @@ class FastLane:
             headers.append(RequestTracer.answered(span[0], code))
         origin = environ.get("HTTP_ORIGIN")
         headers += self.edge.headers(handoff.request_id, handoff.started, handoff.window, origin, False)
-        start_response(status_line(code), headers)
+        # Every value here is a constant checked at start-up, a number or a matched id.
+        start_response(status_line(code), CheckedHeaders(headers, len(body)))
         method, route, path, job_id = where
         seconds = time.perf_counter() - handoff.started
         self.observer.record(method, route, path, code, seconds, handoff.request_id, job_id)

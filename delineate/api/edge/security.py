@@ -23,6 +23,7 @@ from flask import Flask, Request, Response, g, request
 from werkzeug.datastructures import Headers
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from delineate.api.checked_headers import check_constant
 from delineate.api.edge import auth
 from delineate.api.edge.ratelimit import RATE_LIMIT_HEADERS, RateLimiter, Window, address_key
 from delineate.api.flask_app import EdgeResponse
@@ -77,7 +78,8 @@ class Cors:
 
     def __init__(self, origins: tuple[str, ...]) -> None:
         self.wildcard = "*" in origins
-        self.origins = frozenset(origins)
+        # Echoed as they are (the fast lane's headers are not checked again): checked here.
+        self.origins = frozenset(check_constant("Access-Control-Allow-Origin", origin)[1] for origin in origins)
         exposed = ("Access-Control-Expose-Headers", ", ".join(CORS_EXPOSED_HEADERS))
         self._preflight = [
             ("Access-Control-Allow-Methods", CORS_METHODS),
@@ -152,7 +154,7 @@ class Edge:
         self.fast = settings.fast_paths
         self.limiter = limiter
         self.cors = Cors(settings.cors_origins)
-        self.static_headers = list(SECURITY_HEADERS.items())
+        self.static_headers = [check_constant(name, value) for name, value in SECURITY_HEADERS.items()]
         self.prefetch: dict[str, Prefetch] = {}
 
     def prefetch_on(self, endpoint: str, read: Prefetch) -> None:
