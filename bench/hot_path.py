@@ -8,13 +8,14 @@ Celery worker running (asleep in the simulated origin, as in production). With
 ``--telemetry`` the API and the worker also export traces to a local OTLP sink and errors
 to a local Sentry ingest, sampling 10 % through the SDK's own variables.
 
-Each run measures, one after the other: the hello ceiling, GET status of a completed job,
-the hello again, POST initiate (3 ids), the hello a third time. A route's ratio is its
-rate over the mean of the two hellos around it, so a machine that speeds up or slows
-down during a run (this one is shared) moves both sides of the ratio alike. Figures are
-per run; ``--json`` writes them for ``run_all.py``.
+Each run measures GET status of a completed job, then POST initiate (3 ids), each in
+``--rounds`` rounds interleaved with the bare hello (hello then route, route then hello,
+...: :func:`interleaved`). A route's ratio is its requests over the hello's in the same
+rounds, so a machine that speeds up or slows down during a run (this one is shared) moves
+both sides of the ratio alike; its p99 is its worst round's. Figures are per run;
+``--json`` writes them for ``run_all.py``.
 
-    .venv/bin/python bench/hot_path.py [--runs 5] [--seconds 10] [--connections 50]
+    .venv/bin/python bench/hot_path.py [--runs 5] [--seconds 10] [--rounds 3] [--connections 50]
         [--api-workers 2] [--telemetry] [--no-worker] [--no-fast-paths] [--tenants]
         [--json bench/results/hot_path.json]
 """
@@ -23,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import statistics
 import sys
 import tempfile
 import time
@@ -80,13 +83,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             wrk(status_url, 2, args.connections, headers=headers)
             wrk(initiate_url, 2, args.connections, WRK_POST, headers=headers)
             for n in range(args.runs):
-                hellos = [wrk(hello.url, args.seconds, args.connections)]
-                status = wrk(status_url, args.seconds, args.connections, headers=headers)
-                hellos.append(wrk(hello.url, args.seconds, args.connections))
-                initiate = wrk(initiate_url, args.seconds, args.connections, WRK_POST, headers=headers)
-                hellos.append(wrk(hello.url, args.seconds, args.connections))
-                status["ratio"] = status["rps"] / ((hellos[0]["rps"] + hellos[1]["rps"]) / 2)
-                initiate["ratio"] = initiate["rps"] / ((hellos[1]["rps"] + hellos[2]["rps"]) / 2)
+                status = interleaved(hello.url, status_url, args, headers)
+                initiate = interleaved(hello.url, initiate_url, args, headers, WRK_POST)
+                hellos = status.pop("hellos") + initiate.pop("hellos")
                 run = {
                     "hello": {key: median([h[key] for h in hellos]) for key in hellos[0]},
                     "status": status,
@@ -107,10 +106,39 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "api_workers": args.api_workers,
         "connections": args.connections,
         "seconds": args.seconds,
+        "rounds": args.rounds,
         "worker": not args.no_worker,
         "fast_paths": not args.no_fast_paths,
         "tenants": args.tenants,
         "runs": runs,
+    }
+
+
+def interleaved(
+    hello_url: str, url: str, args: argparse.Namespace, headers: dict[str, str], script: Path | None = None
+) -> dict[str, Any]:
+    """``url`` and the hello in alternating rounds (hello first, then the route first, and so
+    on), ``args.seconds`` of each in ``args.rounds`` rounds. This machine's capacity moves by
+    10-25 % from one 10 s stretch to the next; rounds a few seconds apart see about the same
+    machine, so the ratio (the route's requests over the hello's, in the same rounds) moves
+    far less than the rates. The route's p99 is its worst round's."""
+    seconds = max(2, math.ceil(args.seconds / args.rounds))
+    hellos: list[dict[str, float]] = []
+    rounds: list[dict[str, float]] = []
+    for n in range(args.rounds):
+        pair = [lambda: hellos.append(wrk(hello_url, seconds, args.connections)),
+                lambda: rounds.append(wrk(url, seconds, args.connections, script, headers=headers))]  # fmt: skip
+        for step in pair if n % 2 == 0 else reversed(pair):
+            step()
+    rps = statistics.fmean(r["rps"] for r in rounds)
+    return {
+        "rps": rps,
+        "ratio": rps / statistics.fmean(h["rps"] for h in hellos),
+        "p50_ms": median([r["p50_ms"] for r in rounds]),
+        "p99_ms": max(r["p99_ms"] for r in rounds),
+        "errors": sum(r["errors"] for r in rounds),
+        "rounds": rounds,
+        "hellos": hellos,
     }
 
 
@@ -136,7 +164,8 @@ def summary(result: dict[str, Any]) -> str:
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=10, help="of each route (and of the hello beside it) per run")
+    parser.add_argument("--rounds", type=int, default=3, help="the rounds those seconds are split into")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--api-workers", type=int, default=2)
     parser.add_argument("--telemetry", action="store_true", help="OTLP + Sentry to local sinks, 10 %% sampling")

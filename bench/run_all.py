@@ -330,8 +330,9 @@ def _rss_mb(pid: int) -> float:
 def figures_of_record() -> dict[str, Figure]:
     """Every figure of the report, with its issue's target."""
     figures = {
-        "status_ratio": Figure("status, 50 conn, x hello", "x", "≥ 0.84", met=lambda v: v >= 0.84),
-        "status_p99": Figure("status p99", "ms", "≤ 50", met=lambda v: v <= 50),
+        # issue 27: the original's quiet-machine ratio (0.94 x) and half its p99 at 50 connections
+        "status_ratio": Figure("status, 50 conn, x hello", "x", "≥ 0.95", met=lambda v: v >= 0.95),
+        "status_p99": Figure("status p99", "ms", "≤ 30", met=lambda v: v <= 30),
         "status_errors": Figure("status errors", "", "0", met=lambda v: v == 0),
         "initiate_ratio": Figure("initiate, 50 conn, x hello", "x", "≥ 0.61", met=lambda v: v >= 0.61),
         "initiate_p99": Figure("initiate p99", "ms", "≤ 150", met=lambda v: v <= 150),
