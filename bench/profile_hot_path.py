@@ -7,7 +7,10 @@ gunicorn worker meanwhile. For each route, writes the collapsed stacks to
 share of samples per layer (inclusive: a frame's callees count towards it) and the
 functions that hold the most samples themselves.
 
-    .venv/bin/python bench/profile_hot_path.py [--seconds 15] [--routes status,initiate] [--telemetry]
+    .venv/bin/python bench/profile_hot_path.py [--seconds 15] [--routes status,initiate,hello] [--telemetry]
+
+``hello`` profiles the bare hello the ratios are taken to (``bench/hello.py``, same gunicorn
+settings and worker class), so the two can be read side by side.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.hot_path import SAMPLER_ENV, completed_job
-from bench.stack import RESULTS, WRK_POST, start_stack
+from bench.stack import RESULTS, WRK_POST, Hello, start_stack
 from tests.support.stack import BIN
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
@@ -93,9 +96,15 @@ def profile(route: str, seconds: int, telemetry: bool) -> tuple[str, Path]:
     stack = start_stack(workdir, workers=1, api_workers=1, api_env=env, worker_env=env, **overrides)
     suffix = "-telemetry" if telemetry else ""
     raw = RESULTS / f"profile-{route}{suffix}.txt"
+    hello: Hello | None = None
     try:
+        pid = stack.api_worker_pids()[0]
         if route == "status":
             url, script = f"{stack.base}/v1/download/status/{completed_job(stack.settings)}", None
+        elif route == "hello":  # the ceiling the ratios are taken to, on the same worker class
+            hello = Hello(stack.settings, workdir, workers=1).__enter__()
+            url, script = hello.url, None
+            pid = int(subprocess.run(["pgrep", "-P", str(hello.service.pid)], capture_output=True, text=True).stdout)
         else:
             url, script = f"{stack.base}/v1/download/initiate", WRK_POST
         command = ["wrk", "-t2", "-c50", f"-d{seconds}s", url]
@@ -104,12 +113,14 @@ def profile(route: str, seconds: int, telemetry: bool) -> tuple[str, Path]:
         load = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         time.sleep(2)  # let the load settle
         subprocess.run(
-            [str(BIN / "py-spy"), "record", "--pid", str(stack.api_worker_pids()[0]), "--duration",
+            [str(BIN / "py-spy"), "record", "--pid", str(pid), "--duration",
              str(seconds - 4), "--rate", "250", "--format", "raw", "--output", str(raw), "--nonblocking"],
             check=True, capture_output=True,
         )  # fmt: skip
         out = load.communicate(timeout=seconds + 30)[0]
     finally:
+        if hello is not None:
+            hello.__exit__()
         stack.stop()
         for receiver in receivers:
             receiver.stop()
@@ -120,7 +131,7 @@ def profile(route: str, seconds: int, telemetry: bool) -> tuple[str, Path]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=15)
-    parser.add_argument("--routes", default="status,initiate")
+    parser.add_argument("--routes", default="status,initiate,hello")
     parser.add_argument("--telemetry", action="store_true")
     args = parser.parse_args()
     sections = [
