@@ -49,8 +49,8 @@ def audit_link(
 ) -> None:
     """Write the audit line of a presigned link handed out, unless this process wrote it for
     the same link, owner, client and ``via`` already. ``client``: the caller's address (for a
-    webhook, the receiving host); ``via``: ``status``, ``download``, ``start``, ``stream`` or
-    ``webhook``."""
+    webhook, the receiving host); ``via``: ``status``, ``history``, ``download``, ``start``,
+    ``stream`` or ``webhook``."""
     handout = (url, owner, client, via)
     if handout in _written:
         return

@@ -229,6 +229,9 @@ def test_links_are_audited_and_never_cached_on_both_entrances(
     stream = client.get(f"/v1/download/stream/{job_id}", headers={**headers, "X-Request-ID": "audit-3"})
     assert stream.status_code == 200 and stream.headers["Cache-Control"] == "no-store"
     assert "event: completed" in stream.get_data(as_text=True)  # its data carries the link
+    page = client.get("/v1/downloads", headers={**headers, "X-Request-ID": "audit-h"})
+    assert page.status_code == 200 and page.headers["Cache-Control"] == "no-store"
+    assert any(job["jobId"] == job_id and job["downloadUrl"] for job in page.get_json()["jobs"])
     # A poller reading the same link again is not written again; another client is.
     again = client.get(f"/v1/download/status/{job_id}", headers={**headers, "X-Request-ID": "audit-4"})
     assert again.get_json()["downloadUrl"] == status.get_json()["downloadUrl"]
@@ -240,6 +243,7 @@ def test_links_are_audited_and_never_cached_on_both_entrances(
         (job_id, "audit-1", "203.0.113.7", "", "status"),
         (job_id, "audit-2", "203.0.113.7", "", "download"),
         (job_id, "audit-3", "203.0.113.7", "", "stream"),
+        (job_id, "audit-h", "203.0.113.7", "", "history"),
         (job_id, "audit-5", "198.51.100.9", "", "status"),
     ]
     expected = time.time() + settings.presigned_url_expiry_seconds
@@ -252,6 +256,8 @@ def test_links_are_audited_and_never_cached_on_both_entrances(
     store.create(not_ready)
     plain = client.get(f"/v1/download/status/{not_ready.job_id}")
     assert plain.status_code == 200 and "Cache-Control" not in plain.headers
+    unlinked = client.get("/v1/downloads?status=queued")
+    assert unlinked.get_json()["jobs"] and "Cache-Control" not in unlinked.headers
 
     caplog.clear()
     assert client.delete(f"/v1/download/{job_id}").status_code == 202

@@ -6,12 +6,13 @@ import base64
 import binascii
 import re
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
 from delineate.api.edge.auth import current_owner
 from delineate.api.flask_app import services
 from delineate.api.validation import bad_query, query_number
 from delineate.models import JobState
+from delineate.telemetry.audit import NO_STORE, audit_link
 
 bp = Blueprint("history", __name__, url_prefix="/v1/downloads")
 
@@ -74,10 +75,17 @@ def list_jobs() -> Response:
         raise bad_query(sorted(unknown)[0], "unknown parameter (status, limit and cursor are known)")
     store = services().store
     jobs, next_position = store.history(current_owner(), states, limit, cursor)
-    return jsonify(
-        jobs=[store.status(job) for job in jobs],
-        nextCursor=encode_cursor(*next_position) if next_position else None,
-    )
+    statuses = [store.status(job) for job in jobs]
+    response = jsonify(jobs=statuses, nextCursor=encode_cursor(*next_position) if next_position else None)
+    linked = False
+    for job, status in zip(jobs, statuses, strict=True):
+        url = status["downloadUrl"]
+        if url is not None:  # a presigned link handed out: audited, as by every route
+            audit_link(url, job.owner, job.job_id, g.get("request_id"), request.remote_addr, "history")
+            linked = True
+    if linked:
+        response.headers["Cache-Control"] = NO_STORE
+    return response
 
 
 @bp.get("/summary")
