@@ -74,6 +74,16 @@ def _csv(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+def _origins(name: str, raw: str) -> tuple[str, ...]:
+    """CORS_ORIGINS: ``*`` or origins, each echoed in a response header as it is: printable
+    ASCII without blanks (no control character can reach a header)."""
+    origins = _csv(raw)
+    for origin in origins:
+        if not all("!" <= c <= "~" for c in origin):
+            raise ConfigError(f"{name}: {origin!r} is not an origin (printable ASCII, no spaces)")
+    return origins
+
+
 def split_host_port(entry: str) -> tuple[str, int | None]:
     """A CALLBACK_ALLOWED_HOSTS entry, lower-cased: ``host``, ``host:port``, ``[v6]`` or
     ``[v6]:port`` (a bare IPv6 address has no port).

@@ -86,6 +86,14 @@ def test_bad_sentinel_values_name_the_variable(env: dict[str, str], name: str) -
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("raw", ["https://a.example,https://b.example\x0bX-Injected:1", "https://a.example https://b"])
+def test_a_cors_origin_that_cannot_be_a_header_is_refused_at_start_up(raw: str) -> None:
+    """The fast lane echoes a listed origin unchecked (CheckedHeaders)."""
+    with pytest.raises(ConfigError, match="CORS_ORIGINS") as info:
+        load_settings(environ={"CORS_ORIGINS": raw}, dotenv_path=None)
+    assert "\n" not in str(info.value)
+
+
 def test_celery_goes_through_sentinel_only_when_configured() -> None:
     from delineate.broker.app import celery_config
 
